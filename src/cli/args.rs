@@ -1,0 +1,131 @@
+//! The command line as operators type it; one variant per subcommand.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Version plus the git commit the binary was built from.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("APPSNAP_GIT_COMMIT"),
+    ")"
+);
+
+/// Application-consistent snapshots of this ECS instance's cloud disks, on a schedule.
+///
+/// appsnap runs your pre-script, freezes the file systems on the job's disks,
+/// asks ECS for one snapshot group across them, thaws as soon as ECS accepts,
+/// runs your post-script and tags the snapshots. A separate guard process
+/// thaws at the deadline even if appsnap itself dies.
+#[derive(Debug, Parser)]
+#[command(name = "appsnap", version = LONG_VERSION, propagate_version = true)]
+pub struct Cli {
+    /// The policy file.
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "PATH",
+        global = true,
+        default_value = "/etc/appsnap.toml"
+    )]
+    pub config: PathBuf,
+
+    /// Directory of drop-in policy files (*.toml, read in name order; each may add jobs).
+    #[arg(
+        long = "config-dir",
+        value_name = "DIR",
+        global = true,
+        default_value = "/etc/appsnap.d"
+    )]
+    pub config_dir: PathBuf,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the scheduler (what systemd starts): runs every job at its scheduled times.
+    Daemon,
+    /// Run one job now and exit with the vendor plugin's exit code.
+    Run(RunArgs),
+    /// Validate the policy, then check every job against this instance and the cloud.
+    Check(CheckArgs),
+    /// Show which disks, devices and file systems a job would freeze, in freeze order.
+    Plan(PlanArgs),
+    /// Show each job's last result and next run, and whether the daemon is running.
+    Status(JsonArgs),
+    /// List the snapshot groups appsnap created on this instance, newest first.
+    List(ListArgs),
+    /// Thaw every file system the frozen-set record names (after a crash; safe to repeat).
+    Thaw(ThawArgs),
+    /// Drop-in replacement for the vendor plugin: takes its --params string.
+    Plugin(PluginArgs),
+}
+
+/// `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The job's name, as in the policy.
+    pub job: String,
+    /// Do everything except freeze and create the snapshot group; print what would happen.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Only validate the policy files; do not contact the metadata service or ECS.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+/// `plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The job's name, as in the policy.
+    pub job: String,
+    /// Print machine-readable JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Subcommands whose only option is JSON output.
+#[derive(Debug, Args)]
+pub struct JsonArgs {
+    /// Print machine-readable JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only this job's groups.
+    #[arg(long)]
+    pub job: Option<String>,
+    /// Print machine-readable JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `thaw`.
+#[derive(Debug, Args)]
+pub struct ThawArgs {
+    /// Thaw everything the record names (the only mode; required so it is never typed by accident).
+    #[arg(long, required = true)]
+    pub all: bool,
+}
+
+/// `plugin`.
+#[derive(Debug, Args)]
+pub struct PluginArgs {
+    /// The vendor's parameter string, e.g.
+    /// -RamRoleName="r",-EnableFsFreeze=true,-TimeoutInSeconds=30,-Name="LinuxApp1"
+    #[arg(long, value_name = "PARAMS", allow_hyphen_values = true)]
+    pub params: String,
+}

@@ -1,0 +1,33 @@
+//! One function per subcommand; this is the only place that uses `anyhow`
+//! and turns typed errors into operator messages and exit codes.
+
+pub mod args;
+mod check;
+
+use std::process::ExitCode;
+
+use args::{Cli, Command};
+
+/// Exit code for a subcommand that has not been built yet (the vendor's "unknown").
+const NOT_AVAILABLE: u8 = 255;
+
+/// Dispatches the parsed command line; returns the process exit code.
+pub fn dispatch(cli: Cli) -> ExitCode {
+    let code = match &cli.command {
+        Command::Check(a) => check::run(&cli, a),
+        Command::Daemon => not_available("daemon"),
+        Command::Run(_) => not_available("run"),
+        Command::Plan(_) => not_available("plan"),
+        Command::Status(_) => not_available("status"),
+        Command::List(_) => not_available("list"),
+        Command::Thaw(_) => not_available("thaw"),
+        Command::Plugin(_) => not_available("plugin"),
+    };
+    ExitCode::from(code)
+}
+
+/// Says plainly that a subcommand is not built yet, rather than pretending.
+fn not_available(name: &str) -> u8 {
+    eprintln!("appsnap: `{name}` is not available yet in this build");
+    NOT_AVAILABLE
+}

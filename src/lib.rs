@@ -1,0 +1,6 @@
+//! appsnap: application-consistent snapshots of an ECS instance's disks.
+//!
+//! The binary (`src/main.rs`) is a thin CLI over these modules; see
+//! `ARCHITECTURE.md` in the shared design notes for how they compose.
+
+pub mod policy;

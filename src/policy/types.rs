@@ -1,0 +1,266 @@
+//! The validated policy: what the rest of appsnap consumes. Every value here has
+//! already been checked, so no other module re-validates configuration.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::schedule::CronSchedule;
+
+/// The whole validated policy, main file plus drop-ins.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// How to reach the cloud and who we are there.
+    pub cloud: CloudSettings,
+    /// Where appsnap looks for devices and keeps its own files.
+    pub host: HostSettings,
+    /// The defaults every job inherited (kept for `check` and serialization).
+    pub defaults: JobDefaults,
+    /// Jobs in file order: main file first, then drop-ins sorted by name.
+    pub jobs: Vec<Job>,
+}
+
+impl Policy {
+    /// Looks a job up by name, as the CLI and the scheduler address jobs.
+    pub fn job(&self, name: &str) -> Option<&Job> {
+        self.jobs.iter().find(|j| j.name.as_str() == name)
+    }
+}
+
+/// The request-signing scheme; V3 is what current SDKs use, v1 exists for old gateways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SignatureVersion {
+    /// ACS3-HMAC-SHA256.
+    #[default]
+    V3,
+    /// RPC HMAC-SHA1 (`SignatureVersion=1.0`).
+    V1,
+}
+
+impl SignatureVersion {
+    /// The spelling used in the policy file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignatureVersion::V3 => "v3",
+            SignatureVersion::V1 => "v1",
+        }
+    }
+}
+
+/// `[cloud]`: every value optional because the metadata service knows the truth.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CloudSettings {
+    /// Region override; default from the metadata service.
+    pub region_id: Option<String>,
+    /// Instance override; default from the metadata service.
+    pub instance_id: Option<String>,
+    /// RAM role override; default: the role attached to the instance.
+    pub ram_role: Option<String>,
+    /// ECS endpoint override; default `https://ecs-vpc.<region>.aliyuncs.com`.
+    pub endpoint: Option<String>,
+    /// Base URL of the instance metadata service.
+    pub metadata_endpoint: String,
+    /// Which signature scheme requests carry.
+    pub signature_version: SignatureVersion,
+    /// The most disks one snapshot group may hold (the server has the last word).
+    pub max_disks_per_group: u32,
+}
+
+/// Default metadata service address on every ECS instance.
+pub const DEFAULT_METADATA_ENDPOINT: &str = "http://100.100.100.200";
+/// Default cap on disks per group (current API description: 16).
+pub const DEFAULT_MAX_DISKS_PER_GROUP: u32 = 16;
+
+impl Default for CloudSettings {
+    fn default() -> Self {
+        CloudSettings {
+            region_id: None,
+            instance_id: None,
+            ram_role: None,
+            endpoint: None,
+            metadata_endpoint: DEFAULT_METADATA_ENDPOINT.to_string(),
+            signature_version: SignatureVersion::V3,
+            max_disks_per_group: DEFAULT_MAX_DISKS_PER_GROUP,
+        }
+    }
+}
+
+/// `[host]`: host paths are settings so tests can point them at fixture trees.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostSettings {
+    /// Where udev publishes stable disk links.
+    pub by_id_dir: PathBuf,
+    /// Runtime dir (tmpfs): the frozen-set record and the lock live here.
+    pub run_dir: PathBuf,
+    /// Persistent state: last result per job.
+    pub state_dir: PathBuf,
+}
+
+impl Default for HostSettings {
+    fn default() -> Self {
+        HostSettings {
+            by_id_dir: PathBuf::from("/dev/disk/by-id"),
+            run_dir: PathBuf::from("/run/appsnap"),
+            state_dir: PathBuf::from("/var/lib/appsnap"),
+        }
+    }
+}
+
+/// `[defaults]`: the vendor plugin's defaults, inherited by every job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobDefaults {
+    /// EnableFsFreeze (vendor default true).
+    pub fs_freeze: bool,
+    /// TimeoutInSeconds: the longest I/O may stay suspended (vendor default 30 s).
+    pub freeze_timeout: Duration,
+    /// ScriptTimeoutInSeconds (vendor default 1800 s).
+    pub script_timeout: Duration,
+    /// Random delay before a scheduled run, to spread a fleet.
+    pub jitter: Duration,
+}
+
+/// Vendor default for EnableFsFreeze.
+pub const DEFAULT_FS_FREEZE: bool = true;
+/// Vendor default for TimeoutInSeconds.
+pub const DEFAULT_FREEZE_TIMEOUT_SECS: u64 = 30;
+/// Vendor default for ScriptTimeoutInSeconds.
+pub const DEFAULT_SCRIPT_TIMEOUT_SECS: u64 = 1800;
+/// Accepted range for the freeze timeout, seconds.
+pub const FREEZE_TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 1..=600;
+/// Accepted range for the script timeout, seconds.
+pub const SCRIPT_TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 1..=86_400;
+/// Accepted range for jitter, seconds (up to a day).
+pub const JITTER_RANGE: std::ops::RangeInclusive<u64> = 0..=86_400;
+
+impl Default for JobDefaults {
+    fn default() -> Self {
+        JobDefaults {
+            fs_freeze: DEFAULT_FS_FREEZE,
+            freeze_timeout: Duration::from_secs(DEFAULT_FREEZE_TIMEOUT_SECS),
+            script_timeout: Duration::from_secs(DEFAULT_SCRIPT_TIMEOUT_SECS),
+            jitter: Duration::ZERO,
+        }
+    }
+}
+
+/// A job name, already checked against `[A-Za-z][A-Za-z0-9._:-]{1,127}`; it
+/// prefixes snapshot group names, so it must satisfy ECS naming too.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobName(pub(crate) String);
+
+impl JobName {
+    /// The name as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An ECS disk ID (`d-` + lowercase alphanumerics); a newtype so a mount
+/// point or serial can never be passed where a disk ID is meant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DiskId(pub(crate) String);
+
+impl DiskId {
+    /// Checks the ECS shape and wraps it; the message says what is accepted.
+    pub fn parse(s: &str) -> Result<DiskId, String> {
+        let rest = s
+            .strip_prefix("d-")
+            .ok_or_else(|| format!("disk ID {s:?} must start with \"d-\""))?;
+        if rest.is_empty()
+            || !rest
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            return Err(format!(
+                "disk ID {s:?} must be \"d-\" followed by lowercase letters and digits"
+            ));
+        }
+        Ok(DiskId(s.to_string()))
+    }
+
+    /// The ID as ECS spells it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The serial the guest sees when DescribeDisks gives none: the ID without `d-`.
+    pub fn default_serial(&self) -> &str {
+        &self.0[2..]
+    }
+}
+
+impl fmt::Display for DiskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Which disks a job snapshots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskSelection {
+    /// Every supported disk of this instance, minus `exclude_disks`.
+    All {
+        /// ExcludeDiskId.
+        exclude: Vec<DiskId>,
+    },
+    /// Exactly these disks.
+    List(Vec<DiskId>),
+}
+
+/// Which time zone a schedule is read in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobZone {
+    /// The system's local zone (TZ or /etc/localtime), read at run time.
+    Local,
+    /// A named IANA zone.
+    Named(chrono_tz::Tz),
+}
+
+impl fmt::Display for JobZone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JobZone::Local => f.write_str("local"),
+            JobZone::Named(tz) => f.write_str(tz.name()),
+        }
+    }
+}
+
+/// One `[[job]]`, with the defaults already applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    /// Unique across all policy files.
+    pub name: JobName,
+    /// When it runs.
+    pub schedule: CronSchedule,
+    /// The zone the schedule is read in.
+    pub zone: JobZone,
+    /// Which disks.
+    pub disks: DiskSelection,
+    /// Quiesces the application; absent means file-system consistency only.
+    pub prescript: Option<PathBuf>,
+    /// Resumes the application.
+    pub postscript: Option<PathBuf>,
+    /// Snapshot group Description.
+    pub description: Option<String>,
+    /// Extra tags put on the group (ECS tag rules already checked).
+    pub tags: BTreeMap<String, String>,
+    /// Keep at most this many groups of this job.
+    pub keep_last: Option<u32>,
+    /// Delete this job's groups older than this many days.
+    pub max_age_days: Option<u32>,
+    /// EnableFsFreeze.
+    pub fs_freeze: bool,
+    /// TimeoutInSeconds: the freeze guard's deadline.
+    pub freeze_timeout: Duration,
+    /// ScriptTimeoutInSeconds.
+    pub script_timeout: Duration,
+    /// Random delay before a scheduled run.
+    pub jitter: Duration,
+}

@@ -4,4 +4,5 @@
 //! `ARCHITECTURE.md` in the shared design notes for how they compose.
 
 pub mod host;
+pub mod job;
 pub mod policy;

@@ -70,7 +70,7 @@ pub enum FreezeError {
 
 impl FreezeError {
     /// The vendor exit code: 11, cannot suspend I/O.
-    pub const EXIT_CODE: u8 = 11;
+    pub const EXIT_CODE: u8 = crate::job::outcome::Outcome::FreezeFailed as u8;
 
     /// Always [`Self::EXIT_CODE`]; here so callers map errors without matching.
     pub fn exit_code(&self) -> u8 {
@@ -99,7 +99,7 @@ pub enum ThawError {
 
 impl ThawError {
     /// The vendor exit code: 12, cannot resume I/O.
-    pub const EXIT_CODE: u8 = 12;
+    pub const EXIT_CODE: u8 = crate::job::outcome::Outcome::ThawFailed as u8;
 
     /// Always [`Self::EXIT_CODE`].
     pub fn exit_code(&self) -> u8 {

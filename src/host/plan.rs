@@ -600,4 +600,174 @@ mod tests {
         assert!(!kernel_older_than("6.18.44-fc-v769", 5, 17));
         assert!(!kernel_older_than("weird", 5, 17));
     }
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/host")
+            .join(name)
+    }
+
+    fn view(name: &str) -> HostView {
+        let dir = fixture(name);
+        HostView::read(&HostPaths {
+            mountinfo: dir.join("mountinfo"),
+            sys_root: dir.join("sys"),
+            by_id_dir: dir.join("by-id"),
+            proc_root: dir.join("proc"),
+        })
+        .unwrap()
+    }
+
+    fn disks(ids: &[&str]) -> Vec<DiskRequest> {
+        ids.iter()
+            .map(|s| DiskRequest::offline(DiskId::parse(s).unwrap()))
+            .collect()
+    }
+
+    fn mps(p: &Plan) -> Vec<String> {
+        p.entries
+            .iter()
+            .map(|e| e.mount_point.display().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn lvm_holders_nested_children_first_and_bind_dedup() {
+        let v = view("lvm");
+        let p = build(
+            &v,
+            &disks(&["d-bp1aaaa", "d-bp1bbbb"]),
+            Path::new("/run/appsnap"),
+        )
+        .unwrap();
+        assert_eq!(mps(&p), vec!["/data/logs", "/data"]);
+        let data = &p.entries[1];
+        assert_eq!(data.devices, vec!["dm-0", "vdb1", "vdb"]);
+        assert_eq!(data.disks, vec!["d-bp1aaaa"]);
+        assert_eq!(data.fs_type, "xfs");
+        assert_eq!(data.mount_id, 30);
+        assert_eq!(data.dev, "252:0");
+        assert_eq!(data.also_mounted_at, vec![PathBuf::from("/srv/data bind")]);
+        assert_eq!(p.entries[0].disks, vec!["d-bp1bbbb"]);
+        assert!(matches!(p.disks[0].found_by, FoundBy::ByIdLink(_)));
+        assert_eq!(p.disks[0].device, "vdb");
+        // The tmpfs mounted inside /data is not on the job's disks: neither planned nor listed.
+        assert!(p.skipped.is_empty(), "{:?}", p.skipped);
+        let r = p.render();
+        assert!(r.contains("1. /data/logs ext4"), "{r}");
+        assert!(r.contains("also mounted at /srv/data bind"), "{r}");
+    }
+
+    #[test]
+    fn fs_spanning_included_and_excluded_disks_is_refused_by_name() {
+        let v = view("lvm");
+        let err = build(&v, &disks(&["d-bp1cccc"]), Path::new("/run/appsnap")).unwrap_err();
+        let PlanError::SpansOutsideJob(spans) = &err else {
+            panic!("unexpected {err:?}");
+        };
+        assert_eq!(spans.len(), 1);
+        assert_eq!(spans[0].mount_point, PathBuf::from("/span"));
+        assert_eq!(spans[0].inside, vec!["d-bp1cccc"]);
+        assert_eq!(spans[0].outside, vec!["vde (serial bp1dddd)"]);
+        let msg = err.to_string();
+        assert!(
+            msg.contains("/span") && msg.contains("d-bp1cccc") && msg.contains("vde"),
+            "{msg}"
+        );
+        // With both disks in the job the same file system is fine; vdd/vde are found by sysfs serial.
+        let p = build(
+            &v,
+            &disks(&["d-bp1cccc", "d-bp1dddd"]),
+            Path::new("/run/appsnap"),
+        )
+        .unwrap();
+        assert_eq!(mps(&p), vec!["/span"]);
+        assert_eq!(p.entries[0].disks, vec!["d-bp1cccc", "d-bp1dddd"]);
+        assert_eq!(p.disks[0].found_by, FoundBy::SysfsSerial);
+    }
+
+    #[test]
+    fn read_only_skipped_missing_disk_refused_nvme_serial_trimmed() {
+        let v = view("lvm");
+        let p = build(&v, &disks(&["d-bp1eeee"]), Path::new("/run/appsnap")).unwrap();
+        assert!(p.entries.is_empty());
+        assert_eq!(p.skipped.len(), 1);
+        assert!(p.skipped[0].reason.contains("read-only"));
+        let err = build(&v, &disks(&["d-bp1zzzz"]), Path::new("/run/appsnap")).unwrap_err();
+        assert!(matches!(err, PlanError::DiskNotFound { ref serial, .. } if serial == "bp1zzzz"));
+        let p = build(&v, &disks(&["d-bp1nvme0000"]), Path::new("/run/appsnap")).unwrap();
+        assert_eq!(mps(&p), vec!["/nvme"]);
+        assert_eq!(p.disks[0].device, "nvme0n1");
+    }
+
+    #[test]
+    fn warnings_old_kernel_other_freezer_journald_run_dir_and_root() {
+        let v = view("lvm");
+        let p = build(
+            &v,
+            &disks(&["d-bp1gggg", "d-bp1root"]),
+            Path::new("/var/lib/appsnap-run"),
+        )
+        .unwrap();
+        let w = p.warnings.join("\n");
+        assert!(w.contains("5.10.0-23-amd64 is older than 5.17"), "{w}");
+        assert!(w.contains("qemu-ga, pid 123"), "{w}");
+        assert!(w.contains("/var/log/journal is on /var/log/journal"), "{w}");
+        assert!(
+            w.contains("run_dir /var/lib/appsnap-run is on / (ext4)"),
+            "{w}"
+        );
+        assert!(w.contains("root file system / is in the plan"), "{w}");
+        // Root was found through its partition: vda1 is mounted, vda is the disk.
+        assert_eq!(mps(&p), vec!["/var/log/journal", "/"]);
+        assert_eq!(p.entries[1].devices, vec!["vda1", "vda"]);
+        // On tmpfs, no run_dir warning.
+        let p = build(&v, &disks(&["d-bp1gggg"]), Path::new("/run/appsnap")).unwrap();
+        assert!(
+            !p.warnings.iter().any(|w| w.contains("run_dir")),
+            "{:?}",
+            p.warnings
+        );
+    }
+
+    #[test]
+    fn btrfs_multi_device_and_subvolumes_dedup() {
+        let v = view("btrfs");
+        let p = build(
+            &v,
+            &disks(&["d-bp1six", "d-bp1seven", "d-bp1two"]),
+            Path::new("/run/appsnap"),
+        )
+        .unwrap();
+        assert_eq!(mps(&p), vec!["/srv/inner", "/srv"]);
+        assert_eq!(p.entries[1].also_mounted_at, vec![PathBuf::from("/srv2")]);
+        assert_eq!(p.entries[1].disks, vec!["d-bp1six", "d-bp1seven"]);
+        assert_eq!(p.entries[1].devices, vec!["loop6", "loop7"]);
+        let err = build(
+            &v,
+            &disks(&["d-bp1six", "d-bp1two"]),
+            Path::new("/run/appsnap"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("/srv (btrfs)"), "{err}");
+        assert!(err.to_string().contains("loop7"), "{err}");
+    }
+
+    #[test]
+    fn targets_carry_identity_in_freeze_order() {
+        let v = view("lvm");
+        let p = build(
+            &v,
+            &disks(&["d-bp1aaaa", "d-bp1bbbb"]),
+            Path::new("/run/appsnap"),
+        )
+        .unwrap();
+        let t = p.targets();
+        assert_eq!(t.len(), 2);
+        assert_eq!(
+            (t[1].mount_id, t[1].dev_major, t[1].dev_minor),
+            (30, 252, 0)
+        );
+        assert_eq!(t[0].mount_point, PathBuf::from("/data/logs"));
+    }
 }

@@ -254,6 +254,19 @@ fn armed_phase(req: &GuardRequest, fds: Vec<OwnedFd>, thaw_fds: Vec<OwnedFd>) ->
     for fd in &fds {
         let _ = freeze::syncfs(fd.as_fd());
     }
+    // syncfs can take long: if the parent gave up meanwhile (stdin closed or
+    // anything sent early), do not start freezing at all.
+    let mut pfd = [libc::pollfd {
+        fd: libc::STDIN_FILENO,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    if poll_in(&mut pfd, 0) > 0 {
+        return fail(
+            "protocol",
+            "parent went away or spoke before the freeze; nothing frozen".into(),
+        );
+    }
     // 5. Arm the deadline: the thaw thread owns its own fds and needs nobody to thaw.
     let deadline = Instant::now() + Duration::from_millis(req.deadline_ms);
     let th_shared = Arc::clone(&shared);

@@ -55,7 +55,12 @@ pub struct HostView {
     pub self_exe: Option<PathBuf>,
     /// (pid, comm) of running processes, to spot other freezers.
     pub processes: Vec<(u32, String)>,
+    /// Whether journald keeps its journal on disk (`/var/log/journal` exists).
+    pub journald_persistent: bool,
 }
+
+/// Where persistent journald storage lives.
+pub const JOURNAL_DIR: &str = "/var/log/journal";
 
 /// Process names of other tools known to freeze file systems.
 pub const OTHER_FREEZERS: &[&str] = &[
@@ -95,6 +100,7 @@ impl HostView {
             kernel_release,
             self_exe: std::env::current_exe().ok(),
             processes,
+            journald_persistent: Path::new(JOURNAL_DIR).is_dir(),
         })
     }
 }
@@ -247,6 +253,9 @@ fn unfreezable(fs_type: &str) -> Option<&'static str> {
             Some("network file system: not on a cloud disk, cannot be frozen safely")
         }
         "squashfs" | "iso9660" | "erofs" | "udf" => Some("read-only by design"),
+        "vfat" | "msdos" | "exfat" => Some(
+            "its kernel driver cannot freeze (EOPNOTSUPP): its snapshot is crash-consistent only",
+        ),
         "swap" => Some("swap"),
         _ => None,
     }
@@ -465,7 +474,9 @@ fn warnings(view: &HostView, entries: &[PlanEntry], run_dir: &Path) -> Vec<Strin
         )),
         _ => {}
     }
-    if let Some(e) = planned_fs_of(view, entries, Path::new("/var/log/journal")) {
+    if let Some(e) =
+        planned_fs_of(view, entries, Path::new(JOURNAL_DIR)).filter(|_| view.journald_persistent)
+    {
         w.push(format!(
             "journald's persistent storage /var/log/journal is on {}, which will be frozen: journald and every service logging through it can stall until thaw",
             e.mount_point.display()
@@ -702,7 +713,8 @@ mod tests {
 
     #[test]
     fn warnings_old_kernel_other_freezer_journald_run_dir_and_root() {
-        let v = view("lvm");
+        let mut v = view("lvm");
+        v.journald_persistent = true;
         let p = build(
             &v,
             &disks(&["d-bp1gggg", "d-bp1root"]),

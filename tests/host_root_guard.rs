@@ -14,7 +14,9 @@ use appsnap::host::{
     PlanError, ThawCause,
 };
 use appsnap::policy::DiskId;
-use common::{appsnap_bin, finishes_within, still_blocked_after, writer, Lab};
+use common::{
+    appsnap_bin, finishes_within, fsfreeze, still_blocked_after, writer, Lab, ThawOnDrop,
+};
 use nix::errno::Errno;
 
 const LONG: Duration = Duration::from_secs(30);
@@ -200,6 +202,10 @@ fn deadline_thaws_when_nobody_says_thaw() {
     );
     let released = Instant::now();
     assert!(released < frozen.thaw_by + Duration::from_secs(6));
+    eprintln!(
+        "deadline: writer released {:?} after the guard's deadline",
+        released.saturating_duration_since(frozen.thaw_by)
+    );
     let report = g.thaw().unwrap();
     assert_eq!(report.cause, ThawCause::Deadline);
     assert!(record::read(&lab.run_dir()).unwrap().is_none());
@@ -247,15 +253,7 @@ fn preexisting_fsfreeze_gives_ebusy_named_and_is_left_to_its_owner() {
     lab.link("hostbusya", &dev_a);
     let plan = plan_for(&lab, &["d-hostbusya", "d-hostbusyb"]).unwrap();
     assert_eq!(mount_points(&plan), vec![mp_a.clone(), mp_b.clone()]);
-    let fsfreeze = |flag: &str| {
-        Command::new("fsfreeze")
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .args([flag, mp_b.to_str().unwrap()])
-            .status()
-            .unwrap()
-            .success()
-    };
-    assert!(fsfreeze("-f"), "fsfreeze -f");
+    assert!(fsfreeze("-f", &mp_b), "fsfreeze -f");
     let mut g = spawn(&lab, &plan, LONG);
     let err = g.freeze().unwrap_err();
     match &err {
@@ -286,7 +284,10 @@ fn preexisting_fsfreeze_gives_ebusy_named_and_is_left_to_its_owner() {
         still_blocked_after(&mut wb, Duration::from_millis(700)),
         "guard thawed someone else's freeze"
     );
-    assert!(fsfreeze("-u"), "fsfreeze -u: still frozen by its owner");
+    assert!(
+        fsfreeze("-u", &mp_b),
+        "fsfreeze -u: still frozen by its owner"
+    );
     assert!(finishes_within(&mut wb, Duration::from_secs(20)));
     // The record is gone once the guard has exited.
     let start = Instant::now();
@@ -441,4 +442,76 @@ fn parent_sigkilled_while_frozen_guard_thaws_on_stdin_eof() {
         record::read(&lab.run_dir()).unwrap().is_none(),
         "guard removed its record"
     );
+}
+
+#[test]
+fn a_hanging_fifreeze_does_not_stop_the_deadline_thawing_the_others() {
+    root_or_skip!();
+    let lab = Lab::new("hang", Duration::from_secs(120));
+    // "inner" is an ext4 on a loop device whose image lives on "outer": while
+    // outer is frozen, FIFREEZE of inner hangs in D (it must write its superblock).
+    let outer_dev = lab.loop_dev("outer", 512);
+    lab.mkfs(&outer_dev, "ext4");
+    let outer = lab.mount(&outer_dev, "outer");
+    let inner_dev = lab.loop_file(&outer.join("inner.img"), 256);
+    lab.mkfs(&inner_dev, "ext4");
+    let inner = lab.mount(&inner_dev, "inner");
+    let a_dev = lab.loop_dev("a", 256);
+    lab.mkfs(&a_dev, "ext4");
+    let a = lab.mount(&a_dev, "a");
+    assert!(Command::new("sync").status().unwrap().success());
+    lab.link("hosthanga", &a_dev);
+    lab.link("hosthangi", &inner_dev);
+    let plan = plan_for(&lab, &["d-hosthanga", "d-hosthangi"]).unwrap();
+    assert_eq!(mount_points(&plan), vec![a.clone(), inner.clone()]);
+    let _outer_thaw = ThawOnDrop(outer.clone()); // runs before the lab's cleanup
+
+    let deadline = Duration::from_secs(3);
+    let g = spawn(&lab, &plan, deadline);
+    let guard_pid = g.pid().unwrap();
+    assert!(fsfreeze("-f", &outer));
+    let started = Instant::now();
+    let freezer = std::thread::spawn(move || {
+        let mut g = g;
+        let r = g.freeze();
+        (g, r)
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut wa = writer(&a, "a.txt");
+    assert!(
+        still_blocked_after(&mut wa, Duration::from_millis(500)),
+        "a was frozen before the hang"
+    );
+    // The deadline thaws `a` although the FIFREEZE of `inner` never returned.
+    assert!(
+        finishes_within(&mut wa, Duration::from_secs(10)),
+        "deadline did not thaw a"
+    );
+    eprintln!(
+        "hang: a released {:?} after freeze started (deadline {deadline:?})",
+        started.elapsed()
+    );
+    let (g, r) = freezer.join().unwrap();
+    assert!(matches!(r, Err(FreezeError::Hung(_))), "{r:?}");
+    assert!(
+        record::read(&lab.run_dir()).unwrap().is_some(),
+        "record kept while a FIFREEZE hangs"
+    );
+    // Once the lower fs thaws, the hung FIFREEZE returns and the guard thaws inner itself.
+    assert!(fsfreeze("-u", &outer));
+    let mut wi = writer(&inner, "i.txt");
+    assert!(
+        finishes_within(&mut wi, Duration::from_secs(15)),
+        "inner left frozen"
+    );
+    let start = Instant::now();
+    while pid_alive(guard_pid) && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!pid_alive(guard_pid), "guard exited");
+    assert!(
+        record::read(&lab.run_dir()).unwrap().is_none(),
+        "record removed"
+    );
+    drop(g);
 }

@@ -135,17 +135,20 @@ pub struct FreezeGuard {
 }
 
 impl FreezeGuard {
-    /// Starts `appsnap freeze-guard` from this very binary for the plan's file systems.
+    /// Starts `appsnap freeze-guard` from this very binary for the plan's file
+    /// systems. It execs `/proc/self/exe`, which is the running image even if
+    /// the package was upgraded (the path replaced) since the daemon started.
     pub fn spawn(
         plan: &Plan,
         deadline: Duration,
         run_dir: &Path,
     ) -> Result<FreezeGuard, FreezeError> {
-        let exe = std::env::current_exe().map_err(|source| FreezeError::Spawn {
-            exe: PathBuf::from("/proc/self/exe"),
-            source,
-        })?;
-        Self::spawn_exe(&exe, plan.targets(), deadline, run_dir)
+        Self::spawn_exe(
+            Path::new("/proc/self/exe"),
+            plan.targets(),
+            deadline,
+            run_dir,
+        )
     }
 
     /// Starts the guard from `exe` (tests pass the built `appsnap`), and waits
@@ -239,7 +242,11 @@ impl FreezeGuard {
                 return Err(FreezeError::Prepare { stage, message })
             }
             Ok(other) => return Err(FreezeError::Guard(format!("unexpected {other:?}"))),
-            Err(e) if e == "timeout" => return Err(FreezeError::Hung(SYNC_TIMEOUT)),
+            Err(e) if e == "timeout" => {
+                // Stuck in syncfs: closing stdin makes it give up before freezing anything.
+                self.stdin = None;
+                return Err(FreezeError::Hung(SYNC_TIMEOUT));
+            }
             Err(e) => return Err(FreezeError::Guard(e)),
         }
         let started = Instant::now();

@@ -155,7 +155,8 @@ impl Lab {
             }
             let mounts = i2.lock().map(|g| g.mounts.clone()).unwrap_or_default();
             eprintln!("WATCHDOG {tag2}: {timeout:?} passed; thawing {mounts:?}");
-            for m in mounts.iter().rev() {
+            // Mount order: a lower fs (holding a loop image) thaws before the fs on top of it.
+            for m in mounts.iter() {
                 thaw_path(m);
             }
             let start = Instant::now();
@@ -185,8 +186,12 @@ impl Lab {
 
     /// A new loop device over a sparse file of `mb` MiB.
     pub fn loop_dev(&self, name: &str, mb: u64) -> String {
-        let img = self.dir.join("img").join(format!("{name}.img"));
-        let f = std::fs::File::create(&img).unwrap();
+        self.loop_file(&self.dir.join("img").join(format!("{name}.img")), mb)
+    }
+
+    /// A new loop device over a sparse file at `img` (e.g. inside another lab mount).
+    pub fn loop_file(&self, img: &Path, mb: u64) -> String {
+        let f = std::fs::File::create(img).unwrap();
         f.set_len(mb << 20).unwrap();
         drop(f);
         let dev = sh("losetup", &["-f", "--show", img.to_str().unwrap()]);
@@ -280,8 +285,10 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         let inner = std::mem::take(&mut *self.inner.lock().unwrap_or_else(|e| e.into_inner()));
-        // 1. thaw (EINVAL = was not frozen), 2. unmount (lazy as a fallback), 3. detach.
-        for m in inner.mounts.iter().rev() {
+        // 1. thaw (EINVAL = was not frozen) in mount order, so a lower fs holding a
+        // loop image thaws before the fs on top; 2. unmount (lazy as a fallback),
+        // in reverse; 3. detach.
+        for m in inner.mounts.iter() {
             thaw_path(m);
         }
         for m in inner.mounts.iter().rev() {
@@ -329,4 +336,24 @@ pub fn finishes_within(c: &mut Child, d: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     false
+}
+
+/// Thaws a path when dropped: declared after the `Lab`, it runs before the lab's cleanup.
+pub struct ThawOnDrop(pub PathBuf);
+
+impl Drop for ThawOnDrop {
+    fn drop(&mut self) {
+        thaw_path(&self.0);
+    }
+}
+
+/// `fsfreeze -f|-u <path>` (the "other tool" in tests); true on success.
+pub fn fsfreeze(flag: &str, path: &Path) -> bool {
+    Command::new("fsfreeze")
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .arg(flag)
+        .arg(path)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }

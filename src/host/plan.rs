@@ -261,10 +261,10 @@ fn unfreezable(fs_type: &str) -> Option<&'static str> {
     }
 }
 
-fn sb_key(graph: &BlockGraph, m: &MountInfo, devices: &[String]) -> String {
+/// Identifies a superblock: mountinfo's `major:minor` for real devices; for
+/// anonymous devices (btrfs) the type plus member devices, which is stable.
+fn sb_key(m: &MountInfo, devices: &[String]) -> String {
     if m.major == 0 && !devices.is_empty() {
-        // Anonymous device numbers differ per btrfs mount instance in st_dev; the member set does not.
-        let _ = graph;
         format!("{}:{}", m.fs_type, devices.join(","))
     } else {
         m.dev_string()
@@ -320,7 +320,7 @@ pub fn build(view: &HostView, disks: &[DiskRequest], run_dir: &Path) -> Result<P
             });
             continue;
         }
-        let key = sb_key(graph, m, &devs);
+        let key = sb_key(m, &devs);
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, g)) => g.mounts.push((idx, m)),
             None => groups.push((
@@ -447,12 +447,12 @@ fn planned_fs_of<'a>(
 ) -> Option<&'a PlanEntry> {
     let m = mounts::containing_mount(&view.mounts, path)?;
     let devs = view.graph.mount_devices(m);
-    let key = sb_key(&view.graph, m, &devs);
+    let key = sb_key(m, &devs);
     entries.iter().find(|e| {
         view.mounts
             .iter()
             .find(|x| x.mount_id == e.mount_id)
-            .is_some_and(|x| sb_key(&view.graph, x, &view.graph.mount_devices(x)) == key)
+            .is_some_and(|x| sb_key(x, &view.graph.mount_devices(x)) == key)
     })
 }
 
@@ -709,6 +709,12 @@ mod tests {
         let p = build(&v, &disks(&["d-bp1nvme0000"]), Path::new("/run/appsnap")).unwrap();
         assert_eq!(mps(&p), vec!["/nvme"]);
         assert_eq!(p.disks[0].device, "nvme0n1");
+        assert_eq!(p.disks[0].found_by, FoundBy::SysfsSerial);
+        let p = build(&v, &disks(&["d-bp1nvme1111"]), Path::new("/run/appsnap")).unwrap();
+        assert_eq!(mps(&p), vec!["/nvme1"]);
+        assert!(
+            matches!(&p.disks[0].found_by, FoundBy::ByIdLink(l) if l.ends_with("nvme-Alibaba_Cloud_Elastic_Block_Storage_bp1nvme1111"))
+        );
     }
 
     #[test]

@@ -99,3 +99,21 @@ fn the_guard_is_hidden_and_rejects_garbage() {
         "{line}"
     );
 }
+
+#[test]
+fn an_existing_record_is_never_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let first = FreezeGuard::spawn_exe(&bin(), vec![], Duration::from_secs(30), &run).unwrap();
+    let before = record::read(&run).unwrap().unwrap();
+    let err = FreezeGuard::spawn_exe(&bin(), vec![], Duration::from_secs(30), &run).unwrap_err();
+    match &err {
+        FreezeError::Prepare { stage, message } => {
+            assert_eq!(stage, "record");
+            assert!(message.contains("thaw --all"), "{message}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(record::read(&run).unwrap().unwrap(), before);
+    drop(first);
+}

@@ -43,6 +43,15 @@ pub enum RecordError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A record is already there: another freeze is in progress, or a crash
+    /// left file systems frozen and `appsnap thaw --all` has not run since.
+    #[error("{path} already exists{holder}: another freeze is in progress or one was never recovered; run `appsnap thaw --all` first")]
+    Exists {
+        /// The record.
+        path: PathBuf,
+        /// Who wrote it, when readable.
+        holder: String,
+    },
     /// The file is not a record we understand.
     #[error("{path}: not a frozen-set record: {message}")]
     Corrupt {
@@ -58,7 +67,9 @@ pub fn record_path(run_dir: &Path) -> PathBuf {
     run_dir.join(RECORD_FILE)
 }
 
-/// Writes the record atomically (temp file, fsync, rename, fsync dir).
+/// Writes the record atomically (temp file, fsync, then a hard link that fails
+/// if a record already exists, fsync dir). An existing record means another
+/// guard is running or a crash was not recovered: it is never overwritten.
 pub fn write(run_dir: &Path, rec: &FrozenRecord) -> Result<(), RecordError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -72,7 +83,28 @@ pub fn write(run_dir: &Path, rec: &FrozenRecord) -> Result<(), RecordError> {
     f.write_all(&body).map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
     drop(f);
-    std::fs::rename(&tmp, &final_path).map_err(io(&final_path))?;
+    let linked = std::fs::hard_link(&tmp, &final_path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let holder = read(run_dir)
+                .ok()
+                .flatten()
+                .map(|r| format!(" (written by freeze guard pid {})", r.guard_pid))
+                .unwrap_or_default();
+            return Err(RecordError::Exists {
+                path: final_path,
+                holder,
+            });
+        }
+        Err(source) => {
+            return Err(RecordError::Io {
+                path: final_path,
+                source,
+            })
+        }
+    }
     if let Ok(d) = std::fs::File::open(run_dir) {
         let _ = d.sync_all();
     }
@@ -188,6 +220,15 @@ mod tests {
             }],
         };
         write(dir.path(), &rec).unwrap();
+        assert_eq!(read(dir.path()).unwrap(), Some(rec.clone()));
+        // Never overwritten: a second writer is refused and the first record stays.
+        let mut other = rec.clone();
+        other.guard_pid = 7;
+        let err = write(dir.path(), &other).unwrap_err();
+        assert!(
+            err.to_string().contains("pid 42") && err.to_string().contains("thaw --all"),
+            "{err}"
+        );
         assert_eq!(read(dir.path()).unwrap(), Some(rec));
         remove(dir.path()).unwrap();
         remove(dir.path()).unwrap();

@@ -120,10 +120,10 @@ impl BlockGraph {
         for name in &names {
             let dir = class.join(name);
             let dev_path = dir.join("dev");
-            let text = std::fs::read_to_string(&dev_path).map_err(|source| DevicesError::Read {
-                path: dev_path.clone(),
-                source,
-            })?;
+            // A device can vanish between listing and reading (hot-unplug): skip it.
+            let Ok(text) = std::fs::read_to_string(&dev_path) else {
+                continue;
+            };
             let (major, minor) = text
                 .trim()
                 .split_once(':')

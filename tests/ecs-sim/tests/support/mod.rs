@@ -196,7 +196,12 @@ pub fn control(h: &SimHandle, method: &str, path: &str, body: &str) -> HttpRespo
 }
 
 pub fn advance_clock(h: &SimHandle, secs: i64) {
-    let r = control(h, "POST", "/_sim/clock", &format!("{{\"advance_secs\":{secs}}}"));
+    let r = control(
+        h,
+        "POST",
+        "/_sim/clock",
+        &format!("{{\"advance_secs\":{secs}}}"),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
 }
 

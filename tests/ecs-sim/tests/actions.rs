@@ -148,6 +148,9 @@ fn describe_disks_pages_with_next_token() {
     );
 }
 
+/// Parameters, expected HTTP status, expected code.
+type Case<'a> = (Vec<(&'a str, &'a str)>, u16, &'a str);
+
 #[test]
 fn create_snapshot_group_validation_errors() {
     let w = world();
@@ -156,7 +159,7 @@ fn create_snapshot_group_validation_errors() {
     let i = ("InstanceId", INSTANCE);
     let d1 = ("DiskId.1", DATA1);
     let long_token = "x".repeat(65);
-    let cases: Vec<(Vec<(&str, &str)>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             vec![i, d1, ("ExcludeDiskId.1", DATA2)],
             400,

@@ -5,7 +5,7 @@
 //! through, skipping all-zero chunks so the image stays sparse.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
@@ -56,7 +56,7 @@ pub fn copy_disk(src: &Path, dst: &Path) -> Result<CopyMethod, CopyError> {
         .open(dst)
         .map_err(wrap)?;
     let method = if meta.file_type().is_block_device() {
-        copy_block(&input, &mut out)
+        copy_block(src, &input, &mut out)
     } else if meta.is_file() {
         copy_file(&input, &out, meta.len())
     } else {
@@ -158,20 +158,52 @@ fn rw_range(ifd: i32, ofd: i32, mut off: i64, end: i64) -> std::io::Result<()> {
     Ok(())
 }
 
-fn copy_block(input: &File, out: &mut File) -> std::io::Result<CopyMethod> {
+fn copy_block(path: &Path, input: &File, out: &mut File) -> std::io::Result<CopyMethod> {
     let mut size: u64 = 0;
     // SAFETY: BLKGETSIZE64 writes one u64 through the pointer.
     cvt(unsafe { libc::ioctl(input.as_raw_fd(), BLKGETSIZE64 as _, &mut size as *mut u64) })?;
-    // Drop cached pages of the device so the read sees what the file system
-    // wrote through bios, not a stale page cache.
-    // SAFETY: advisory call on an open fd.
-    unsafe { libc::posix_fadvise(input.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    let mut input = input;
-    let mut buf = vec![0u8; CHUNK];
+    // Read with O_DIRECT so the copy sees what the file system wrote through
+    // bios, never a stale page of the device's own cache; fall back to a
+    // buffered read after dropping that cache if O_DIRECT is refused.
+    let direct = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .ok();
+    if direct.is_none() {
+        // SAFETY: advisory call on an open fd.
+        unsafe { libc::posix_fadvise(input.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    }
+    let fd = direct.as_ref().unwrap_or(input).as_raw_fd();
+    // A 4 KiB-aligned window into an over-allocated buffer, as O_DIRECT needs.
+    let mut raw = vec![0u8; CHUNK + 4096];
+    let pad = raw.as_ptr().align_offset(4096);
+    let buf = &mut raw[pad..pad + CHUNK];
     let mut off: u64 = 0;
     while off < size {
         let want = ((size - off) as usize).min(CHUNK);
-        input.read_exact(&mut buf[..want])?;
+        let mut got = 0usize;
+        while got < want {
+            // SAFETY: buf has CHUNK bytes; got < want <= CHUNK.
+            let n = unsafe {
+                libc::pread(
+                    fd,
+                    buf[got..].as_mut_ptr().cast(),
+                    want - got,
+                    (off + got as u64) as i64,
+                )
+            };
+            if n < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "block device ended early",
+                ));
+            }
+            got += n as usize;
+        }
         if buf[..want].iter().all(|b| *b == 0) {
             out.seek(SeekFrom::Current(want as i64))?;
         } else {

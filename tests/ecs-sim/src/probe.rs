@@ -7,25 +7,38 @@
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::state::ProbeResult;
 
-/// Probes one mount point.
-pub fn probe_frozen(mount: &Path, timeout: Duration) -> ProbeResult {
-    let res = |frozen, error| ProbeResult {
+/// A probe under way: the thread has started its `O_TMPFILE` open.
+#[derive(Debug)]
+pub struct Pending {
+    mount: PathBuf,
+    rx: Option<mpsc::Receiver<std::io::Result<()>>>,
+    early: Option<ProbeResult>,
+}
+
+/// Starts probing one mount point; all probes of a group start together so
+/// they observe the same moment.
+pub fn start(mount: &Path) -> Pending {
+    let early = |error: &str| Pending {
         mount: mount.to_path_buf(),
-        frozen,
-        error,
+        rx: None,
+        early: Some(ProbeResult {
+            mount: mount.to_path_buf(),
+            frozen: None,
+            error: Some(error.to_string()),
+        }),
     };
     let c = match CString::new(mount.as_os_str().as_bytes()) {
         Ok(c) => c,
-        Err(_) => return res(None, Some("path contains NUL".into())),
+        Err(_) => return early("path contains NUL"),
     };
     if !mount.is_dir() {
-        return res(None, Some("not a directory".into()));
+        return early("not a directory");
     }
     let (tx, rx) = mpsc::channel();
     let spawned = std::thread::Builder::new()
@@ -43,11 +56,38 @@ pub fn probe_frozen(mount: &Path, timeout: Duration) -> ProbeResult {
             let _ = tx.send(r);
         });
     if let Err(e) = spawned {
-        return res(None, Some(format!("cannot start probe thread: {e}")));
+        return early(&format!("cannot start probe thread: {e}"));
     }
-    match rx.recv_timeout(timeout) {
-        Ok(Ok(())) => res(Some(false), None),
-        Ok(Err(e)) => res(None, Some(format!("O_TMPFILE probe failed: {e}"))),
-        Err(_) => res(Some(true), None),
+    Pending {
+        mount: mount.to_path_buf(),
+        rx: Some(rx),
+        early: None,
     }
+}
+
+impl Pending {
+    /// Waits until `deadline` for the probe's answer.
+    pub fn finish(self, deadline: Instant) -> ProbeResult {
+        if let Some(r) = self.early {
+            return r;
+        }
+        let res = |frozen, error| ProbeResult {
+            mount: self.mount.clone(),
+            frozen,
+            error,
+        };
+        let Some(rx) = self.rx else {
+            return res(None, Some("probe not started".into()));
+        };
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Ok(())) => res(Some(false), None),
+            Ok(Err(e)) => res(None, Some(format!("O_TMPFILE probe failed: {e}"))),
+            Err(_) => res(Some(true), None),
+        }
+    }
+}
+
+/// Probes one mount point, waiting at most `timeout`.
+pub fn probe_frozen(mount: &Path, timeout: Duration) -> ProbeResult {
+    start(mount).finish(Instant::now() + timeout)
 }

@@ -14,7 +14,6 @@ use crate::config::DiskConfig;
 use crate::diskcopy::{copy_disk, CopyMethod};
 use crate::error::ApiError;
 use crate::params::{page, Params};
-use crate::probe::probe_frozen;
 use crate::state::{
     new_group_id, new_snapshot_id, Group, Inner, ProbeResult, Sim, Snapshot, TokenUse,
 };
@@ -164,16 +163,25 @@ pub async fn create_snapshot_group(sim: Arc<Sim>, p: Params) -> Result<Outcome, 
     let copy_dir = dir.clone();
     let work = tokio::task::spawn_blocking(move || {
         // Probe first: the question is "were they frozen when we accepted?"
+        // All probes start together and share one deadline.
+        let pending: Vec<(String, Vec<crate::probe::Pending>)> = chosen
+            .iter()
+            .filter(|d| !d.probe_mounts.is_empty())
+            .map(|d| {
+                (
+                    d.id.clone(),
+                    d.probe_mounts
+                        .iter()
+                        .map(|m| crate::probe::start(m))
+                        .collect(),
+                )
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + probe_timeout;
         let mut frozen = BTreeMap::new();
-        for d in &chosen {
-            if !d.probe_mounts.is_empty() {
-                let r: Vec<ProbeResult> = d
-                    .probe_mounts
-                    .iter()
-                    .map(|m| probe_frozen(m, probe_timeout))
-                    .collect();
-                frozen.insert(d.id.clone(), r);
-            }
+        for (id, ps) in pending {
+            let r: Vec<ProbeResult> = ps.into_iter().map(|p| p.finish(deadline)).collect();
+            frozen.insert(id, r);
         }
         std::fs::create_dir_all(&copy_dir).map_err(|e| format!("{}: {e}", copy_dir.display()))?;
         let mut images = BTreeMap::new();

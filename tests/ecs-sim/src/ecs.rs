@@ -14,7 +14,7 @@ use crate::params::Params;
 use crate::pct::form_decode;
 use crate::reqlog::{redact_answer, redact_params};
 use crate::state::Sim;
-use crate::util::{fmt_time, request_id};
+use crate::util::request_id;
 
 /// Handles one ECS API request.
 pub async fn handle(
@@ -79,7 +79,7 @@ pub async fn handle(
         m.entry("RequestId").or_insert_with(|| json!(rid));
     }
     sim.log.write(&json!({
-        "time": fmt_time(sim.now()),
+        "time": crate::util::log_time(sim.now()),
         "service": "ecs",
         "request_id": rid,
         "method": method.as_str(),

@@ -186,3 +186,67 @@ impl Faults {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_count_down_and_wildcard_applies() {
+        let mut plan = FaultConfig::default();
+        plan.actions.insert(
+            "A".into(),
+            ActionFault {
+                latency_ms: 5,
+                hang_secs: 1,
+                hang_times: Some(1),
+                error: Some(ErrorFault {
+                    code: "X".into(),
+                    status: 503,
+                    message: None,
+                    times: Some(1),
+                }),
+            },
+        );
+        plan.actions.insert(
+            "*".into(),
+            ActionFault {
+                latency_ms: 7,
+                ..Default::default()
+            },
+        );
+        let mut f = Faults::new(plan);
+        let d = f.on_ecs("A", "k");
+        assert_eq!(d.delay, Duration::from_millis(1012));
+        assert_eq!(d.error.unwrap().code, "X");
+        let d = f.on_ecs("A", "k");
+        assert_eq!(d.delay, Duration::from_millis(12));
+        assert!(d.error.is_none());
+        assert_eq!(f.on_ecs("B", "k").delay, Duration::from_millis(7));
+    }
+
+    #[test]
+    fn imds_fault_times() {
+        let mut f = Faults::new(FaultConfig {
+            imds: Some(ImdsFault {
+                status: 500,
+                times: Some(1),
+            }),
+            ..Default::default()
+        });
+        assert_eq!(f.on_imds(), Some(500));
+        assert_eq!(f.on_imds(), None);
+    }
+
+    #[test]
+    fn throttle_counts_per_key() {
+        let mut f = Faults::new(FaultConfig {
+            throttle_rps_per_key: Some(2),
+            ..Default::default()
+        });
+        assert!(f.on_ecs("A", "k1").error.is_none());
+        assert!(f.on_ecs("A", "k1").error.is_none());
+        assert_eq!(f.on_ecs("A", "k1").error.unwrap().code, "Throttling.User");
+        assert!(f.on_ecs("A", "k2").error.is_none());
+    }
+}

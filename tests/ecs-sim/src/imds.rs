@@ -47,7 +47,7 @@ pub async fn handle(
         json!(body)
     };
     sim.log.write(&json!({
-        "time": fmt_time(sim.now()),
+        "time": crate::util::log_time(sim.now()),
         "service": "imds",
         "method": method.as_str(),
         "path": path,

@@ -150,3 +150,48 @@ pub fn page<T: Clone>(items: &[T], start: usize, size: usize) -> (Vec<T>, String
     };
     (slice, token)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(v: &[(&str, &str)]) -> Params {
+        Params(
+            v.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn lists_sort_numerically_and_check_range() {
+        let x = p(&[("DiskId.10", "j"), ("DiskId.2", "b"), ("DiskId.1", "a")]);
+        assert_eq!(x.list("DiskId", 128).unwrap(), ["a", "b", "j"]);
+        assert!(x.list("DiskId", 5).is_err());
+        assert!(p(&[("DiskId.0", "a")]).list("DiskId", 5).is_err());
+        assert!(p(&[("DiskId.x", "a")]).list("DiskId", 5).is_err());
+    }
+
+    #[test]
+    fn tags_pair_up_by_index() {
+        let x = p(&[("Tag.2.Key", "b"), ("Tag.1.Value", "1"), ("Tag.1.Key", "a")]);
+        assert_eq!(
+            x.tags().unwrap(),
+            [
+                ("a".to_string(), Some("1".to_string())),
+                ("b".to_string(), None)
+            ]
+        );
+        assert!(p(&[("Tag.1.Value", "v")]).tags().is_err());
+    }
+
+    #[test]
+    fn paging() {
+        let items: Vec<u32> = (0..5).collect();
+        assert_eq!(page(&items, 0, 2), (vec![0, 1], "nt-2".to_string()));
+        assert_eq!(page(&items, 4, 2), (vec![4], String::new()));
+        assert_eq!(page(&items, 9, 2), (vec![], String::new()));
+        assert_eq!(p(&[("NextToken", "nt-4")]).next_token().unwrap(), 4);
+        assert!(p(&[("NextToken", "4")]).next_token().is_err());
+    }
+}

@@ -45,3 +45,9 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
         .ok()
         .map(|n| n.and_utc())
 }
+
+/// RFC 3339 with milliseconds, for request-log lines (finer than the API's
+/// second-granular timestamps, so tests can order events).
+pub fn log_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

@@ -117,3 +117,43 @@ pub fn client_token(t: &str) -> Result<(), ApiError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in [
+            "ab",
+            "appsnap-mysql-2025-01-02T03:04:05Z",
+            "备份",
+            "a.b_c-d:e",
+        ] {
+            assert!(name(ok).is_ok(), "{ok}");
+        }
+        let long = "a".repeat(129);
+        for bad in [
+            "a",
+            "1ab",
+            "-ab",
+            "http://x",
+            "https://x",
+            "a b",
+            "a/b",
+            long.as_str(),
+        ] {
+            assert!(name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn descriptions_and_tokens() {
+        assert!(description("ok").is_ok());
+        assert!(description("x").is_err());
+        assert!(description(&"d".repeat(257)).is_err());
+        assert!(client_token(&"t".repeat(64)).is_ok());
+        assert!(client_token(&"t".repeat(65)).is_err());
+        assert!(client_token("ü").is_err());
+    }
+}

@@ -62,7 +62,9 @@ pub async fn handle(
                 verdict = "fault";
                 (e.status, e.body(&rid, &host_id))
             } else {
-                match dispatch(sim.clone(), &a.action, &a.api_version, Params(a.params)).await {
+                let r = match dispatch(sim.clone(), &a.action, &a.api_version, Params(a.params))
+                    .await
+                {
                     Ok(Outcome { body, accept: acc }) => {
                         accept = acc;
                         (200, body)
@@ -71,7 +73,11 @@ pub async fn handle(
                         verdict = "error";
                         (e.status, e.body(&rid, &host_id))
                     }
+                };
+                if !decision.answer_delay.is_zero() {
+                    tokio::time::sleep(decision.answer_delay).await;
                 }
+                r
             }
         }
     };

@@ -43,6 +43,14 @@ pub struct ActionFault {
     /// Answer this error instead of processing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorFault>,
+    /// Process the request, then hold the answer this long (`answer_delay_times`
+    /// times, default 1): the "accepted but the answer was lost" case that
+    /// ClientToken retries exist for.
+    #[serde(default)]
+    pub answer_delay_secs: u64,
+    /// How many answers are delayed; default 1. Counts down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_delay_times: Option<u32>,
 }
 
 /// A forced error answer.
@@ -85,6 +93,8 @@ pub struct Decision {
     pub delay: Duration,
     /// Answer this instead of processing (after the delay).
     pub error: Option<ApiError>,
+    /// Sleep this long after processing, before answering.
+    pub answer_delay: Duration,
 }
 
 /// Live fault state: the plan plus the counters it consumes.
@@ -148,6 +158,13 @@ impl Faults {
                     f.hang_times = Some(left - 1);
                 }
             }
+            if f.answer_delay_secs > 0 {
+                let left = f.answer_delay_times.unwrap_or(1);
+                if left > 0 {
+                    d.answer_delay += Duration::from_secs(f.answer_delay_secs);
+                    f.answer_delay_times = Some(left - 1);
+                }
+            }
             if d.error.is_none() {
                 if let Some(e) = &mut f.error {
                     let fire = match e.times {
@@ -206,6 +223,7 @@ mod tests {
                     message: None,
                     times: Some(1),
                 }),
+                ..Default::default()
             },
         );
         plan.actions.insert(

@@ -353,3 +353,67 @@ fn unknown_action_and_region() {
         "MissingParameter",
     );
 }
+
+#[test]
+fn sdk_style_requests_are_accepted() {
+    // The Python SDK signs every header it sends and encodes spaces as '+'.
+    let w = world();
+    let h = start(&w);
+    let host = ecs_sim::testkit::http::authority(&h.started.ecs_url).to_string();
+    let creds = static_creds();
+    let query: Vec<(String, String)> = [
+        ("RegionId", REGION),
+        ("InstanceId", INSTANCE),
+        ("DiskId.1", DATA1),
+        ("Name", "nightly-backup"),
+        ("Description", "app consistent: a*b~c"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let headers: Vec<(String, String)> = [
+        ("accept", "application/json"),
+        ("host", host.as_str()),
+        (
+            "user-agent",
+            "AlibabaCloud (Linux; x86_64) Python/3.11.7 Core/0.4.3 TeaDSL/2",
+        ),
+        ("x-acs-action", "CreateSnapshotGroup"),
+        (
+            "x-acs-content-sha256",
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        ),
+        ("x-acs-credentials-provider", "static_ak"),
+        ("x-acs-date", &now_stamp()),
+        ("x-acs-signature-nonce", &fresh_nonce()),
+        ("x-acs-version", "2014-05-26"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let s = ecs_sim::testkit::sign::sign_v3_headers("POST", &query, b"", headers, &creds);
+    // Wire query the way Python's urlencode writes it: '+' for spaces.
+    let wire: Vec<String> = query
+        .iter()
+        .map(|(k, v)| {
+            let enc = ecs_sim::testkit::sign::rfc3986(v).replace("%20", "+");
+            format!("{k}={enc}")
+        })
+        .collect();
+    let req = RawRequest {
+        method: "POST".into(),
+        target: format!("/?{}", wire.join("&")),
+        headers: s.headers,
+        body: vec![],
+    };
+    assert!(req.target.contains("app+consistent"));
+    let r = client(&h, Scheme::V3).send(&req).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Same for V1 with '+' on the wire.
+    let c = client(&h, Scheme::V1);
+    let p = [("RegionId", REGION), ("Name", "x y z")];
+    let mut req = c.build("DescribeSnapshotGroups", &p);
+    req.target = req.target.replace("%20", "+");
+    assert!(req.target.contains("x+y+z"));
+    ok(&c.send(&req).unwrap());
+}

@@ -168,3 +168,51 @@ fn throttling_per_access_key() {
     std::thread::sleep(Duration::from_millis(1100));
     ok(&c.call("DescribeDisks", DD).unwrap());
 }
+
+#[test]
+fn lost_answer_then_client_token_retry_returns_the_same_group() {
+    let w = world();
+    let h = start(&w);
+    let mut c = client(&h, Scheme::V3);
+    control(
+        &h,
+        "POST",
+        "/_sim/faults",
+        r#"{"actions":{"CreateSnapshotGroup":{"answer_delay_secs":5}}}"#,
+    );
+    let p = [
+        ("RegionId", REGION),
+        ("InstanceId", INSTANCE),
+        ("DiskId.1", DATA1),
+        ("ClientToken", "appsnap-retry-1"),
+    ];
+    c.timeout = Duration::from_millis(500);
+    assert!(
+        c.call("CreateSnapshotGroup", &p).is_err(),
+        "answer should be late"
+    );
+    c.timeout = Duration::from_secs(30);
+    // The group was accepted (and copied) even though the answer was lost.
+    let v = ok(&c
+        .call("DescribeSnapshotGroups", &[("RegionId", REGION)])
+        .unwrap());
+    let groups = v["SnapshotGroups"]["SnapshotGroup"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(groups.len(), 1);
+    // Retrying with the same ClientToken gives the same group, not a new one
+    // and not IncorrectDiskStatus.CreatingSnapshot.
+    let v = ok(&c.call("CreateSnapshotGroup", &p).unwrap());
+    assert_eq!(v["SnapshotGroupId"], groups[0]["SnapshotGroupId"]);
+    let v = ok(&c
+        .call("DescribeSnapshotGroups", &[("RegionId", REGION)])
+        .unwrap());
+    assert_eq!(
+        v["SnapshotGroups"]["SnapshotGroup"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}

@@ -24,6 +24,10 @@ pub struct FaultConfig {
     /// Make the metadata service fail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imds: Option<ImdsFault>,
+    /// The next N accepted snapshot groups end `failed` instead of
+    /// `accomplished` (they progress normally until then). Counts down.
+    #[serde(default)]
+    pub fail_next_groups: u32,
 }
 
 /// What to do to one action.
@@ -188,6 +192,16 @@ impl Faults {
             }
         }
         d
+    }
+
+    /// True if the group being accepted now must end `failed`.
+    pub fn take_group_failure(&mut self) -> bool {
+        if self.plan.fail_next_groups > 0 {
+            self.plan.fail_next_groups -= 1;
+            true
+        } else {
+            false
+        }
     }
 
     /// Status to fail a metadata request with, if the plan says so.

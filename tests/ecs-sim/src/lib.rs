@@ -3,6 +3,8 @@
 //! something. It shares no code with appsnap: its signature verifier is an
 //! independent implementation of the vendor's spec.
 
+#![warn(missing_docs)]
+
 pub mod actions;
 pub mod auth;
 pub mod config;

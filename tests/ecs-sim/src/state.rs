@@ -93,6 +93,8 @@ pub struct Group {
     pub copying: bool,
     /// Set when the group failed.
     pub failed: bool,
+    /// Set when the group must fail once its progress completes (fault).
+    pub fail_at_end: bool,
     /// Per-disk freeze probe results at accept time.
     pub frozen_at_accept: BTreeMap<String, Vec<ProbeResult>>,
 }
@@ -210,9 +212,10 @@ impl Inner {
 
     /// `progressing`, `accomplished` or `failed`.
     pub fn group_status(&self, g: &Group, tta_secs: f64) -> &'static str {
-        if g.failed {
+        let done = self.progress(g, tta_secs) >= 100;
+        if g.failed || (done && g.fail_at_end) {
             "failed"
-        } else if self.progress(g, tta_secs) >= 100 {
+        } else if done {
             "accomplished"
         } else {
             "progressing"

@@ -216,3 +216,38 @@ fn lost_answer_then_client_token_retry_returns_the_same_group() {
         1
     );
 }
+
+#[test]
+fn fail_next_group_ends_failed_and_frees_the_disks() {
+    let w = world();
+    let h = start(&w);
+    let c = client(&h, Scheme::V3);
+    control(&h, "POST", "/_sim/faults", r#"{"fail_next_groups":1}"#);
+    let bad = create_group(&c, &[]);
+    let dsg = |id: &str| {
+        let v = ok(&c
+            .call(
+                "DescribeSnapshotGroups",
+                &[("RegionId", REGION), ("SnapshotGroupId.1", id)],
+            )
+            .unwrap());
+        v["SnapshotGroups"]["SnapshotGroup"][0]["Status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(dsg(&bad), "progressing");
+    advance_clock(&h, 61);
+    assert_eq!(dsg(&bad), "failed");
+    let v = ok(&c
+        .call(
+            "DescribeSnapshots",
+            &[("RegionId", REGION), ("Status", "failed")],
+        )
+        .unwrap());
+    assert_eq!(v["TotalCount"], 2);
+    // Only one group fails; the disks are free again.
+    let good = create_group(&c, &[]);
+    advance_clock(&h, 61);
+    assert_eq!(dsg(&good), "accomplished");
+}

@@ -144,6 +144,7 @@ pub async fn create_snapshot_group(sim: Arc<Sim>, p: Params) -> Result<Outcome, 
             dir: dir.clone(),
             copying: true,
             failed: false,
+            fail_at_end: false,
             frozen_at_accept: BTreeMap::new(),
         };
         inner.groups.push(group);
@@ -202,8 +203,10 @@ pub async fn create_snapshot_group(sim: Arc<Sim>, p: Params) -> Result<Outcome, 
     match result {
         Ok((images, frozen)) => {
             let now = inner.now();
+            let fail = inner.faults.take_group_failure();
             if let Some(g) = inner.groups.iter_mut().find(|g| g.id == group_id) {
                 g.copying = false;
+                g.fail_at_end = fail;
                 g.created = now;
                 g.frozen_at_accept = frozen.clone();
             }

@@ -38,6 +38,7 @@ pub async fn state(State(sim): State<Arc<Sim>>) -> Response<Body> {
                 "name": g.name,
                 "status": inner.group_status(g, tta),
                 "progress": inner.progress(g, tta),
+                "copying": g.copying,
                 "created": fmt_time(g.created),
                 "dir": g.dir,
                 "tags": tag_list(&g.tags),

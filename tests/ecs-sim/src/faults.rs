@@ -28,6 +28,10 @@ pub struct FaultConfig {
     /// `accomplished` (they progress normally until then). Counts down.
     #[serde(default)]
     pub fail_next_groups: u32,
+    /// Extra time CreateSnapshotGroup spends between reserving the group and
+    /// answering (a slow accept); tests use it to hit `IdempotentProcessing`.
+    #[serde(default)]
+    pub accept_delay_ms: u64,
 }
 
 /// What to do to one action.

@@ -251,3 +251,63 @@ fn fail_next_group_ends_failed_and_frees_the_disks() {
     advance_clock(&h, 61);
     assert_eq!(dsg(&good), "accomplished");
 }
+
+#[test]
+fn retry_while_the_first_request_is_still_accepting() {
+    let w = world();
+    let h = start(&w);
+    control(&h, "POST", "/_sim/faults", r#"{"accept_delay_ms":3000}"#);
+    let c = client(&h, Scheme::V3);
+    let p = [
+        ("RegionId", REGION),
+        ("InstanceId", INSTANCE),
+        ("DiskId.1", DATA1),
+        ("ClientToken", "appsnap-slow-1"),
+    ];
+    let c2 = c.clone();
+    let first = std::thread::spawn(move || {
+        c2.call(
+            "CreateSnapshotGroup",
+            &[
+                ("RegionId", REGION),
+                ("InstanceId", INSTANCE),
+                ("DiskId.1", DATA1),
+                ("ClientToken", "appsnap-slow-1"),
+            ],
+        )
+        .unwrap()
+    });
+    // Wait (bounded) until the first request holds its reservation.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = control(&h, "GET", "/_sim/state", "").json();
+        if st["groups"][0]["copying"] == true {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "first request never reserved its group"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_error(
+        &c.call("CreateSnapshotGroup", &p).unwrap(),
+        403,
+        "IdempotentProcessing",
+    );
+    let other = [
+        ("RegionId", REGION),
+        ("InstanceId", INSTANCE),
+        ("DiskId.1", DATA1),
+    ];
+    assert_error(
+        &c.call("CreateSnapshotGroup", &other).unwrap(),
+        403,
+        "IncorrectDiskStatus.CreatingSnapshot",
+    );
+    let r = first.join().unwrap();
+    let id = ok(&r)["SnapshotGroupId"].as_str().unwrap().to_string();
+    control(&h, "DELETE", "/_sim/faults", "");
+    let again = ok(&c.call("CreateSnapshotGroup", &p).unwrap());
+    assert_eq!(again["SnapshotGroupId"], id.as_str());
+}

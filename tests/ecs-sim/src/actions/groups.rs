@@ -160,6 +160,10 @@ pub async fn create_snapshot_group(sim: Arc<Sim>, p: Params) -> Result<Outcome, 
         (group_id, dir, chosen)
     };
 
+    let accept_delay = sim.lock().faults.plan().accept_delay_ms;
+    if accept_delay > 0 {
+        tokio::time::sleep(Duration::from_millis(accept_delay)).await;
+    }
     let probe_timeout = Duration::from_millis(sim.cfg.freeze_probe_timeout_ms);
     let copy_dir = dir.clone();
     let work = tokio::task::spawn_blocking(move || {

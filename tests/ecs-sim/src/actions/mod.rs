@@ -2,6 +2,7 @@
 //! authentication. Each returns the success body (without `RequestId`) or
 //! the vendor's error.
 
+mod create_group;
 mod disks;
 mod groups;
 mod snapshots;
@@ -15,7 +16,7 @@ use crate::error::ApiError;
 use crate::params::Params;
 use crate::state::Sim;
 
-pub use groups::AcceptInfo;
+pub use create_group::AcceptInfo;
 
 /// The only API version ECS's snapshot actions have.
 pub const API_VERSION: &str = "2014-05-26";
@@ -61,7 +62,7 @@ pub async fn dispatch(
     }
     let body = match action {
         "DescribeDisks" => disks::describe_disks(&sim, &params)?,
-        "CreateSnapshotGroup" => return groups::create_snapshot_group(sim, params).await,
+        "CreateSnapshotGroup" => return create_group::create_snapshot_group(sim, params).await,
         "DescribeSnapshotGroups" => groups::describe_snapshot_groups(&sim, &params)?,
         "DeleteSnapshotGroup" => groups::delete_snapshot_group(&sim, &params)?,
         "DescribeSnapshots" => snapshots::describe_snapshots(&sim, &params)?,

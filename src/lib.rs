@@ -5,3 +5,4 @@
 
 pub mod job;
 pub mod policy;
+pub mod schedule;

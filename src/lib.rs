@@ -4,5 +4,6 @@
 //! `ARCHITECTURE.md` in the shared design notes for how they compose.
 
 pub mod job;
+pub mod logging;
 pub mod policy;
 pub mod schedule;

@@ -7,3 +7,4 @@ pub mod job;
 pub mod logging;
 pub mod policy;
 pub mod schedule;
+pub mod state;

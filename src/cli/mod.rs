@@ -3,27 +3,51 @@
 
 pub mod args;
 mod check;
+mod status;
 
 use std::process::ExitCode;
 
-use args::{Cli, Command};
+use appsnap::logging::{self, LogConfig, LogFormat};
+use args::{Cli, Command, LogFormatArg};
 
 /// Exit code for a subcommand that has not been built yet (the vendor's "unknown").
 const NOT_AVAILABLE: u8 = 255;
 
 /// Dispatches the parsed command line; returns the process exit code.
 pub fn dispatch(cli: Cli) -> ExitCode {
+    init_logging(&cli);
     let code = match &cli.command {
         Command::Check(a) => check::run(&cli, a),
         Command::Daemon => not_available("daemon"),
         Command::Run(_) => not_available("run"),
         Command::Plan(_) => not_available("plan"),
-        Command::Status(_) => not_available("status"),
+        Command::Status(a) => status::run(&cli, a),
         Command::List(_) => not_available("list"),
         Command::Thaw(_) => not_available("thaw"),
         Command::Plugin(_) => not_available("plugin"),
     };
     ExitCode::from(code)
+}
+
+/// Sets up tracing per `--log-format` and `$APPSNAP_LOG` (journald when
+/// systemd connected stderr to the journal); a bad filter is reported and
+/// replaced by `info` rather than losing the logs.
+fn init_logging(cli: &Cli) {
+    let config = LogConfig {
+        format: match cli.log_format {
+            LogFormatArg::Human => LogFormat::Human,
+            LogFormatArg::Json => LogFormat::Json,
+        },
+        ..LogConfig::default()
+    };
+    if let Err(e) = logging::init(&config) {
+        eprintln!("appsnap: {e}; logging at level info");
+        let fallback = LogConfig {
+            filter: Some("info".to_string()),
+            ..config
+        };
+        let _ = logging::init(&fallback);
+    }
 }
 
 /// Says plainly that a subcommand is not built yet, rather than pretending.

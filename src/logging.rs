@@ -50,6 +50,13 @@ pub const HOLD_MAX_EVENTS: usize = 10_000;
 /// At most this many bytes of formatted events are held while frozen.
 pub const HOLD_MAX_BYTES: usize = 4 << 20;
 
+/// The longest one event waits for a journal that does not accept
+/// datagrams (its queue is full, e.g. it is stalled writing to a frozen
+/// disk); then the event is dropped and counted, and later events do not
+/// wait until the journal accepts one again. Logging never blocks a run
+/// for longer than this.
+pub const JOURNAL_SEND_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The structured field names every job event carries, exactly as they
 /// appear in the journal (use them as tracing field names).
 pub mod field {
@@ -201,9 +208,12 @@ fn stderr_dev_ino() -> Option<(u64, u64)> {
 fn journal_socket(path: &Path) -> Option<JournalSocket> {
     let sock = UnixDatagram::unbound().ok()?;
     sock.send_to(&[], path).ok()?;
+    sock.set_nonblocking(true).ok()?;
     Some(JournalSocket {
         sock,
         path: path.to_path_buf(),
+        stalled: false,
+        dropped: 0,
     })
 }
 
@@ -311,6 +321,64 @@ struct OutputInner {
 struct JournalSocket {
     sock: UnixDatagram,
     path: PathBuf,
+    /// The last send timed out; do not wait again until one succeeds.
+    stalled: bool,
+    /// Events dropped since the journal last accepted one.
+    dropped: u64,
+}
+
+impl JournalSocket {
+    /// Sends one datagram without blocking for more than [`JOURNAL_SEND_WAIT`].
+    fn send(&mut self, d: &[u8]) {
+        const STEP: std::time::Duration = std::time::Duration::from_millis(5);
+        let mut waited = std::time::Duration::ZERO;
+        loop {
+            match self.sock.send_to(d, &self.path) {
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if self.stalled || waited >= JOURNAL_SEND_WAIT {
+                        self.stalled = true;
+                        self.dropped += 1;
+                        return;
+                    }
+                    std::thread::sleep(STEP);
+                    waited += STEP;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+                    let mut s = Vec::new();
+                    put_field(&mut s, "PRIORITY", "4");
+                    put_field(
+                        &mut s,
+                        "MESSAGE",
+                        &format!(
+                            "appsnap: a log event of {} bytes was too large for the journal socket and was dropped",
+                            d.len()
+                        ),
+                    );
+                    let _ = self.sock.send_to(&s, &self.path);
+                    return;
+                }
+                // Nowhere left to report it (journald restarting, ...).
+                Err(_) => return,
+            }
+        }
+        self.stalled = false;
+        if self.dropped > 0 {
+            let mut s = Vec::new();
+            put_field(&mut s, "PRIORITY", "4");
+            put_field(
+                &mut s,
+                "MESSAGE",
+                &format!(
+                    "appsnap: {} log events were dropped because the journal did not accept them",
+                    self.dropped
+                ),
+            );
+            if self.sock.send_to(&s, &self.path).is_ok() {
+                self.dropped = 0;
+            }
+        }
+    }
 }
 
 /// One formatted event waiting for (or going to) its destination.
@@ -471,22 +539,8 @@ impl OutputInner {
                 let _ = self.stderr.flush();
             }
             Pending::Journal(d) => {
-                if let Some(j) = &self.journal {
-                    if let Err(e) = j.sock.send_to(d, &j.path) {
-                        if e.raw_os_error() == Some(libc::EMSGSIZE) {
-                            let mut s = Vec::new();
-                            put_field(&mut s, "PRIORITY", "4");
-                            put_field(
-                                &mut s,
-                                "MESSAGE",
-                                &format!(
-                                    "appsnap: a log event of {} bytes was too large for the journal socket and was dropped",
-                                    d.len()
-                                ),
-                            );
-                            let _ = j.sock.send_to(&s, &j.path);
-                        }
-                    }
+                if let Some(j) = &mut self.journal {
+                    j.send(d);
                 }
             }
         }
@@ -904,6 +958,31 @@ mod tests {
         assert!(got[0].contains_key(field::EVENT_TIME));
         assert!(got[1].contains_key(field::EVENT_TIME));
         assert!(!got[2].contains_key(field::EVENT_TIME), "only held events");
+    }
+
+    #[test]
+    fn a_journal_that_stops_reading_costs_a_bounded_wait_then_drops_and_says_so() {
+        let j = FakeJournal::new();
+        let total = 2000;
+        tracing::subscriber::with_default(j.subscriber(), || {
+            // Nobody reads meanwhile: the socket queue fills, sends would block.
+            for i in 0..total {
+                tracing::info!(i, "flood");
+            }
+        });
+        let delivered = j.drain().len();
+        assert!(delivered < total, "the queue must have filled: {delivered}");
+        tracing::subscriber::with_default(j.subscriber(), || tracing::info!("recovered"));
+        let got = j.drain();
+        let msgs: Vec<_> = got.iter().map(|m| one(m, "MESSAGE").to_string()).collect();
+        assert_eq!(msgs[0], "recovered");
+        assert_eq!(
+            msgs[1],
+            format!(
+                "appsnap: {} log events were dropped because the journal did not accept them",
+                total - delivered
+            )
+        );
     }
 
     fn stderr_output(format: LogFormat) -> (SharedBuf, Arc<Output>, impl Subscriber + Send + Sync) {

@@ -279,6 +279,8 @@ impl DiskLocks {
 pub struct RunRequest {
     /// The job as the policy in force at fire time defines it.
     pub job: Job,
+    /// That whole policy (cloud and host settings for the run).
+    pub policy: Arc<Policy>,
     /// A fresh ID for this run (16 hex digits); goes into every log event as `APPSNAP_RUN_ID`.
     pub run_id: String,
     /// The cron time this run is for (before jitter), UTC.
@@ -382,6 +384,7 @@ impl SchedulerHandle {
 /// The scheduling loop: build it with a policy, a runner and a clock, keep a
 /// [`SchedulerHandle`], and `.run().await` it on the daemon's runtime.
 pub struct Scheduler {
+    policy: Arc<Policy>,
     entries: BTreeMap<JobName, Entry>,
     runner: Arc<dyn Runner>,
     clock: Arc<dyn Clock>,
@@ -404,6 +407,7 @@ impl Scheduler {
         let shared = Arc::new(Shared::default());
         let freeze_gate = FreezeGate::new();
         let mut s = Scheduler {
+            policy: Arc::new(policy.clone()),
             entries: BTreeMap::new(),
             runner,
             clock,
@@ -443,7 +447,6 @@ impl Scheduler {
             let now = self.clock.now();
             self.fire_due(now, &mut tasks);
             self.publish_status();
-            while tasks.try_join_next().is_some() {}
 
             let wait = self
                 .entries
@@ -459,13 +462,17 @@ impl Scheduler {
                     Some(Command::Reload(policy)) => self.apply_policy(&policy),
                     Some(Command::Shutdown) | None => open = false,
                 },
+                // A run ended: reap it (so `status` shows it idle at once).
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => log_join(done),
             }
         }
         tracing::info!(
             in_flight = tasks.len(),
             "scheduler stopped; waiting for in-flight runs"
         );
-        while tasks.join_next().await.is_some() {}
+        while let Some(done) = tasks.join_next().await {
+            log_join(done);
+        }
     }
 
     /// Fires every job whose due time has come, then advances it.
@@ -488,6 +495,7 @@ impl Scheduler {
             } else {
                 let request = RunRequest {
                     job: entry.job.clone(),
+                    policy: self.policy.clone(),
                     run_id: format!("{:016x}", (self.random)()),
                     scheduled_for: scheduled,
                     freeze_gate: self.freeze_gate.clone(),
@@ -548,6 +556,7 @@ impl Scheduler {
     /// the running flag of every job that keeps its name.
     fn apply_policy(&mut self, policy: &Policy) {
         let now = self.clock.now();
+        self.policy = Arc::new(policy.clone());
         let mut old = std::mem::take(&mut self.entries);
         for job in &policy.jobs {
             let name = job.name.clone();
@@ -603,6 +612,16 @@ impl Scheduler {
             })
             .collect();
         *lock(&self.shared.status) = status;
+    }
+}
+
+/// A runner must not panic; if one does, say so loudly (the job's
+/// `running` flag was already cleared by its drop guard).
+fn log_join(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        if e.is_panic() {
+            tracing::error!("a job run panicked; the scheduler carries on: {e}");
+        }
     }
 }
 
@@ -1206,6 +1225,41 @@ disks = [\"d-b\"]
         assert_eq!(log.all()[0].ended, t("2026-05-01T00:00:40Z"));
         assert_eq!(log.starts("new")[0], t("2026-05-01T00:00:20Z"));
         assert!(log.max_active.load(Ordering::SeqCst) <= 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_run_does_not_stop_the_schedule() {
+        let clock = ManualClock::new(t("2026-05-01T00:00:05Z"));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (s, handle) = {
+            let run_clock = clock.clone();
+            let seen = seen.clone();
+            Scheduler::new(
+                &policy(ONE_JOB_EVERY_10S),
+                Arc::new(move |req: RunRequest| -> BoxFuture<'static, ()> {
+                    let now = run_clock.now();
+                    let seen = seen.clone();
+                    Box::pin(async move {
+                        // The request carries the policy in force.
+                        assert_eq!(req.policy.jobs.len(), 1);
+                        lock(&seen).push(now);
+                        if lock(&seen).len() == 1 {
+                            panic!("runner bug");
+                        }
+                    })
+                }),
+                Arc::new(clock.clone()),
+            )
+        };
+        let task = tokio::spawn(s.run());
+        sleep(20).await; // wall 00:25
+        handle.shutdown();
+        task.await.expect("the scheduler survives a runner panic");
+        assert_eq!(
+            *lock(&seen),
+            [t("2026-05-01T00:00:10Z"), t("2026-05-01T00:00:20Z")]
+        );
+        assert!(!handle.status()[0].running);
     }
 
     #[tokio::test(start_paused = true)]

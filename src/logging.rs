@@ -1,10 +1,12 @@
 //! Where log events go, and holding them while file systems are frozen.
 //!
-//! * **journald** (native protocol, structured fields) when stderr *is* the
-//!   journal (`JOURNAL_STREAM` names stderr's device and inode, i.e. systemd
-//!   started us) and the journal socket answers. Then nothing is written to
-//!   stderr, so each line reaches the journal exactly once.
-//! * **stderr** otherwise, as human text or JSON lines (`--log-format`).
+//! * **journald** (native protocol, structured fields) whenever the journal
+//!   socket answers.
+//! * **stderr** as well, as human text or JSON lines (`--log-format`),
+//!   unless stderr *is* the journal (`JOURNAL_STREAM` names stderr's device
+//!   and inode: systemd started us), so each line reaches the journal
+//!   exactly once while an operator at a terminal still sees the run.
+//! * **stderr** only, when there is no journal.
 //!
 //! Every job event carries the fields in [`field`] (`APPSNAP_JOB`,
 //! `APPSNAP_RUN_ID`, `APPSNAP_PHASE`, ...) under exactly those names: the
@@ -114,22 +116,38 @@ pub enum LogFormat {
 /// Where events go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Destination {
-    /// journald if stderr is the journal and the socket answers, else stderr.
+    /// journald if the socket answers, plus stderr unless stderr is the journal.
     #[default]
     Auto,
-    /// journald (falls back to stderr if the socket does not answer).
+    /// journald only (stderr if the socket does not answer).
     Journald,
-    /// stderr, in the chosen [`LogFormat`].
+    /// stderr only, in the chosen [`LogFormat`].
     Stderr,
 }
 
 /// What [`init`] decided, for the daemon's first log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Chosen {
-    /// The journald native protocol; stderr gets nothing.
-    Journald,
-    /// stderr only.
-    Stderr(LogFormat),
+pub struct Chosen {
+    /// Events go to journald (native protocol).
+    pub journald: bool,
+    /// Events go to stderr, in this format.
+    pub stderr: Option<LogFormat>,
+}
+
+impl Chosen {
+    /// journald only: what systemd-started processes get.
+    pub const JOURNALD: Chosen = Chosen {
+        journald: true,
+        stderr: None,
+    };
+
+    /// stderr only, in `format`.
+    pub fn stderr(format: LogFormat) -> Chosen {
+        Chosen {
+            journald: false,
+            stderr: Some(format),
+        }
+    }
 }
 
 /// Everything [`init`] needs; `Default` is what the daemon wants.
@@ -182,10 +200,14 @@ pub fn choose(
     stderr_is_journal: bool,
 ) -> Chosen {
     match destination {
-        Destination::Stderr => Chosen::Stderr(format),
-        Destination::Journald if socket_answers => Chosen::Journald,
-        Destination::Auto if socket_answers && stderr_is_journal => Chosen::Journald,
-        _ => Chosen::Stderr(format),
+        _ if !socket_answers => Chosen::stderr(format),
+        Destination::Stderr => Chosen::stderr(format),
+        Destination::Journald => Chosen::JOURNALD,
+        Destination::Auto if stderr_is_journal => Chosen::JOURNALD,
+        Destination::Auto => Chosen {
+            journald: true,
+            stderr: Some(format),
+        },
     }
 }
 
@@ -235,11 +257,8 @@ pub fn init(config: &LogConfig) -> Result<Chosen, LoggingError> {
         is_journal,
     );
     let output = global_output();
-    match chosen {
-        Chosen::Journald => output.set_journal(socket),
-        Chosen::Stderr(_) => output.set_journal(None),
-    }
-    let ansi = matches!(chosen, Chosen::Stderr(LogFormat::Human)) && stderr_is_tty();
+    output.set_journal(if chosen.journald { socket } else { None });
+    let ansi = chosen.stderr == Some(LogFormat::Human) && stderr_is_tty();
     let filter = filter(config.filter.as_deref())?;
     let subscriber = build(chosen, ansi, config.identifier.as_deref(), filter, output);
     tracing::subscriber::set_global_default(subscriber).map_err(|_| LoggingError::AlreadySet)?;
@@ -272,16 +291,16 @@ pub fn build(
     filter: EnvFilter,
     output: Arc<Output>,
 ) -> impl Subscriber + Send + Sync {
-    let journald = matches!(chosen, Chosen::Journald).then(|| JournaldLayer {
+    let journald = chosen.journald.then(|| JournaldLayer {
         identifier: identifier.unwrap_or("appsnap").to_string(),
         output: output.clone(),
     });
-    let human = matches!(chosen, Chosen::Stderr(LogFormat::Human)).then(|| {
+    let human = (chosen.stderr == Some(LogFormat::Human)).then(|| {
         tracing_subscriber::fmt::layer()
             .with_ansi(ansi)
             .with_writer(HeldStderr(output.clone()))
     });
-    let json = matches!(chosen, Chosen::Stderr(LogFormat::Json)).then(|| {
+    let json = (chosen.stderr == Some(LogFormat::Json)).then(|| {
         tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
@@ -825,7 +844,7 @@ mod tests {
         }
         fn subscriber(&self) -> impl Subscriber + Send + Sync {
             build(
-                Chosen::Journald,
+                Chosen::JOURNALD,
                 false,
                 Some("appsnap-test"),
                 filter_from("debug").unwrap(),
@@ -862,20 +881,25 @@ mod tests {
 
     #[test]
     fn destination_choice_never_doubles_lines() {
-        use Chosen as C;
         use Destination as D;
         let h = LogFormat::Human;
         // Under systemd (stderr is the journal) with a socket: journald only.
-        assert_eq!(choose(D::Auto, h, true, true), C::Journald);
-        // stderr elsewhere (terminal, file): stderr only.
-        assert_eq!(choose(D::Auto, h, true, false), C::Stderr(h));
+        assert_eq!(choose(D::Auto, h, true, true), Chosen::JOURNALD);
+        // stderr elsewhere (terminal, file): the journal and stderr, one copy each.
+        assert_eq!(
+            choose(D::Auto, h, true, false),
+            Chosen {
+                journald: true,
+                stderr: Some(h)
+            }
+        );
         // No journal socket: stderr, even if asked for journald.
-        assert_eq!(choose(D::Auto, h, false, true), C::Stderr(h));
-        assert_eq!(choose(D::Journald, h, false, false), C::Stderr(h));
-        assert_eq!(choose(D::Journald, h, true, false), C::Journald);
+        assert_eq!(choose(D::Auto, h, false, true), Chosen::stderr(h));
+        assert_eq!(choose(D::Journald, h, false, false), Chosen::stderr(h));
+        assert_eq!(choose(D::Journald, h, true, false), Chosen::JOURNALD);
         assert_eq!(
             choose(D::Stderr, LogFormat::Json, true, true),
-            C::Stderr(LogFormat::Json)
+            Chosen::stderr(LogFormat::Json)
         );
     }
 
@@ -930,6 +954,37 @@ mod tests {
             j.stderr.text().is_empty(),
             "journald chosen: nothing on stderr"
         );
+    }
+
+    #[test]
+    fn journal_and_terminal_each_get_one_copy() {
+        let j = FakeJournal::new();
+        let sub = build(
+            Chosen {
+                journald: true,
+                stderr: Some(LogFormat::Human),
+            },
+            false,
+            None,
+            filter_from("info").unwrap(),
+            j.output.clone(),
+        );
+        tracing::subscriber::with_default(sub, || {
+            let hold = j.output.hold();
+            tracing::info!("held in both");
+            assert!(j.stderr.text().is_empty());
+            drop(hold);
+            tracing::info!("written to both");
+        });
+        let msgs: Vec<_> = j
+            .drain()
+            .iter()
+            .map(|m| one(m, "MESSAGE").to_string())
+            .collect();
+        assert_eq!(msgs, ["held in both", "written to both"]);
+        let text = j.stderr.text();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.find("held in both") < text.find("written to both"));
     }
 
     #[test]
@@ -989,7 +1044,7 @@ mod tests {
         let buf = SharedBuf::default();
         let output = Output::new(Box::new(buf.clone()), None);
         let sub = build(
-            Chosen::Stderr(format),
+            Chosen::stderr(format),
             false,
             None,
             filter_from("info").unwrap(),

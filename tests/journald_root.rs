@@ -3,7 +3,8 @@
 //! host's journal), receives appsnap's events. Asserted field by field from
 //! `journalctl -o json`, plus: events logged while output is held (between
 //! freeze and thaw) reach the journal only after the thaw, in order, and
-//! nothing goes to stderr (exactly one copy of each line).
+//! nothing goes to stderr (exactly one copy of each line). Run by hand
+//! (stderr not the journal), an event goes once to each.
 //!
 //! Needs root, `unshare`, `journalctl` and `/lib/systemd/systemd-journald`
 //! (Debian package `systemd`; it need not be PID 1). Skips with a printed
@@ -26,9 +27,10 @@ const TEST_NAME: &str = "journald_captures_fields_and_holds_while_frozen";
 
 #[test]
 fn journald_captures_fields_and_holds_while_frozen() {
-    if std::env::var_os(CHILD_ENV).is_some() {
-        emit_events();
-        return;
+    match std::env::var(CHILD_ENV).as_deref() {
+        Ok("systemd") => return emit_events(),
+        Ok("terminal") => return emit_from_a_terminal(),
+        _ => {}
     }
     if let Some(why) = skip_reason() {
         println!("skipped: {why}");
@@ -48,9 +50,13 @@ for i in $(seq 100); do [ -S /run/systemd/journal/socket ] && break; sleep 0.05;
 : > "$WORK/child.stderr"
 JS=$(stat -L -c '%d:%i' "$WORK/child.stderr")
 set +e
-env APPSNAP_JOURNALD_CHILD=1 JOURNAL_STREAM="$JS" "$TEST_EXE" --exact "$TEST_NAME" --test-threads=1 \
+env APPSNAP_JOURNALD_CHILD=systemd JOURNAL_STREAM="$JS" "$TEST_EXE" --exact "$TEST_NAME" --test-threads=1 \
     > "$WORK/child.stdout" 2>> "$WORK/child.stderr"
 echo $? > "$WORK/child.rc"
+# As if run by hand: stderr is not the journal (JOURNAL_STREAM unset).
+env -u JOURNAL_STREAM APPSNAP_JOURNALD_CHILD=terminal "$TEST_EXE" --exact "$TEST_NAME" --test-threads=1 \
+    > "$WORK/term.stdout" 2> "$WORK/term.stderr"
+echo $? > "$WORK/term.rc"
 set -e
 query() {
   for d in /run/log/journal /var/log/journal; do
@@ -59,7 +65,7 @@ query() {
 }
 for i in $(seq 100); do
   n=$(query | wc -l)
-  [ "$n" -ge 6 ] && break
+  [ "$n" -ge 7 ] && break
   sleep 0.1
 done
 query > "$WORK/journal.json"
@@ -100,10 +106,20 @@ query > "$WORK/journal.json"
         "journald chosen: nothing may also go to stderr (it is the journal under systemd)"
     );
 
+    assert_eq!(read("term.rc").trim(), "0", "{}", read("term.stdout"));
     let mut entries: Vec<Value> = read("journal.json")
         .lines()
         .map(|l| serde_json::from_str(l).expect("journalctl JSON line"))
         .collect();
+    // Run by hand (stderr not the journal): one copy in the journal, one on stderr.
+    let (term, systemd): (Vec<Value>, Vec<Value>) = entries
+        .drain(..)
+        .partition(|e| e.get("APPSNAP_JOB").and_then(Value::as_str) == Some("by-hand"));
+    let mut entries = systemd;
+    assert_eq!(term.len(), 1, "{term:?}");
+    assert_eq!(s(&term[0], "MESSAGE"), "run by hand");
+    let term_err = read("term.stderr");
+    assert_eq!(term_err.matches("run by hand").count(), 1, "{term_err}");
     entries.sort_by_key(seqnum);
     let msgs: Vec<&str> = entries.iter().map(|e| s(e, "MESSAGE")).collect();
     assert_eq!(
@@ -196,6 +212,28 @@ fn skip_reason() -> Option<String> {
     None
 }
 
+/// As an operator at a terminal: the journal and stderr both get the event.
+fn emit_from_a_terminal() {
+    use appsnap::logging::{self, Chosen, LogConfig, LogFormat};
+    let chosen = logging::init(&LogConfig {
+        identifier: Some(IDENT.to_string()),
+        filter: Some("info".to_string()),
+        ..LogConfig::default()
+    })
+    .expect("logging init");
+    assert_eq!(
+        chosen,
+        Chosen {
+            journald: true,
+            stderr: Some(LogFormat::Human)
+        }
+    );
+    let span = logging::run_span("by-hand", RUN_ID);
+    let _in_run = span.enter();
+    logging::set_phase(&span, "preflight");
+    tracing::info!("run by hand");
+}
+
 fn s<'a>(e: &'a Value, k: &str) -> &'a str {
     e.get(k)
         .and_then(Value::as_str)
@@ -232,8 +270,8 @@ fn emit_events() {
     .expect("logging init");
     assert_eq!(
         chosen,
-        Chosen::Journald,
-        "JOURNAL_STREAM names stderr and the socket answers"
+        Chosen::JOURNALD,
+        "JOURNAL_STREAM names stderr and the socket answers: journald only"
     );
 
     let span = logging::run_span("mysql", RUN_ID);

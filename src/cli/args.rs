@@ -40,8 +40,8 @@ pub struct Cli {
     )]
     pub config_dir: PathBuf,
 
-    /// How log lines on stderr look. Under systemd, logs go to the journal
-    /// with structured fields instead, and this has no effect.
+    /// How log lines on stderr look. The journal, when present, always gets
+    /// structured fields; under systemd nothing goes to stderr.
     #[arg(
         long = "log-format",
         value_name = "FORMAT",

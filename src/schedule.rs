@@ -489,6 +489,7 @@ impl Scheduler {
             if entry.running.swap(true, Ordering::AcqRel) {
                 tracing::warn!(
                     APPSNAP_JOB = %name,
+                    APPSNAP_PHASE = "schedule",
                     scheduled = %scheduled.to_rfc3339(),
                     "skipping this run: the previous run of the job is still in progress"
                 );
@@ -536,6 +537,7 @@ impl Scheduler {
         if skipped > 0 {
             tracing::warn!(
                 APPSNAP_JOB = %name,
+                APPSNAP_PHASE = "schedule",
                 skipped,
                 "scheduled times passed while the clock jumped or a run was due; not replaying them"
             );
@@ -594,7 +596,11 @@ impl Scheduler {
             }
         }
         for name in old.keys() {
-            tracing::info!(APPSNAP_JOB = %name, "job removed from the policy; no longer scheduled");
+            tracing::info!(
+                APPSNAP_JOB = %name,
+                APPSNAP_PHASE = "schedule",
+                "job removed from the policy; no longer scheduled"
+            );
         }
         self.publish_status();
     }

@@ -649,6 +649,7 @@ impl Drop for ResetOnDrop {
 mod tests {
     use super::*;
     use crate::policy::parse_str;
+    use chrono::Datelike;
     use std::path::Path;
 
     fn policy(text: &str) -> Policy {
@@ -735,6 +736,45 @@ mod tests {
                 t("2026-10-27T01:30:00Z"),
             ]
         );
+    }
+
+    #[test]
+    fn daily_schedules_fire_exactly_once_per_local_day_through_dst() {
+        // Every hour and a few minutes, in zones whose transitions differ:
+        // 02:00 (Berlin, New York), midnight (Santiago), 30 minutes (Lord Howe).
+        for zone in [
+            "Europe/Berlin",
+            "America/New_York",
+            "America/Santiago",
+            "Australia/Lord_Howe",
+        ] {
+            let tz: chrono_tz::Tz = zone.parse().unwrap();
+            for hour in 0..24 {
+                for minute in [0, 15, 30, 45] {
+                    let j = job(&format!("{minute} {hour} * * *"), zone);
+                    let mut at = t("2025-12-30T12:00:00Z");
+                    let mut days = Vec::new();
+                    loop {
+                        at = next_fire(&j, at).expect("fires");
+                        let local = at.with_timezone(&tz).date_naive();
+                        if local.year() > 2026 {
+                            break;
+                        }
+                        if local.year() == 2026 {
+                            days.push(local);
+                        }
+                    }
+                    let mut unique = days.clone();
+                    unique.dedup();
+                    assert_eq!(
+                        unique.len(),
+                        days.len(),
+                        "{zone} {hour}:{minute}: a day ran twice"
+                    );
+                    assert_eq!(days.len(), 365, "{zone} {hour}:{minute}: a day was missed");
+                }
+            }
+        }
     }
 
     #[test]

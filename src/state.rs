@@ -262,6 +262,8 @@ pub struct DaemonLock {
 impl DaemonLock {
     /// Takes the lock, creating `run_dir` if needed, and writes our pid.
     /// Fails with [`StateError::AlreadyRunning`] if another daemon has it.
+    /// May sleep up to half a second (blocking): call it at startup, before
+    /// the runtime starts or from `spawn_blocking`.
     pub fn acquire(run_dir: &Path) -> Result<DaemonLock, StateError> {
         fs::create_dir_all(run_dir).map_err(io_err("create", run_dir))?;
         let path = run_dir.join(DAEMON_LOCK_FILE);

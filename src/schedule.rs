@@ -21,6 +21,37 @@
 //! * **Jitter** is drawn uniformly from `[0, job.jitter]` per run.
 //! * **Reload** ([`SchedulerHandle::reload`]) swaps the policy without
 //!   touching in-flight runs.
+//!
+//! How the daemon plugs its job runner in:
+//!
+//! ```no_run
+//! # async fn daemon(policy: appsnap::policy::Policy, new_policy: appsnap::policy::Policy) {
+//! use std::sync::Arc;
+//! use appsnap::schedule::{BoxFuture, RunRequest, Scheduler, SystemClock};
+//! use tracing::Instrument;
+//!
+//! let runner = Arc::new(|req: RunRequest| -> BoxFuture<'static, ()> {
+//!     let span = appsnap::logging::run_span(req.job.name.as_str(), &req.run_id);
+//!     Box::pin(
+//!         async move {
+//!             // preflight, pre-script ...
+//!             let permit = req.freeze_gate.acquire().await; // one freeze at a time
+//!             let hold = appsnap::logging::hold(); // nothing is written until thaw
+//!             // FIFREEZE, CreateSnapshotGroup, FITHAW ...
+//!             drop(hold);
+//!             drop(permit);
+//!             // post-script, tag, prune, state::StateStore::write ...
+//!         }
+//!         .instrument(span),
+//!     )
+//! });
+//! let (scheduler, handle) = Scheduler::new(&policy, runner, Arc::new(SystemClock));
+//! let task = tokio::spawn(scheduler.run());
+//! handle.reload(new_policy); // on SIGHUP, after the new policy validated
+//! handle.shutdown(); // on SIGTERM; then await the task
+//! task.await.unwrap();
+//! # }
+//! ```
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;

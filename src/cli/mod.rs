@@ -3,7 +3,10 @@
 
 pub mod args;
 mod check;
+mod freeze_guard;
+mod plan;
 mod status;
+mod thaw;
 
 use std::process::ExitCode;
 
@@ -15,16 +18,20 @@ const NOT_AVAILABLE: u8 = 255;
 
 /// Dispatches the parsed command line; returns the process exit code.
 pub fn dispatch(cli: Cli) -> ExitCode {
-    init_logging(&cli);
+    // The freeze guard logs nothing and opens nothing it does not need.
+    if !matches!(cli.command, Command::FreezeGuard) {
+        init_logging(&cli);
+    }
     let code = match &cli.command {
         Command::Check(a) => check::run(&cli, a),
         Command::Daemon => not_available("daemon"),
         Command::Run(_) => not_available("run"),
-        Command::Plan(_) => not_available("plan"),
+        Command::Plan(a) => plan::run(&cli, a),
         Command::Status(a) => status::run(&cli, a),
         Command::List(_) => not_available("list"),
-        Command::Thaw(_) => not_available("thaw"),
+        Command::Thaw(a) => thaw::run(&cli, a),
         Command::Plugin(_) => not_available("plugin"),
+        Command::FreezeGuard => freeze_guard::run(),
     };
     ExitCode::from(code)
 }

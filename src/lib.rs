@@ -5,4 +5,7 @@
 
 pub mod host;
 pub mod job;
+pub mod logging;
 pub mod policy;
+pub mod schedule;
+pub mod state;

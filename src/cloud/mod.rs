@@ -1,0 +1,9 @@
+//! Everything appsnap says to Alibaba Cloud: the instance metadata service,
+//! RAM-role credentials, request signing and the typed ECS calls.
+//!
+//! The job module composes these; nothing here knows about freezing.
+
+pub mod retry;
+pub mod secret;
+pub mod sign;
+pub mod tls;

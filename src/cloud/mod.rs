@@ -3,6 +3,8 @@
 //!
 //! The job module composes these; nothing here knows about freezing.
 
+pub mod credentials;
+pub mod metadata;
 pub mod retry;
 pub mod secret;
 pub mod sign;

@@ -43,6 +43,13 @@ impl fmt::Display for Secret {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Secret {
+    /// Lets JSON answers (IMDS role credentials) be parsed straight into a `Secret`.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
 /// Replaces every occurrence of each non-empty secret in `text` with [`REDACTED`].
 ///
 /// Used on server-supplied strings (error messages, unexpected bodies) that may

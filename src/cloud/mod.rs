@@ -4,6 +4,7 @@
 //! The job module composes these; nothing here knows about freezing.
 
 pub mod credentials;
+pub mod ecs;
 pub mod metadata;
 pub mod retry;
 pub mod secret;

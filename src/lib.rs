@@ -4,4 +4,6 @@
 //! `ARCHITECTURE.md` in the shared design notes for how they compose.
 
 pub mod cloud;
+pub mod host;
+pub mod job;
 pub mod policy;

@@ -2,7 +2,7 @@
 //! fetcher, so hours pass instantly and deterministically) and a rotation
 //! across real HTTP while a long job keeps calling ECS.
 
-mod common;
+mod cloud_support;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -18,7 +18,7 @@ use appsnap::cloud::retry::RetryPolicy;
 use appsnap::cloud::secret::Secret;
 use appsnap::cloud::tls;
 use appsnap::policy::types::{CloudSettings, SignatureVersion};
-use common::*;
+use cloud_support::*;
 use serde_json::json;
 use tokio::time::Instant;
 use wiremock::matchers::{method, path};

@@ -1,7 +1,7 @@
 //! The ECS client against a local HTTP server that recomputes the signature of
 //! every request, as ECS does.
 
-mod common;
+mod cloud_support;
 
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use appsnap::cloud::retry::{Backoff, RetryPolicy};
 use appsnap::cloud::secret::Secret;
 use appsnap::cloud::tls;
 use appsnap::policy::types::{CloudSettings, DiskId, SignatureVersion};
-use common::*;
+use cloud_support::*;
 use serde_json::json;
 use tokio::time::Instant;
 use wiremock::matchers::any;

@@ -1,7 +1,7 @@
 //! The IMDS client against a local HTTP server: hardened-mode tokens, 401
 //! re-token, retries, and the service being down at startup then back.
 
-mod common;
+mod cloud_support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use appsnap::cloud::credentials::{Credentials, CredentialsError, RamRoleFetcher, RefreshPolicy};
 use appsnap::cloud::metadata::{MetadataClient, MetadataError, TOKEN_HEADER, TOKEN_TTL_HEADER};
 use appsnap::cloud::retry::Backoff;
-use common::*;
+use cloud_support::*;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 

@@ -64,6 +64,9 @@ pub enum Command {
     Thaw(ThawArgs),
     /// Drop-in replacement for the vendor plugin: takes its --params string.
     Plugin(PluginArgs),
+    /// Internal: the freeze guard process the daemon starts (plan on stdin, events on stdout).
+    #[command(hide = true, name = "freeze-guard")]
+    FreezeGuard,
 }
 
 /// `run`.
@@ -119,6 +122,9 @@ pub struct ThawArgs {
     /// Thaw everything the record names (the only mode; required so it is never typed by accident).
     #[arg(long, required = true)]
     pub all: bool,
+    /// Where the record is (default: the policy's `host.run_dir`); for tests and rescue.
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub run_dir: Option<PathBuf>,
 }
 
 /// `plugin`.

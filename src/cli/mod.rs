@@ -3,6 +3,9 @@
 
 pub mod args;
 mod check;
+mod freeze_guard;
+mod plan;
+mod thaw;
 
 use std::process::ExitCode;
 
@@ -17,11 +20,12 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Check(a) => check::run(&cli, a),
         Command::Daemon => not_available("daemon"),
         Command::Run(_) => not_available("run"),
-        Command::Plan(_) => not_available("plan"),
+        Command::Plan(a) => plan::run(&cli, a),
         Command::Status(_) => not_available("status"),
         Command::List(_) => not_available("list"),
-        Command::Thaw(_) => not_available("thaw"),
+        Command::Thaw(a) => thaw::run(&cli, a),
         Command::Plugin(_) => not_available("plugin"),
+        Command::FreezeGuard => freeze_guard::run(),
     };
     ExitCode::from(code)
 }

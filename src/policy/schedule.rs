@@ -45,10 +45,17 @@ impl CronSchedule {
             .year(Year::Disallowed)
             .build();
         let cron = parser.parse(source).map_err(|e| e.to_string())?;
-        Ok(CronSchedule {
+        let schedule = CronSchedule {
             source: source.to_string(),
             cron,
-        })
+        };
+        // A pattern such as `0 0 30 2 *` parses but never fires; say so now
+        // rather than let a job silently never run.
+        let probe = chrono::Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).unwrap();
+        if schedule.next_after(&probe).is_none() {
+            return Err("matches no date; check day-of-month against month".to_string());
+        }
+        Ok(schedule)
     }
 
     /// The expression as written in the policy.
@@ -128,6 +135,12 @@ mod tests {
     fn seven_fields_rejected() {
         let e = CronSchedule::parse("0 0 0 * * * 2030").unwrap_err();
         assert!(e.contains("has 7 fields"), "{e}");
+    }
+
+    #[test]
+    fn never_firing_pattern_rejected() {
+        let e = CronSchedule::parse("0 0 30 2 *").unwrap_err();
+        assert!(e.contains("matches no date"), "{e}");
     }
 
     #[test]

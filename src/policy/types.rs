@@ -264,3 +264,35 @@ pub struct Job {
     /// Random delay before a scheduled run.
     pub jitter: Duration,
 }
+
+impl Job {
+    /// The next `n` scheduled times strictly after `after`, in the job's zone
+    /// (iterating from each previous result, as croner requires for DST).
+    pub fn next_runs(
+        &self,
+        after: chrono::DateTime<chrono::Utc>,
+        n: usize,
+    ) -> Vec<chrono::DateTime<chrono::FixedOffset>> {
+        fn walk<Tz: chrono::TimeZone>(
+            s: &CronSchedule,
+            mut t: chrono::DateTime<Tz>,
+            n: usize,
+        ) -> Vec<chrono::DateTime<chrono::FixedOffset>> {
+            let mut out = Vec::with_capacity(n);
+            while out.len() < n {
+                match s.next_after(&t) {
+                    Some(next) => {
+                        out.push(next.fixed_offset());
+                        t = next;
+                    }
+                    None => break,
+                }
+            }
+            out
+        }
+        match self.zone {
+            JobZone::Local => walk(&self.schedule, after.with_timezone(&chrono::Local), n),
+            JobZone::Named(tz) => walk(&self.schedule, after.with_timezone(&tz), n),
+        }
+    }
+}

@@ -1,365 +1,359 @@
-//! Shared test helpers for the cloud tests: a server-side signature verifier
-//! written independently of `appsnap::cloud::sign` (it re-derives both schemes
-//! from the wire request, as ECS does), mock IMDS answers, and log capture.
+//! Root-test lab: loop devices, file systems and mounts that the test itself
+//! creates under a unique `/tmp/appsnap-host-*` directory, torn down in the
+//! only safe order (thaw, unmount, detach) even when the test fails, plus an
+//! outer watchdog that thaws everything if a test wedges.
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashSet};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use hmac::{Hmac, KeyInit, Mac};
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use sha2::{Digest, Sha256};
-use wiremock::{Match, MockServer, Request, Respond, ResponseTemplate};
+nix::ioctl_readwrite!(fithaw, b'X', 120, libc::c_int);
 
-pub const RFC3986: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-fn pct(s: &str) -> String {
-    utf8_percent_encode(s, RFC3986).to_string()
+/// The built appsnap binary.
+pub fn appsnap_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_appsnap"))
 }
 
-/// One key the fake server knows.
-#[derive(Clone, Debug)]
-pub struct KnownKey {
-    pub id: String,
-    pub secret: String,
-    pub token: Option<String>,
+/// `Some(reason)` when root tests cannot run here.
+pub fn skip_reason() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("not root: root tests need loop devices and FIFREEZE".into());
+    }
+    for tool in [
+        "losetup",
+        "mkfs.ext4",
+        "mkfs.xfs",
+        "mkfs.btrfs",
+        "sfdisk",
+        "partx",
+        "fsfreeze",
+    ] {
+        let ok = Command::new("sh")
+            .args([
+                "-c",
+                &format!("command -v {tool} || PATH=$PATH:/usr/sbin:/sbin command -v {tool}"),
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            return Some(format!("{tool} missing (scripts/test installs it)"));
+        }
+    }
+    None
 }
 
-/// The keys the fake server accepts.
-#[derive(Clone, Debug, Default)]
-pub struct KeyRing(pub Vec<KnownKey>);
+/// Skips the calling test, with a printed reason, when not root.
+#[macro_export]
+macro_rules! root_or_skip {
+    () => {
+        if let Some(reason) = common::skip_reason() {
+            eprintln!("SKIPPED {}: {reason}", module_path!());
+            return;
+        }
+    };
+}
 
-impl KeyRing {
-    pub fn new() -> KeyRing {
-        KeyRing::default()
+fn sh(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn quiet(cmd: &str, args: &[&str]) -> bool {
+    Command::new(cmd)
+        .args(args)
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// FITHAW through a directory fd; EINVAL (not frozen) and errors are ignored.
+pub fn thaw_path(p: &Path) -> Option<i32> {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: valid C string.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
     }
-    pub fn with(mut self, id: &str, secret: &str, token: Option<&str>) -> KeyRing {
-        self.0.push(KnownKey {
-            id: id.into(),
-            secret: secret.into(),
-            token: token.map(str::to_string),
-        });
-        self
-    }
-    fn find(&self, id: &str) -> Result<&KnownKey, String> {
-        self.0
-            .iter()
-            .find(|k| k.id == id)
-            .ok_or_else(|| format!("unknown AccessKeyId {id}"))
+    // SAFETY: fresh fd.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut a = 0;
+    // SAFETY: open fd, ignored argument.
+    match unsafe { fithaw(fd.as_raw_fd(), &mut a) } {
+        Ok(_) => Some(0),
+        Err(e) => Some(e as i32),
     }
 }
 
-/// What a verified request said.
-#[derive(Clone, Debug)]
-pub struct Verified {
-    pub scheme: &'static str,
-    pub action: String,
-    pub access_key_id: String,
-    pub nonce: String,
-    /// Operation parameters (common ones removed), decoded.
-    pub params: BTreeMap<String, String>,
+#[derive(Default)]
+struct Inner {
+    mounts: Vec<PathBuf>,
+    loops: Vec<String>,
+    partitioned: Vec<String>,
 }
 
-const V1_COMMON: &[&str] = &[
-    "AccessKeyId",
-    "Action",
-    "Format",
-    "SignatureMethod",
-    "SignatureNonce",
-    "SignatureVersion",
-    "Timestamp",
-    "Version",
-    "SecurityToken",
-    "Signature",
-];
-
-fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
-    req.headers.get(name).and_then(|v| v.to_str().ok())
+/// One test's private devices and mounts.
+pub struct Lab {
+    pub dir: PathBuf,
+    inner: Arc<Mutex<Inner>>,
+    watchdog_done: Arc<AtomicBool>,
 }
 
-fn check_time(ts: &str) -> Result<(), String> {
-    let t = chrono::DateTime::parse_from_rfc3339(ts).map_err(|e| format!("bad time {ts}: {e}"))?;
-    if ts.len() != 20 || !ts.ends_with('Z') {
-        return Err(format!("time {ts} is not YYYY-MM-DDThh:mm:ssZ"));
-    }
-    let skew = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
-        .num_seconds()
-        .abs();
-    if skew > 900 {
-        return Err(format!("time {ts} is {skew}s off"));
-    }
-    Ok(())
-}
-
-/// Recomputes the signature of `req` as the server does; Err says why it fails.
-pub fn verify(req: &Request, keys: &KeyRing) -> Result<Verified, String> {
-    if req.method.as_str() != "POST" {
-        return Err(format!("method {}", req.method));
-    }
-    if req.url.path() != "/" {
-        return Err(format!("path {}", req.url.path()));
-    }
-    let pairs: Vec<(String, String)> = req
-        .url
-        .query_pairs()
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    let mut sorted = pairs.clone();
-    sorted.sort();
-    let cqs = sorted
-        .iter()
-        .filter(|(k, _)| k != "Signature")
-        .map(|(k, v)| format!("{}={}", pct(k), pct(v)))
-        .collect::<Vec<_>>()
-        .join("&");
-    let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    if let Some(auth) = header(req, "authorization") {
-        let rest = auth
-            .strip_prefix("ACS3-HMAC-SHA256 ")
-            .ok_or("Authorization algorithm")?;
-        let mut cred = None;
-        let mut signed = None;
-        let mut sig = None;
-        for part in rest.split(',') {
-            let (k, v) = part.split_once('=').ok_or("Authorization part")?;
-            match k.trim() {
-                "Credential" => cred = Some(v.to_string()),
-                "SignedHeaders" => signed = Some(v.to_string()),
-                "Signature" => sig = Some(v.to_string()),
-                other => return Err(format!("unknown Authorization part {other}")),
-            }
+impl Lab {
+    /// A fresh lab whose watchdog thaws everything after `timeout` and aborts 20 s later.
+    pub fn new(tag: &str, timeout: Duration) -> Lab {
+        let dir = PathBuf::from(format!(
+            "/tmp/appsnap-host-{}-{}-{}",
+            tag,
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        for sub in ["img", "mnt", "by-id", "run"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
-        let (cred, signed, sig) = (
-            cred.ok_or("no Credential")?,
-            signed.ok_or("no SignedHeaders")?,
-            sig.ok_or("no Signature")?,
-        );
-        let key = keys.find(&cred)?;
-        let names: Vec<&str> = signed.split(';').collect();
-        let mut sorted_names = names.clone();
-        sorted_names.sort();
-        if names != sorted_names {
-            return Err("SignedHeaders not sorted".into());
-        }
-        if !names.contains(&"host") {
-            return Err("host not signed".into());
-        }
-        for (name, _) in req.headers.iter() {
-            let n = name.as_str();
-            if n.starts_with("x-acs-") && !names.contains(&n) {
-                return Err(format!("{n} sent but not signed"));
-            }
-        }
-        let body_hash = hex::encode(Sha256::digest(&req.body));
-        if header(req, "x-acs-content-sha256") != Some(body_hash.as_str()) {
-            return Err("x-acs-content-sha256 does not match the body".into());
-        }
-        let mut canon_headers = String::new();
-        for n in &names {
-            let v = header(req, n).ok_or_else(|| format!("signed header {n} missing"))?;
-            canon_headers.push_str(&format!("{n}:{}\n", v.trim()));
-        }
-        let cr = format!("POST\n/\n{cqs}\n{canon_headers}\n{signed}\n{body_hash}");
-        let sts = format!(
-            "ACS3-HMAC-SHA256\n{}",
-            hex::encode(Sha256::digest(cr.as_bytes()))
-        );
-        let mut mac = Hmac::<Sha256>::new_from_slice(key.secret.as_bytes()).unwrap();
-        mac.update(sts.as_bytes());
-        let want = hex::encode(mac.finalize().into_bytes());
-        if want != sig {
-            return Err("SignatureDoesNotMatch (V3)".into());
-        }
-        match (&key.token, header(req, "x-acs-security-token")) {
-            (Some(t), Some(h)) if t == h => {
-                if header(req, "x-acs-accesskey-id") != Some(cred.as_str()) {
-                    return Err("x-acs-accesskey-id missing or wrong".into());
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let done = Arc::new(AtomicBool::new(false));
+        let (i2, d2, tag2) = (Arc::clone(&inner), Arc::clone(&done), tag.to_string());
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while start.elapsed() < timeout {
+                if d2.load(Ordering::SeqCst) {
+                    return;
                 }
+                std::thread::sleep(Duration::from_millis(100));
             }
-            (None, None) => {}
-            _ => return Err("security token missing or wrong".into()),
-        }
-        check_time(header(req, "x-acs-date").ok_or("no x-acs-date")?)?;
-        if header(req, "x-acs-version") != Some("2014-05-26") {
-            return Err("x-acs-version".into());
-        }
-        Ok(Verified {
-            scheme: "v3",
-            action: header(req, "x-acs-action").ok_or("no x-acs-action")?.into(),
-            access_key_id: cred,
-            nonce: header(req, "x-acs-signature-nonce")
-                .ok_or("no nonce")?
-                .into(),
-            params: pairs.into_iter().collect(),
-        })
-    } else {
-        let sig = get("Signature").ok_or("neither Authorization nor Signature")?;
-        let id = get("AccessKeyId").ok_or("no AccessKeyId")?;
-        let key = keys.find(&id)?;
-        if get("SignatureMethod").as_deref() != Some("HMAC-SHA1")
-            || get("SignatureVersion").as_deref() != Some("1.0")
-        {
-            return Err("SignatureMethod/Version".into());
-        }
-        let sts = format!("POST&%2F&{}", pct(&cqs));
-        let mut mac =
-            Hmac::<sha1::Sha1>::new_from_slice(format!("{}&", key.secret).as_bytes()).unwrap();
-        mac.update(sts.as_bytes());
-        let want = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-        if want != sig {
-            return Err("SignatureDoesNotMatch (v1)".into());
-        }
-        if key.token != get("SecurityToken") {
-            return Err("SecurityToken missing or wrong".into());
-        }
-        check_time(&get("Timestamp").ok_or("no Timestamp")?)?;
-        if get("Version").as_deref() != Some("2014-05-26") {
-            return Err("Version".into());
-        }
-        Ok(Verified {
-            scheme: "v1",
-            action: get("Action").ok_or("no Action")?,
-            access_key_id: id,
-            nonce: get("SignatureNonce").ok_or("no nonce")?,
-            params: pairs
-                .into_iter()
-                .filter(|(k, _)| !V1_COMMON.contains(&k.as_str()))
-                .collect(),
-        })
-    }
-}
-
-/// Verifies every request `server` received that was not for IMDS; also checks
-/// that no nonce was used twice. Returns them in order.
-pub async fn assert_all_signed(server: &MockServer, keys: &KeyRing) -> Vec<Verified> {
-    let reqs = server.received_requests().await.expect("recording on");
-    let mut nonces = HashSet::new();
-    let mut out = Vec::new();
-    for r in reqs
-        .iter()
-        .filter(|r| !r.url.path().starts_with("/latest/"))
-    {
-        let v = verify(r, keys)
-            .unwrap_or_else(|e| panic!("request {} failed verification: {e}", r.url));
-        assert!(nonces.insert(v.nonce.clone()), "nonce {} reused", v.nonce);
-        out.push(v);
-    }
-    out
-}
-
-/// Matches requests for one ECS action, whichever signature scheme carries it.
-pub struct ActionIs(pub &'static str);
-
-impl Match for ActionIs {
-    fn matches(&self, req: &Request) -> bool {
-        header(req, "x-acs-action") == Some(self.0)
-            || req
-                .url
-                .query_pairs()
-                .any(|(k, v)| k == "Action" && v == self.0)
-    }
-}
-
-/// Matches only requests whose signature verifies.
-pub struct SignedBy(pub KeyRing);
-
-impl Match for SignedBy {
-    fn matches(&self, req: &Request) -> bool {
-        verify(req, &self.0).is_ok()
-    }
-}
-
-/// An ECS error answer.
-pub fn ecs_error(status: u16, code: &str, message: &str) -> ResponseTemplate {
-    ResponseTemplate::new(status).set_body_json(serde_json::json!({
-        "RequestId": format!("req-{code}"),
-        "HostId": "ecs.cn-hangzhou.aliyuncs.com",
-        "Code": code,
-        "Message": message,
-        "Recommend": format!("https://api.aliyun.com/troubleshoot?q={code}&product=Ecs"),
-    }))
-}
-
-/// An ECS success answer.
-pub fn ecs_ok(mut body: serde_json::Value) -> ResponseTemplate {
-    body["RequestId"] = "req-ok".into();
-    ResponseTemplate::new(200).set_body_json(body)
-}
-
-/// A responder that returns the given templates in order, then repeats the last.
-pub struct Sequence(pub Mutex<Vec<ResponseTemplate>>);
-
-impl Sequence {
-    pub fn new(mut v: Vec<ResponseTemplate>) -> Sequence {
-        v.reverse();
-        Sequence(Mutex::new(v))
-    }
-}
-
-impl Respond for Sequence {
-    fn respond(&self, _req: &Request) -> ResponseTemplate {
-        let mut v = self.0.lock().unwrap();
-        if v.len() > 1 {
-            v.pop().unwrap()
-        } else {
-            v[0].clone()
+            let mounts = i2.lock().map(|g| g.mounts.clone()).unwrap_or_default();
+            eprintln!("WATCHDOG {tag2}: {timeout:?} passed; thawing {mounts:?}");
+            // Mount order: a lower fs (holding a loop image) thaws before the fs on top of it.
+            for m in mounts.iter() {
+                thaw_path(m);
+            }
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(20) {
+                if d2.load(Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            eprintln!("WATCHDOG {tag2}: test still wedged after thaw; aborting");
+            std::process::abort();
+        });
+        Lab {
+            dir,
+            inner,
+            watchdog_done: done,
         }
     }
-}
 
-/// IMDS role credentials JSON.
-pub fn role_credentials_json(
-    id: &str,
-    secret: &str,
-    token: &str,
-    valid: chrono::Duration,
-) -> String {
-    let now = chrono::Utc::now();
-    serde_json::json!({
-        "AccessKeyId": id,
-        "AccessKeySecret": secret,
-        "SecurityToken": token,
-        "Expiration": (now + valid).format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        "LastUpdated": now.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        "Code": "Success",
-    })
-    .to_string()
-}
+    pub fn by_id_dir(&self) -> PathBuf {
+        self.dir.join("by-id")
+    }
 
-/// Captured log output (every level, every target).
-#[derive(Clone, Default)]
-pub struct LogBuf(pub Arc<Mutex<Vec<u8>>>);
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.join("run")
+    }
 
-impl LogBuf {
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    /// A new loop device over a sparse file of `mb` MiB.
+    pub fn loop_dev(&self, name: &str, mb: u64) -> String {
+        self.loop_file(&self.dir.join("img").join(format!("{name}.img")), mb)
+    }
+
+    /// A new loop device over a sparse file at `img` (e.g. inside another lab mount).
+    pub fn loop_file(&self, img: &Path, mb: u64) -> String {
+        let f = std::fs::File::create(img).unwrap();
+        f.set_len(mb << 20).unwrap();
+        drop(f);
+        let dev = sh("losetup", &["-f", "--show", img.to_str().unwrap()]);
+        self.inner.lock().unwrap().loops.push(dev.clone());
+        dev
+    }
+
+    /// GPT with partitions of these sizes (MiB; the last takes the rest), made
+    /// visible with `partx -a` (this kernel has no partition-table parser).
+    pub fn partition(&self, dev: &str, sizes_mb: &[u64]) -> Vec<String> {
+        let n = sizes_mb.len();
+        let mut script = String::from("label: gpt\n");
+        for (i, mb) in sizes_mb.iter().enumerate() {
+            if i + 1 == n {
+                script.push_str(",,L\n");
+            } else {
+                script.push_str(&format!(",{mb}MiB,L\n"));
+            }
+        }
+        let mut child = Command::new("sfdisk")
+            .args(["-q", dev])
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "sfdisk failed");
+        self.inner.lock().unwrap().partitioned.push(dev.to_string());
+        quiet("partx", &["-d", dev]);
+        sh("partx", &["-a", dev]);
+        let parts: Vec<String> = (1..=n).map(|i| format!("{dev}p{i}")).collect();
+        for p in &parts {
+            let start = Instant::now();
+            while !Path::new(p).exists() && start.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert!(Path::new(p).exists(), "{p} did not appear after partx -a");
+        }
+        parts
+    }
+
+    pub fn mkfs(&self, dev: &str, fs: &str) {
+        match fs {
+            "ext4" => sh("mkfs.ext4", &["-q", "-F", dev]),
+            "xfs" => sh("mkfs.xfs", &["-q", "-f", dev]),
+            "btrfs" => sh("mkfs.btrfs", &["-q", "-f", dev]),
+            other => panic!("no mkfs for {other}"),
+        };
+    }
+
+    /// Mounts `dev` at `<lab>/mnt/<rel>` (or a path under an existing lab mount).
+    pub fn mount(&self, dev: &str, rel: &str) -> PathBuf {
+        let mp = self.dir.join("mnt").join(rel);
+        std::fs::create_dir_all(&mp).unwrap();
+        sh("mount", &[dev, mp.to_str().unwrap()]);
+        self.inner.lock().unwrap().mounts.push(mp.clone());
+        mp
+    }
+
+    pub fn bind(&self, src: &Path, rel: &str) -> PathBuf {
+        let mp = self.dir.join("mnt").join(rel);
+        std::fs::create_dir_all(&mp).unwrap();
+        sh(
+            "mount",
+            &["--bind", src.to_str().unwrap(), mp.to_str().unwrap()],
+        );
+        self.inner.lock().unwrap().mounts.push(mp.clone());
+        mp
+    }
+
+    /// Unmounts one lab mount now (thawing first).
+    pub fn umount(&self, mp: &Path) {
+        thaw_path(mp);
+        sh("umount", &[mp.to_str().unwrap()]);
+        self.inner.lock().unwrap().mounts.retain(|m| m != mp);
+    }
+
+    /// `by-id/virtio-<serial>` → the device, as udev would for a cloud disk.
+    pub fn link(&self, serial: &str, dev: &str) {
+        std::os::unix::fs::symlink(dev, self.by_id_dir().join(format!("virtio-{serial}"))).unwrap();
     }
 }
 
-impl std::io::Write for LogBuf {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let inner = std::mem::take(&mut *self.inner.lock().unwrap_or_else(|e| e.into_inner()));
+        // 1. thaw (EINVAL = was not frozen) in mount order, so a lower fs holding a
+        // loop image thaws before the fs on top; 2. unmount (lazy as a fallback),
+        // in reverse; 3. detach.
+        for m in inner.mounts.iter() {
+            thaw_path(m);
+        }
+        for m in inner.mounts.iter().rev() {
+            let p = m.to_str().unwrap_or_default();
+            if !quiet("umount", &[p]) {
+                quiet("umount", &["-l", p]);
+            }
+        }
+        for d in &inner.partitioned {
+            quiet("partx", &["-d", d]);
+        }
+        for l in inner.loops.iter().rev() {
+            quiet("losetup", &["-d", l]);
+        }
+        self.watchdog_done.store(true, Ordering::SeqCst);
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// Routes every TRACE-and-above event of this thread into a buffer
-/// (use with a current-thread runtime so all tasks log here).
-pub fn capture_logs() -> (tracing::subscriber::DefaultGuard, LogBuf) {
-    let buf = LogBuf::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    (tracing::subscriber::set_default(subscriber), buf)
+/// A child process that creates and writes a file: it blocks while the fs is frozen.
+pub fn writer(dir: &Path, name: &str) -> Child {
+    let path = dir.join(name);
+    Command::new("timeout")
+        .args(["-s", "KILL", "120", "sh", "-c", "echo hello > \"$1\"", "sh"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// True when the child is still running after `d` (the write is blocked).
+pub fn still_blocked_after(c: &mut Child, d: Duration) -> bool {
+    std::thread::sleep(d);
+    c.try_wait().unwrap().is_none()
+}
+
+/// True when the child exits successfully within `d`.
+pub fn finishes_within(c: &mut Child, d: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < d {
+        if let Some(st) = c.try_wait().unwrap() {
+            return st.success();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Thaws a path when dropped: declared after the `Lab`, it runs before the lab's cleanup.
+pub struct ThawOnDrop(pub PathBuf);
+
+impl Drop for ThawOnDrop {
+    fn drop(&mut self) {
+        thaw_path(&self.0);
+    }
+}
+
+/// `fsfreeze -f|-u <path>` (the "other tool" in tests); true on success.
+pub fn fsfreeze(flag: &str, path: &Path) -> bool {
+    Command::new("fsfreeze")
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .arg(flag)
+        .arg(path)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }

@@ -1,0 +1,443 @@
+//! The freeze guard process (`appsnap freeze-guard`, hidden from `--help`).
+//!
+//! It exists so that file systems are thawed even when the daemon hangs,
+//! panics or is SIGKILLed (ARCHITECTURE.md §2). Sequence: read the request on
+//! stdin; open every mount root and check its identity; write the frozen-set
+//! record; `mlockall`; report `armed`; on `freeze`: syncfs, arm the deadline
+//! (a dedicated thaw thread owning dup'ed fds), FIFREEZE in order; report
+//! `frozen` (or the failing mount after thawing); wait for `thaw`, stdin EOF
+//! or the deadline; FITHAW in reverse; report per-fs suspension; remove the
+//! record. Between the first FIFREEZE and the last FITHAW it does no file
+//! I/O, no logging and no allocation; SIGTERM, SIGINT, SIGHUP and SIGPIPE are
+//! ignored.
+//!
+//! A FIFREEZE that hangs (D state) cannot stop the deadline: the thaw thread
+//! thaws every target already frozen; the hung one is thawed by the freezing
+//! thread itself the moment its FIFREEZE returns.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::errno::Errno;
+use nix::sys::signal::{signal, SigHandler, Signal};
+
+use super::freeze::{self, Thawed};
+use super::protocol::{FsThaw, GuardEvent, GuardRequest, ThawCause, VERSION};
+use super::record::{self, FrozenRecord};
+
+/// Exit status: thawed cleanly (or never froze).
+pub const EXIT_OK: u8 = 0;
+/// Exit status: a request or preparation error; nothing was frozen.
+pub const EXIT_PREPARE: u8 = 2;
+/// Exit status: a freeze failed (vendor "cannot suspend I/O").
+pub const EXIT_FREEZE_FAILED: u8 = 11;
+/// Exit status: a thaw failed (vendor "cannot resume I/O").
+pub const EXIT_THAW_FAILED: u8 = 12;
+
+const NOT_FROZEN: u8 = 0;
+const FREEZING: u8 = 1;
+const FROZEN: u8 = 2;
+const THAWING: u8 = 3;
+const DONE: u8 = 4;
+
+const NO_ERRNO: i32 = 0;
+const CAUSE_NONE: u8 = 0;
+const CAUSE_WOKEN: u8 = 1;
+const CAUSE_DEADLINE: u8 = 2;
+
+/// State shared by the freezing thread and the thaw thread; all preallocated,
+/// touched only with atomics while frozen.
+struct Shared {
+    base: Instant,
+    state: Vec<AtomicU8>,
+    freeze_start_ns: Vec<AtomicU64>,
+    thaw_end_ns: Vec<AtomicU64>,
+    thaw_errno: Vec<AtomicI32>,
+    /// Set by the thaw thread before it thaws: no more freezes may start.
+    abort: AtomicBool,
+    cause: AtomicU8,
+}
+
+impl Shared {
+    fn now_ns(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64
+    }
+
+    /// Thaws target `i` if it is frozen and nobody else is thawing it.
+    fn thaw_one(&self, i: usize, fd: BorrowedFd<'_>) {
+        if self.state[i]
+            .compare_exchange(FROZEN, THAWING, SeqCst, SeqCst)
+            .is_ok()
+        {
+            let errno = match freeze::thaw(fd) {
+                Ok(Thawed::Thawed) => NO_ERRNO,
+                Ok(Thawed::NotFrozen) => Errno::EINVAL as i32,
+                Err(e) => e as i32,
+            };
+            self.thaw_errno[i].store(errno, SeqCst);
+            self.thaw_end_ns[i].store(self.now_ns(), SeqCst);
+            self.state[i].store(DONE, SeqCst);
+        }
+    }
+}
+
+fn write_all(fd: RawFd, mut buf: &[u8]) -> bool {
+    while !buf.is_empty() {
+        // SAFETY: writing from a valid buffer to an fd we hold.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            if Errno::last() == Errno::EINTR {
+                continue;
+            }
+            return false;
+        }
+        buf = &buf[n as usize..];
+    }
+    true
+}
+
+fn emit(ev: &GuardEvent) -> bool {
+    write_all(libc::STDOUT_FILENO, &ev.to_line())
+}
+
+/// Reads one line from fd 0 byte by byte (no read-ahead: later reads poll fd 0 directly).
+fn read_line_stdin() -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let mut b = [0u8; 1];
+        // SAFETY: 1-byte read into a stack buffer.
+        let n = unsafe { libc::read(libc::STDIN_FILENO, b.as_mut_ptr().cast(), 1) };
+        if n < 0 {
+            if Errno::last() == Errno::EINTR {
+                continue;
+            }
+            return None;
+        }
+        if n == 0 {
+            return if out.is_empty() { None } else { Some(out) };
+        }
+        if b[0] == b'\n' {
+            return Some(out);
+        }
+        out.push(b[0]);
+        if out.len() > 16 << 20 {
+            return None;
+        }
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), Errno> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+}
+
+fn poll_in(fds: &mut [libc::pollfd], timeout_ms: i32) -> i32 {
+    // SAFETY: valid pollfd array.
+    unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) }
+}
+
+fn fail(stage: &str, message: String) -> u8 {
+    emit(&GuardEvent::Error {
+        stage: stage.to_string(),
+        message,
+    });
+    EXIT_PREPARE
+}
+
+/// Entry point of `appsnap freeze-guard`; returns the process exit status.
+pub fn run() -> u8 {
+    run_with_mountinfo(Path::new("/proc/self/mountinfo"))
+}
+
+/// [`run`] with an explicit mountinfo path (used only on kernels without STATX_MNT_ID).
+pub fn run_with_mountinfo(mountinfo: &Path) -> u8 {
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGPIPE,
+    ] {
+        // SAFETY: installing SIG_IGN has no handler code to be unsafe.
+        let _ = unsafe { signal(sig, SigHandler::SigIgn) };
+    }
+    let Some(line) = read_line_stdin() else {
+        return fail("request", "stdin closed before the request".into());
+    };
+    let req: GuardRequest = match serde_json::from_slice(&line) {
+        Ok(r) => r,
+        Err(e) => return fail("request", format!("bad request: {e}")),
+    };
+    if req.version != VERSION {
+        return fail(
+            "request",
+            format!(
+                "protocol version {} not supported (want {VERSION})",
+                req.version
+            ),
+        );
+    }
+    // 1. Open and verify every target before anything is frozen.
+    let mut fds = Vec::with_capacity(req.targets.len());
+    for t in &req.targets {
+        match freeze::open_verified(t, mountinfo) {
+            Ok(fd) => fds.push(fd),
+            Err(e) => return fail("identity", e.to_string()),
+        }
+    }
+    let mut thaw_fds = Vec::with_capacity(fds.len());
+    for fd in &fds {
+        match fd.try_clone() {
+            Ok(d) => thaw_fds.push(d),
+            Err(e) => return fail("dup", e.to_string()),
+        }
+    }
+    // 2. The record, before the first FIFREEZE.
+    let rec = FrozenRecord {
+        version: VERSION,
+        guard_pid: std::process::id(),
+        written_unix_ms: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        deadline_ms: req.deadline_ms,
+        targets: req.targets.clone(),
+    };
+    if let Err(e) = record::write(&req.run_dir, &rec) {
+        return fail("record", e.to_string());
+    }
+    let code = armed_phase(&req, fds, thaw_fds);
+    // Only reached once nothing of ours is frozen.
+    let _ = record::remove(&req.run_dir);
+    code
+}
+
+fn armed_phase(req: &GuardRequest, fds: Vec<OwnedFd>, thaw_fds: Vec<OwnedFd>) -> u8 {
+    let n = fds.len();
+    // 3. Everything the frozen window needs is allocated now.
+    let shared = Arc::new(Shared {
+        base: Instant::now(),
+        state: (0..n).map(|_| AtomicU8::new(NOT_FROZEN)).collect(),
+        freeze_start_ns: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        thaw_end_ns: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        thaw_errno: (0..n).map(|_| AtomicI32::new(NO_ERRNO)).collect(),
+        abort: AtomicBool::new(false),
+        cause: AtomicU8::new(CAUSE_NONE),
+    });
+    let (wake_r, wake_w) = match pipe() {
+        Ok(p) => p,
+        Err(e) => return fail("pipe", e.to_string()),
+    };
+    let (done_r, done_w) = match pipe() {
+        Ok(p) => p,
+        Err(e) => return fail("pipe", e.to_string()),
+    };
+    let frozen_line = GuardEvent::Frozen.to_line();
+    let freezing_line = GuardEvent::Freezing.to_line();
+    // SAFETY: mlockall has no memory-safety preconditions.
+    let mlocked = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } == 0;
+    if !emit(&GuardEvent::Armed { mlocked }) {
+        return EXIT_PREPARE;
+    }
+    // 4. Wait for `freeze` (EOF: the parent gave up; nothing was frozen).
+    match read_line_stdin() {
+        Some(l) if l.trim_ascii() == b"freeze" => {}
+        Some(l) => {
+            return fail(
+                "protocol",
+                format!("expected `freeze`, got {:?}", String::from_utf8_lossy(&l)),
+            )
+        }
+        None => return EXIT_OK,
+    }
+    for fd in &fds {
+        let _ = freeze::syncfs(fd.as_fd());
+    }
+    // syncfs can take long: if the parent gave up meanwhile (stdin closed or
+    // anything sent early), do not start freezing at all.
+    let mut pfd = [libc::pollfd {
+        fd: libc::STDIN_FILENO,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    if poll_in(&mut pfd, 0) > 0 {
+        return fail(
+            "protocol",
+            "parent went away or spoke before the freeze; nothing frozen".into(),
+        );
+    }
+    // 5. Arm the deadline: the thaw thread owns its own fds and needs nobody to thaw.
+    let deadline = Instant::now() + Duration::from_millis(req.deadline_ms);
+    let th_shared = Arc::clone(&shared);
+    let thaw_thread = std::thread::Builder::new()
+        .name("thaw".into())
+        .spawn(move || thaw_thread(th_shared, thaw_fds, wake_r, done_w, deadline));
+    let thaw_thread = match thaw_thread {
+        Ok(h) => h,
+        Err(e) => return fail("thread", e.to_string()),
+    };
+    write_all(libc::STDOUT_FILENO, &freezing_line);
+
+    // 6. FIFREEZE in plan order. ---- no allocation, no file I/O from here ----
+    let mut failed: Option<(usize, Errno)> = None;
+    for (i, fd) in fds.iter().enumerate() {
+        if shared.abort.load(SeqCst) {
+            break;
+        }
+        shared.freeze_start_ns[i].store(shared.now_ns(), SeqCst);
+        shared.state[i].store(FREEZING, SeqCst);
+        match freeze::freeze(fd.as_fd()) {
+            Ok(()) => {
+                shared.state[i].store(FROZEN, SeqCst);
+                if shared.abort.load(SeqCst) {
+                    // The deadline passed while this FIFREEZE was running: thaw it ourselves.
+                    shared.thaw_one(i, fd.as_fd());
+                }
+            }
+            Err(e) => {
+                shared.state[i].store(NOT_FROZEN, SeqCst);
+                failed = Some((i, e));
+                break;
+            }
+        }
+    }
+    let interrupted = shared.abort.load(SeqCst);
+    if failed.is_none() && !interrupted {
+        write_all(libc::STDOUT_FILENO, &frozen_line);
+        // 7. Wait for `thaw`, stdin EOF, or the thaw thread's deadline.
+        let mut cause = ThawCause::Deadline;
+        let mut buf = [0u8; 256];
+        let mut fill = 0usize;
+        'wait: loop {
+            let mut pfd = [
+                libc::pollfd {
+                    fd: libc::STDIN_FILENO,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: done_r.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            if poll_in(&mut pfd, -1) < 0 {
+                continue;
+            }
+            if pfd[1].revents != 0 {
+                break 'wait;
+            }
+            if pfd[0].revents != 0 {
+                // SAFETY: read into the unused tail of a stack buffer.
+                let r = unsafe {
+                    libc::read(
+                        libc::STDIN_FILENO,
+                        buf[fill..].as_mut_ptr().cast(),
+                        buf.len() - fill,
+                    )
+                };
+                if r < 0 && Errno::last() == Errno::EINTR {
+                    continue;
+                }
+                if r <= 0 {
+                    cause = ThawCause::StdinClosed;
+                    break 'wait;
+                }
+                fill += r as usize;
+                if buf[..fill].windows(4).any(|w| w == b"thaw") {
+                    cause = ThawCause::Requested;
+                    break 'wait;
+                }
+                if fill == buf.len() {
+                    fill = 0;
+                }
+            }
+        }
+        write_all(wake_w.as_raw_fd(), b"t");
+        let _ = thaw_thread.join();
+        // ---- everything is thawed: allocation and I/O are fine again ----
+        if shared.cause.load(SeqCst) == CAUSE_DEADLINE {
+            cause = ThawCause::Deadline;
+        }
+        let fs = report(&shared, req);
+        let bad = fs
+            .iter()
+            .any(|f| f.errno.is_some_and(|e| e != Errno::EINVAL as i32));
+        emit(&GuardEvent::Thawed {
+            cause,
+            filesystems: fs,
+        });
+        return if bad { EXIT_THAW_FAILED } else { EXIT_OK };
+    }
+    // A freeze failed or the deadline interrupted freezing: thaw what we froze.
+    write_all(wake_w.as_raw_fd(), b"t");
+    let _ = thaw_thread.join();
+    let thawed = report(&shared, req);
+    let (index, mount_point, errno) = match failed {
+        Some((i, e)) => (
+            Some(i),
+            Some(req.targets[i].mount_point.clone()),
+            Some(e as i32),
+        ),
+        None => (None, None, None),
+    };
+    emit(&GuardEvent::FreezeFailed {
+        index,
+        mount_point,
+        errno,
+        thawed,
+    });
+    EXIT_FREEZE_FAILED
+}
+
+fn report(shared: &Shared, req: &GuardRequest) -> Vec<FsThaw> {
+    let mut out = Vec::new();
+    for i in (0..req.targets.len()).rev() {
+        if shared.state[i].load(SeqCst) != DONE {
+            continue;
+        }
+        let start = shared.freeze_start_ns[i].load(SeqCst);
+        let end = shared.thaw_end_ns[i].load(SeqCst);
+        let e = shared.thaw_errno[i].load(SeqCst);
+        out.push(FsThaw {
+            mount_point: PathBuf::from(&req.targets[i].mount_point),
+            suspended_us: end.saturating_sub(start) / 1000,
+            errno: (e != NO_ERRNO).then_some(e),
+        });
+    }
+    out
+}
+
+/// Waits for a wake byte or the deadline, then thaws every frozen target in reverse.
+fn thaw_thread(
+    shared: Arc<Shared>,
+    fds: Vec<OwnedFd>,
+    wake_r: OwnedFd,
+    done_w: OwnedFd,
+    deadline: Instant,
+) {
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            shared.cause.store(CAUSE_DEADLINE, SeqCst);
+            break;
+        }
+        let left = (deadline - now).as_millis().min(i32::MAX as u128) as i32;
+        let mut pfd = [libc::pollfd {
+            fd: wake_r.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        let r = poll_in(&mut pfd, left.max(1));
+        if r > 0 {
+            shared.cause.store(CAUSE_WOKEN, SeqCst);
+            break;
+        }
+    }
+    shared.abort.store(true, SeqCst);
+    for i in (0..fds.len()).rev() {
+        shared.thaw_one(i, fds[i].as_fd());
+    }
+    write_all(done_w.as_raw_fd(), b"d");
+}

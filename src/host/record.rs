@@ -1,0 +1,274 @@
+//! The frozen-set record: `<run_dir>/frozen.json`, written by the guard before
+//! its first FIFREEZE and removed after its thaw. If it exists, appsnap may
+//! have died with file systems frozen; `appsnap thaw --all` (and every daemon
+//! start) thaws what it names, by identity, and removes it.
+
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::freeze::{self, IdentityError, Thawed};
+use super::protocol::Target;
+
+/// File name of the record inside `run_dir`.
+pub const RECORD_FILE: &str = "frozen.json";
+
+/// What the record holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrozenRecord {
+    /// Format version ([`VERSION`]).
+    pub version: u32,
+    /// The guard that wrote it (to tell an operator who froze).
+    pub guard_pid: u32,
+    /// Wall-clock time of writing, Unix milliseconds.
+    pub written_unix_ms: u64,
+    /// The guard's deadline, milliseconds from its first FIFREEZE.
+    pub deadline_ms: u64,
+    /// Everything the guard may freeze, in freeze order (a superset of what is frozen).
+    pub targets: Vec<Target>,
+}
+
+/// Why the record could not be written, read or removed.
+#[derive(Debug, Error)]
+pub enum RecordError {
+    /// File system error.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A record is already there: another freeze is in progress, or a crash
+    /// left file systems frozen and `appsnap thaw --all` has not run since.
+    #[error("{path} already exists{holder}: another freeze is in progress or one was never recovered; run `appsnap thaw --all` first")]
+    Exists {
+        /// The record.
+        path: PathBuf,
+        /// Who wrote it, when readable.
+        holder: String,
+    },
+    /// The file is not a record we understand.
+    #[error("{path}: not a frozen-set record: {message}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The decoding error.
+        message: String,
+    },
+}
+
+/// Path of the record for a run dir.
+pub fn record_path(run_dir: &Path) -> PathBuf {
+    run_dir.join(RECORD_FILE)
+}
+
+/// Writes the record atomically (temp file, fsync, then a hard link that fails
+/// if a record already exists, fsync dir). An existing record means another
+/// guard is running or a crash was not recovered: it is never overwritten.
+pub fn write(run_dir: &Path, rec: &FrozenRecord) -> Result<(), RecordError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RecordError::Io { path, source }
+    };
+    std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
+    let final_path = record_path(run_dir);
+    let tmp = run_dir.join(format!(".{RECORD_FILE}.{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    let body = serde_json::to_vec_pretty(rec).unwrap_or_default();
+    f.write_all(&body).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    drop(f);
+    let linked = std::fs::hard_link(&tmp, &final_path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let holder = read(run_dir)
+                .ok()
+                .flatten()
+                .map(|r| format!(" (written by freeze guard pid {})", r.guard_pid))
+                .unwrap_or_default();
+            return Err(RecordError::Exists {
+                path: final_path,
+                holder,
+            });
+        }
+        Err(source) => {
+            return Err(RecordError::Io {
+                path: final_path,
+                source,
+            })
+        }
+    }
+    if let Ok(d) = std::fs::File::open(run_dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Reads the record; `Ok(None)` when there is none.
+pub fn read(run_dir: &Path) -> Result<Option<FrozenRecord>, RecordError> {
+    let path = record_path(run_dir);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(RecordError::Io { path, source }),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| RecordError::Corrupt {
+            path,
+            message: e.to_string(),
+        })
+}
+
+/// Removes the record; a missing record is fine.
+pub fn remove(run_dir: &Path) -> Result<(), RecordError> {
+    let path = record_path(run_dir);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(RecordError::Io { path, source }),
+    }
+}
+
+/// What `thaw --all` did to one recorded file system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecoveryAction {
+    /// It was frozen; now thawed.
+    Thawed,
+    /// It was not frozen (EINVAL).
+    NotFrozen,
+    /// The mount point is no longer that mount; nothing was touched (it is not ours to thaw).
+    NotThatMount(IdentityError),
+    /// FITHAW failed.
+    ThawFailed(Errno),
+}
+
+/// The result of a recovery pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Pid of the guard that wrote the record.
+    pub guard_pid: u32,
+    /// Per recorded target, in thaw (reverse) order.
+    pub actions: Vec<(Target, RecoveryAction)>,
+    /// Whether the record was removed (kept when a thaw failed, so it can be retried).
+    pub record_removed: bool,
+}
+
+/// Thaws whatever the record names, in reverse order, each only after checking
+/// by identity that the mount point is still the recorded mount. Returns
+/// `Ok(None)` when there is no record.
+pub fn recover(run_dir: &Path, mountinfo: &Path) -> Result<Option<Recovery>, RecordError> {
+    let Some(rec) = read(run_dir)? else {
+        return Ok(None);
+    };
+    let mut actions = Vec::new();
+    let mut failed = false;
+    for t in rec.targets.iter().rev() {
+        let action = match freeze::open_verified(t, mountinfo) {
+            Err(e) => RecoveryAction::NotThatMount(e),
+            Ok(fd) => match freeze::thaw(fd.as_fd()) {
+                Ok(Thawed::Thawed) => RecoveryAction::Thawed,
+                Ok(Thawed::NotFrozen) => RecoveryAction::NotFrozen,
+                Err(e) => {
+                    failed = true;
+                    RecoveryAction::ThawFailed(e)
+                }
+            },
+        };
+        actions.push((t.clone(), action));
+    }
+    let record_removed = if failed {
+        false
+    } else {
+        remove(run_dir)?;
+        true
+    };
+    Ok(Some(Recovery {
+        guard_pid: rec.guard_pid,
+        actions,
+        record_removed,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::protocol::VERSION;
+
+    #[test]
+    fn record_round_trips_and_missing_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read(dir.path()).unwrap().is_none());
+        let rec = FrozenRecord {
+            version: VERSION,
+            guard_pid: 42,
+            written_unix_ms: 1,
+            deadline_ms: 30_000,
+            targets: vec![Target {
+                mount_point: "/data".into(),
+                mount_id: 40,
+                dev_major: 253,
+                dev_minor: 16,
+                fs_type: "xfs".into(),
+            }],
+        };
+        write(dir.path(), &rec).unwrap();
+        assert_eq!(read(dir.path()).unwrap(), Some(rec.clone()));
+        // Never overwritten: a second writer is refused and the first record stays.
+        let mut other = rec.clone();
+        other.guard_pid = 7;
+        let err = write(dir.path(), &other).unwrap_err();
+        assert!(
+            err.to_string().contains("pid 42") && err.to_string().contains("thaw --all"),
+            "{err}"
+        );
+        assert_eq!(read(dir.path()).unwrap(), Some(rec));
+        remove(dir.path()).unwrap();
+        remove(dir.path()).unwrap();
+        assert!(read(dir.path()).unwrap().is_none());
+    }
+
+    #[test]
+    fn corrupt_record_is_an_error_not_silence() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(record_path(dir.path()), b"{nope").unwrap();
+        assert!(matches!(read(dir.path()), Err(RecordError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn recovery_leaves_a_mount_that_is_not_the_recorded_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = FrozenRecord {
+            version: VERSION,
+            guard_pid: 1,
+            written_unix_ms: 1,
+            deadline_ms: 1,
+            // A plain directory: not a mount root with this id, so it must not be touched.
+            targets: vec![Target {
+                mount_point: dir.path().to_path_buf(),
+                mount_id: u64::MAX,
+                dev_major: 0,
+                dev_minor: 0,
+                fs_type: "ext4".into(),
+            }],
+        };
+        write(dir.path(), &rec).unwrap();
+        let r = recover(dir.path(), Path::new("/proc/self/mountinfo"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.actions.len(), 1);
+        assert!(
+            matches!(r.actions[0].1, RecoveryAction::NotThatMount(_)),
+            "{:?}",
+            r.actions
+        );
+        assert!(r.record_removed);
+    }
+}

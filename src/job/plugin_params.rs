@@ -1,0 +1,350 @@
+//! The vendor plugin's parameter string, exactly as Cloud Assistant passes it:
+//! `-RamRoleName="r",-EnableFsFreeze=true,-TimeoutInSeconds=30,-Name="LinuxApp1"`.
+//! Operators migrating from `acs-plugin-manager --exec --plugin
+//! app-snapshot-plugin --params=...` paste the same string after `appsnap plugin --params=`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::outcome::Outcome;
+use crate::policy::naming;
+use crate::policy::types::{
+    DiskId, DEFAULT_FREEZE_TIMEOUT_SECS, DEFAULT_FS_FREEZE, DEFAULT_SCRIPT_TIMEOUT_SECS,
+    FREEZE_TIMEOUT_RANGE, SCRIPT_TIMEOUT_RANGE,
+};
+
+/// The vendor's parameters, with the vendor's defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginParams {
+    /// RamRoleName (required).
+    pub ram_role_name: String,
+    /// Name (required): the snapshot group's name.
+    pub name: String,
+    /// Description.
+    pub description: Option<String>,
+    /// EnableFsFreeze (default true).
+    pub enable_fs_freeze: bool,
+    /// TimeoutInSeconds (default 30).
+    pub timeout: Duration,
+    /// ScriptTimeoutInSeconds (default 1800).
+    pub script_timeout: Duration,
+    /// PreScriptPath.
+    pub pre_script: Option<PathBuf>,
+    /// PostScriptPath.
+    pub post_script: Option<PathBuf>,
+    /// ExcludeDiskId (comma-separated inside the quotes).
+    pub exclude_disks: Vec<DiskId>,
+}
+
+/// What is wrong with a parameter string; each names its culprit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PluginParamsError {
+    /// An item that is not `-Key=Value`.
+    #[error("parameter {item:?}: expected -Key=Value")]
+    Malformed {
+        /// The item as given.
+        item: String,
+    },
+    /// A quote opened and never closed.
+    #[error("unterminated quote in --params")]
+    UnterminatedQuote,
+    /// A key the vendor plugin does not have.
+    #[error("unknown parameter -{key} (known: {})", KNOWN.join(", "))]
+    Unknown {
+        /// The key.
+        key: String,
+    },
+    /// A key given twice.
+    #[error("parameter -{key} given twice")]
+    Duplicate {
+        /// The key.
+        key: String,
+    },
+    /// Name or RamRoleName absent or empty.
+    #[error("parameter -{key} is required")]
+    Missing {
+        /// The key.
+        key: &'static str,
+    },
+    /// A value of the wrong type or range.
+    #[error("parameter -{key}={value:?}: {expected}")]
+    BadValue {
+        /// The key.
+        key: &'static str,
+        /// The value as given.
+        value: String,
+        /// What would be accepted.
+        expected: String,
+    },
+    /// Name is well-typed but ECS would reject it (vendor: code 1, "the snapshot name is invalid").
+    #[error("parameter -Name={value:?}: {reason}")]
+    InvalidName {
+        /// The name.
+        value: String,
+        /// The ECS rule it breaks.
+        reason: String,
+    },
+}
+
+impl PluginParamsError {
+    /// The vendor's exit code: 1 for an invalid snapshot name, 2 for the rest.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            PluginParamsError::InvalidName { .. } => Outcome::ConditionsNotMet,
+            _ => Outcome::InvalidParameters,
+        }
+    }
+}
+
+const KNOWN: [&str; 9] = [
+    "RamRoleName",
+    "Name",
+    "Description",
+    "EnableFsFreeze",
+    "TimeoutInSeconds",
+    "ScriptTimeoutInSeconds",
+    "PreScriptPath",
+    "PostScriptPath",
+    "ExcludeDiskId",
+];
+
+/// Splits on commas outside double quotes, unquoting values.
+fn items(s: &str) -> Result<Vec<(String, String)>, PluginParamsError> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut raw_items = Vec::new();
+    for c in s.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            ',' if !quoted => raw_items.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    if quoted {
+        return Err(PluginParamsError::UnterminatedQuote);
+    }
+    raw_items.push(cur);
+    for item in raw_items {
+        let t = item.trim();
+        if t.is_empty() {
+            continue;
+        }
+        let body = t
+            .strip_prefix('-')
+            .ok_or_else(|| PluginParamsError::Malformed {
+                item: t.to_string(),
+            })?;
+        let (k, v) = body
+            .split_once('=')
+            .ok_or_else(|| PluginParamsError::Malformed {
+                item: t.to_string(),
+            })?;
+        let v = v.trim();
+        let v = v
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(v);
+        out.push((k.trim().to_string(), v.to_string()));
+    }
+    Ok(out)
+}
+
+fn bool_value(key: &'static str, v: &str) -> Result<bool, PluginParamsError> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(PluginParamsError::BadValue {
+            key,
+            value: v.into(),
+            expected: "expected true or false".into(),
+        }),
+    }
+}
+
+fn secs(
+    key: &'static str,
+    v: &str,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Duration, PluginParamsError> {
+    match v.parse::<u64>() {
+        Ok(n) if range.contains(&n) => Ok(Duration::from_secs(n)),
+        _ => Err(PluginParamsError::BadValue {
+            key,
+            value: v.into(),
+            expected: format!("expected an integer {}..={}", range.start(), range.end()),
+        }),
+    }
+}
+
+fn script(key: &'static str, v: &str) -> Result<Option<PathBuf>, PluginParamsError> {
+    // An empty path means "no script", as in the vendor's samples.
+    Ok((!v.is_empty()).then(|| PathBuf::from(v))).and_then(|p| match &p {
+        Some(path) if !path.is_absolute() => Err(PluginParamsError::BadValue {
+            key,
+            value: v.into(),
+            expected: "expected an absolute path".into(),
+        }),
+        _ => Ok(p),
+    })
+}
+
+/// Checks a group name by ECS's rule: 2-128 characters, starting with a
+/// letter, then letters, digits, `.`, `_`, `-`, `:`; not a URL.
+fn group_name(v: &str) -> Result<(), String> {
+    let mut chars = v.chars();
+    let first = chars.next().is_some_and(|c| c.is_alphabetic());
+    let rest = chars.all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'));
+    let n = v.chars().count();
+    if !(2..=naming::GROUP_NAME_MAX).contains(&n) || !first || !rest {
+        return Err("must be 2-128 characters, start with a letter, and contain only letters, digits, '.', '_', '-', ':'".into());
+    }
+    Ok(())
+}
+
+/// Parses the `--params` string with the vendor's defaults.
+pub fn parse(s: &str) -> Result<PluginParams, PluginParamsError> {
+    let mut p = PluginParams {
+        ram_role_name: String::new(),
+        name: String::new(),
+        description: None,
+        enable_fs_freeze: DEFAULT_FS_FREEZE,
+        timeout: Duration::from_secs(DEFAULT_FREEZE_TIMEOUT_SECS),
+        script_timeout: Duration::from_secs(DEFAULT_SCRIPT_TIMEOUT_SECS),
+        pre_script: None,
+        post_script: None,
+        exclude_disks: Vec::new(),
+    };
+    let mut seen: Vec<String> = Vec::new();
+    for (k, v) in items(s)? {
+        let Some(key) = KNOWN.iter().copied().find(|known| *known == k) else {
+            return Err(PluginParamsError::Unknown { key: k });
+        };
+        if seen.iter().any(|s| s == key) {
+            return Err(PluginParamsError::Duplicate { key: k });
+        }
+        seen.push(k);
+        match key {
+            "RamRoleName" => p.ram_role_name = v,
+            "Name" => p.name = v,
+            "Description" => p.description = (!v.is_empty()).then_some(v),
+            "EnableFsFreeze" => p.enable_fs_freeze = bool_value(key, &v)?,
+            "TimeoutInSeconds" => p.timeout = secs(key, &v, FREEZE_TIMEOUT_RANGE)?,
+            "ScriptTimeoutInSeconds" => p.script_timeout = secs(key, &v, SCRIPT_TIMEOUT_RANGE)?,
+            "PreScriptPath" => p.pre_script = script(key, &v)?,
+            "PostScriptPath" => p.post_script = script(key, &v)?,
+            "ExcludeDiskId" => {
+                for id in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    let d = DiskId::parse(id).map_err(|expected| PluginParamsError::BadValue {
+                        key,
+                        value: id.into(),
+                        expected,
+                    })?;
+                    p.exclude_disks.push(d);
+                }
+            }
+            _ => unreachable!("every KNOWN key is matched"),
+        }
+    }
+    if p.ram_role_name.is_empty() {
+        return Err(PluginParamsError::Missing { key: "RamRoleName" });
+    }
+    if p.name.is_empty() {
+        return Err(PluginParamsError::Missing { key: "Name" });
+    }
+    group_name(&p.name).map_err(|reason| PluginParamsError::InvalidName {
+        value: p.name.clone(),
+        reason,
+    })?;
+    if let Some(d) = &p.description {
+        naming::check_description(d).map_err(|expected| PluginParamsError::BadValue {
+            key: "Description",
+            value: d.clone(),
+            expected,
+        })?;
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sample from the vendor's document, verbatim.
+    const VENDOR_SAMPLE: &str = r#"-RamRoleName="AppSnapshotRoleName",-EnableFsFreeze=true,-TimeoutInSeconds=30,-PreScriptPath="/tmp/prescript.sh",-PostScriptPath="/tmp/postscript.sh",-ExcludeDiskId="",-Name="LinuxApp1""#;
+
+    #[test]
+    fn vendor_sample_parses_with_vendor_defaults() {
+        let p = parse(VENDOR_SAMPLE).unwrap();
+        assert_eq!(p.ram_role_name, "AppSnapshotRoleName");
+        assert_eq!(p.name, "LinuxApp1");
+        assert!(p.enable_fs_freeze);
+        assert_eq!(p.timeout, Duration::from_secs(30));
+        assert_eq!(p.script_timeout, Duration::from_secs(1800));
+        assert_eq!(p.pre_script, Some(PathBuf::from("/tmp/prescript.sh")));
+        assert_eq!(p.post_script, Some(PathBuf::from("/tmp/postscript.sh")));
+        assert!(p.exclude_disks.is_empty());
+        assert_eq!(p.description, None);
+    }
+
+    #[test]
+    fn quoted_commas_list_several_excluded_disks() {
+        let p = parse(r#"-RamRoleName=r,-Name="a1",-ExcludeDiskId="d-aa1,d-bb2",-ScriptTimeoutInSeconds=60,-Description="two words, one comma""#).unwrap();
+        assert_eq!(
+            p.exclude_disks
+                .iter()
+                .map(|d| d.as_str())
+                .collect::<Vec<_>>(),
+            ["d-aa1", "d-bb2"]
+        );
+        assert_eq!(p.script_timeout, Duration::from_secs(60));
+        assert_eq!(p.description.as_deref(), Some("two words, one comma"));
+    }
+
+    #[test]
+    fn errors_name_the_culprit_and_map_to_vendor_codes() {
+        let cases: [(&str, &str, u8); 9] = [
+            (
+                r#"-RamRoleName=r,-Name=a1,-Foo=1"#,
+                "unknown parameter -Foo",
+                2,
+            ),
+            (r#"-Name=a1"#, "-RamRoleName is required", 2),
+            (r#"-RamRoleName=r"#, "-Name is required", 2),
+            (
+                r#"-RamRoleName=r,-Name=a1,-EnableFsFreeze=yes"#,
+                "-EnableFsFreeze=\"yes\": expected true or false",
+                2,
+            ),
+            (
+                r#"-RamRoleName=r,-Name=a1,-TimeoutInSeconds=abc"#,
+                "-TimeoutInSeconds=\"abc\"",
+                2,
+            ),
+            (
+                r#"-RamRoleName=r,-Name=a1,-TimeoutInSeconds=0"#,
+                "expected an integer 1..=600",
+                2,
+            ),
+            (
+                r#"-RamRoleName=r,-Name=a1,-Name=b2"#,
+                "-Name given twice",
+                2,
+            ),
+            (r#"-RamRoleName=r,Name=a1"#, "expected -Key=Value", 2),
+            (r#"-RamRoleName=r,-Name="1bad""#, "-Name=\"1bad\"", 1),
+        ];
+        for (input, want, code) in cases {
+            let e = parse(input).unwrap_err();
+            assert!(e.to_string().contains(want), "{input}: {e}");
+            assert_eq!(e.outcome().code(), code, "{input}: {e}");
+        }
+        assert_eq!(
+            parse(r#"-RamRoleName="r,-Name=a1"#).unwrap_err(),
+            PluginParamsError::UnterminatedQuote
+        );
+    }
+}

@@ -1,0 +1,103 @@
+//! ECS naming rules that the policy must satisfy before a request is ever
+//! built (reference: CreateSnapshotGroup, §3.1 of the API notes), so a bad
+//! name fails at `check` time rather than at 02:30 with file systems frozen.
+
+/// Length of the suffix appended to a job name to form a group name:
+/// `-` + `YYYYmmddTHHMMSSZ`.
+pub const GROUP_NAME_SUFFIX_LEN: usize = 17;
+/// ECS limit for a snapshot group Name.
+pub const GROUP_NAME_MAX: usize = 128;
+/// Longest job name that still yields a valid group name.
+pub const JOB_NAME_MAX: usize = GROUP_NAME_MAX - GROUP_NAME_SUFFIX_LEN;
+/// ECS allows 20 tags per request; appsnap adds `appsnap:job`,
+/// `appsnap:instance` and a consistency tag.
+pub const MAX_USER_TAGS: usize = 17;
+/// Tag keys appsnap writes itself; a user tag may not shadow them.
+pub const RESERVED_TAG_KEYS: [&str; 2] = ["AppConsistent", "FsConsistent"];
+/// Prefix of appsnap's own tag keys.
+pub const RESERVED_TAG_PREFIX: &str = "appsnap:";
+
+/// `[A-Za-z][A-Za-z0-9._:-]{1,127}`, capped so `<name>-<timestamp>` fits ECS's 128.
+pub fn check_job_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
+    if !first_ok || !rest_ok || name.len() < 2 {
+        return Err(format!(
+            "name {name:?}: must match [A-Za-z][A-Za-z0-9._:-]{{1,127}} (a letter, then at least one letter, digit, '.', '_', ':' or '-')"
+        ));
+    }
+    if name.len() > JOB_NAME_MAX {
+        return Err(format!(
+            "name {name:?}: is {} characters; at most {JOB_NAME_MAX} so that the snapshot group name \"<name>-<UTC timestamp>\" fits ECS's {GROUP_NAME_MAX}",
+            name.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Description: 2-256 characters, not a URL.
+pub fn check_description(d: &str) -> Result<(), String> {
+    let n = d.chars().count();
+    if !(2..=256).contains(&n) {
+        return Err(format!("description: must be 2-256 characters, got {n}"));
+    }
+    if d.starts_with("http://") || d.starts_with("https://") {
+        return Err("description: must not start with http:// or https://".to_string());
+    }
+    Ok(())
+}
+
+/// One user tag, by the ECS rules plus appsnap's reserved keys.
+pub fn check_tag(key: &str, value: &str) -> Result<(), String> {
+    if key.is_empty() || key.chars().count() > 128 {
+        return Err(format!("tag key {key:?}: must be 1-128 characters"));
+    }
+    if key.starts_with("aliyun") || key.starts_with("acs:") {
+        return Err(format!(
+            "tag key {key:?}: must not start with \"aliyun\" or \"acs:\" (reserved by Alibaba Cloud)"
+        ));
+    }
+    if key.contains("http://") || key.contains("https://") {
+        return Err(format!(
+            "tag key {key:?}: must not contain http:// or https://"
+        ));
+    }
+    if key.starts_with(RESERVED_TAG_PREFIX) || RESERVED_TAG_KEYS.contains(&key) {
+        return Err(format!(
+            "tag key {key:?}: is set by appsnap itself (keys starting with \"appsnap:\", AppConsistent, FsConsistent)"
+        ));
+    }
+    if value.chars().count() > 128 {
+        return Err(format!("tag {key:?}: value must be at most 128 characters"));
+    }
+    if value.starts_with("acs:") {
+        return Err(format!("tag {key:?}: value must not start with \"acs:\""));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_names() {
+        assert!(check_job_name("mysql").is_ok());
+        assert!(check_job_name("db.prod:1_a-b").is_ok());
+        assert!(check_job_name("m").is_err());
+        assert!(check_job_name("1mysql").is_err());
+        assert!(check_job_name("my sql").is_err());
+        assert!(check_job_name(&"a".repeat(JOB_NAME_MAX)).is_ok());
+        assert!(check_job_name(&"a".repeat(JOB_NAME_MAX + 1)).is_err());
+    }
+
+    #[test]
+    fn tags() {
+        assert!(check_tag("env", "").is_ok());
+        assert!(check_tag("aliyun-x", "v").is_err());
+        assert!(check_tag("k", "acs:v").is_err());
+        assert!(check_tag("appsnap:job", "v").is_err());
+        assert!(check_tag("AppConsistent", "True").is_err());
+    }
+}

@@ -1,0 +1,116 @@
+//! Policy -> TOML, so a validated policy can be shown or written back, and so
+//! tests can prove that what the validator accepts survives a round trip.
+
+use toml::{Table, Value};
+
+use super::types::*;
+
+impl Policy {
+    /// The policy as one self-contained TOML document (defaults included,
+    /// every job with its effective values).
+    pub fn to_toml(&self) -> String {
+        let mut root = Table::new();
+        root.insert("cloud".into(), Value::Table(cloud(&self.cloud)));
+        root.insert("host".into(), Value::Table(host(&self.host)));
+        root.insert("defaults".into(), Value::Table(defaults(&self.defaults)));
+        let jobs = self.jobs.iter().map(|j| Value::Table(job(j))).collect();
+        root.insert("job".into(), Value::Array(jobs));
+        toml::to_string(&root).expect("a toml::Table always serializes")
+    }
+}
+
+fn put_opt(t: &mut Table, k: &str, v: &Option<String>) {
+    if let Some(v) = v {
+        t.insert(k.into(), Value::String(v.clone()));
+    }
+}
+
+fn secs(d: std::time::Duration) -> Value {
+    Value::Integer(d.as_secs() as i64)
+}
+
+fn cloud(c: &CloudSettings) -> Table {
+    let mut t = Table::new();
+    put_opt(&mut t, "region_id", &c.region_id);
+    put_opt(&mut t, "instance_id", &c.instance_id);
+    put_opt(&mut t, "ram_role", &c.ram_role);
+    put_opt(&mut t, "endpoint", &c.endpoint);
+    t.insert(
+        "metadata_endpoint".into(),
+        Value::String(c.metadata_endpoint.clone()),
+    );
+    t.insert(
+        "signature_version".into(),
+        Value::String(c.signature_version.as_str().into()),
+    );
+    t.insert(
+        "max_disks_per_group".into(),
+        Value::Integer(c.max_disks_per_group.into()),
+    );
+    t
+}
+
+fn host(h: &HostSettings) -> Table {
+    let mut t = Table::new();
+    for (k, p) in [
+        ("by_id_dir", &h.by_id_dir),
+        ("run_dir", &h.run_dir),
+        ("state_dir", &h.state_dir),
+    ] {
+        t.insert(k.into(), Value::String(p.display().to_string()));
+    }
+    t
+}
+
+fn defaults(d: &JobDefaults) -> Table {
+    let mut t = Table::new();
+    t.insert("fs_freeze".into(), Value::Boolean(d.fs_freeze));
+    t.insert("freeze_timeout_secs".into(), secs(d.freeze_timeout));
+    t.insert("script_timeout_secs".into(), secs(d.script_timeout));
+    t.insert("jitter_secs".into(), secs(d.jitter));
+    t
+}
+
+fn job(j: &Job) -> Table {
+    let mut t = Table::new();
+    t.insert("name".into(), Value::String(j.name.to_string()));
+    t.insert("schedule".into(), Value::String(j.schedule.as_str().into()));
+    if let JobZone::Named(tz) = j.zone {
+        t.insert("timezone".into(), Value::String(tz.name().into()));
+    }
+    let ids = |v: &[DiskId]| Value::Array(v.iter().map(|d| Value::String(d.to_string())).collect());
+    match &j.disks {
+        DiskSelection::All { exclude } => {
+            t.insert("disks".into(), Value::String("all".into()));
+            if !exclude.is_empty() {
+                t.insert("exclude_disks".into(), ids(exclude));
+            }
+        }
+        DiskSelection::List(l) => {
+            t.insert("disks".into(), ids(l));
+        }
+    }
+    let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    put_opt(&mut t, "prescript", &path(&j.prescript));
+    put_opt(&mut t, "postscript", &path(&j.postscript));
+    put_opt(&mut t, "description", &j.description);
+    if !j.tags.is_empty() {
+        let tags = j
+            .tags
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        t.insert("tags".into(), Value::Table(tags));
+    }
+    if let Some(n) = j.keep_last {
+        t.insert("keep_last".into(), Value::Integer(n.into()));
+    }
+    if let Some(n) = j.max_age_days {
+        t.insert("max_age_days".into(), Value::Integer(n.into()));
+    }
+    t.insert("fs_freeze".into(), Value::Boolean(j.fs_freeze));
+    t.insert("freeze_timeout_secs".into(), secs(j.freeze_timeout));
+    t.insert("script_timeout_secs".into(), secs(j.script_timeout));
+    t.insert("jitter_secs".into(), secs(j.jitter));
+    t
+}

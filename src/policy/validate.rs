@@ -1,0 +1,625 @@
+//! Raw files -> validated [`Policy`]. Collects every problem (not just the
+//! first) so an operator can fix a file in one pass.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::error::{Locator, Problem};
+use super::naming;
+use super::raw::{RawCloud, RawDefaults, RawFile, RawHost, RawJob};
+use super::schedule::CronSchedule;
+use super::types::*;
+
+/// One policy file's text and where it came from.
+pub(crate) struct Source {
+    pub path: PathBuf,
+    pub text: String,
+    /// The main file may set `[cloud]`, `[host]` and `[defaults]`; drop-ins only add jobs.
+    pub is_main: bool,
+}
+
+/// Validates all sources into one policy, or every located problem.
+pub(crate) fn validate(sources: &[Source]) -> Result<Policy, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut parsed = Vec::new();
+    for src in sources {
+        match toml::from_str::<RawFile>(&src.text) {
+            Ok(raw) => parsed.push((src, raw)),
+            Err(e) => problems.push(syntax_problem(src, &e)),
+        }
+    }
+
+    let mut policy = Policy {
+        cloud: CloudSettings::default(),
+        host: HostSettings::default(),
+        defaults: JobDefaults::default(),
+        jobs: Vec::new(),
+    };
+    for (src, raw) in &parsed {
+        let mut v = Checker {
+            at: Locator {
+                path: &src.path,
+                text: &src.text,
+            },
+            problems: &mut problems,
+        };
+        let sections = [
+            ("cloud", raw.cloud.as_ref().map(|s| s.span().start)),
+            ("host", raw.host.as_ref().map(|s| s.span().start)),
+            ("defaults", raw.defaults.as_ref().map(|s| s.span().start)),
+        ];
+        if src.is_main {
+            if let Some(c) = &raw.cloud {
+                policy.cloud = v.cloud(c.get_ref());
+            }
+            if let Some(h) = &raw.host {
+                policy.host = v.host(h.get_ref());
+            }
+            if let Some(d) = &raw.defaults {
+                policy.defaults = v.defaults(d.get_ref());
+            }
+        } else {
+            for (name, at) in sections {
+                if let Some(at) = at {
+                    v.push(at, None, name, format!(
+                        "[{name}] is only allowed in the main policy file; drop-ins may only add [[job]] tables"
+                    ));
+                }
+            }
+        }
+    }
+
+    let mut seen: HashMap<String, (PathBuf, usize)> = HashMap::new();
+    for (src, raw) in &parsed {
+        let mut v = Checker {
+            at: Locator {
+                path: &src.path,
+                text: &src.text,
+            },
+            problems: &mut problems,
+        };
+        for job in &raw.job {
+            let Some(j) = v.job(job, &policy.defaults, &policy.cloud) else {
+                continue;
+            };
+            let name = j.name.as_str().to_string();
+            let at = job
+                .get_ref()
+                .name
+                .as_ref()
+                .map_or(job.span().start, |n| n.span().start);
+            if let Some((first_path, first_line)) = seen.get(&name) {
+                v.push(
+                    at,
+                    Some(&name),
+                    "name",
+                    format!(
+                        "duplicate job name; first defined at {}:{first_line}",
+                        first_path.display()
+                    ),
+                );
+                continue;
+            }
+            let (line, _) = super::error::line_col(&src.text, at);
+            seen.insert(name, (src.path.clone(), line));
+            policy.jobs.push(j);
+        }
+    }
+
+    if problems.is_empty() {
+        Ok(policy)
+    } else {
+        Err(problems)
+    }
+}
+
+/// A TOML syntax, type or unknown-key error, located and naming its key.
+fn syntax_problem(src: &Source, e: &toml::de::Error) -> Problem {
+    let at = e.span().map_or(0, |s| s.start);
+    let key = key_on_line(&src.text, at).unwrap_or_default();
+    let msg = friendlier(e.message());
+    let mut message = if key.is_empty() || msg.contains(&format!("`{key}`")) {
+        msg
+    } else {
+        format!("{key}: {msg}")
+    };
+    if let Some(table) = table_at(&src.text, at) {
+        message = format!("in {table}: {message}");
+    }
+    Locator {
+        path: &src.path,
+        text: &src.text,
+    }
+    .problem(at, None, &key, message)
+}
+
+/// The `key` of a `key = value` line holding byte `at`, if the line has that shape.
+fn key_on_line(text: &str, at: usize) -> Option<String> {
+    let at = at.min(text.len());
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+    let line = &text[start..end];
+    let (k, _) = line.split_once('=')?;
+    let k = k.trim().trim_matches('"');
+    (!k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c)))
+    .then(|| k.to_string())
+}
+
+/// The `[table]` or `[[table]]` header governing byte `at`, if any.
+fn table_at(text: &str, at: usize) -> Option<&str> {
+    let at = at.min(text.len());
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    text[..start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.split('#').next().unwrap_or(l).trim())
+}
+
+/// Replaces serde's Rust type names with words an operator knows.
+fn friendlier(msg: &str) -> String {
+    msg.trim()
+        .replace("unknown field", "unknown key")
+        .replace("expected i64", "expected an integer")
+        .replace("expected a boolean", "expected true or false")
+        .replace("expected a sequence", "expected an array")
+}
+
+/// Validation of one file's raw tables, reporting into a shared list.
+struct Checker<'a, 'p> {
+    at: Locator<'a>,
+    problems: &'p mut Vec<Problem>,
+}
+
+impl Checker<'_, '_> {
+    fn push(&mut self, at: usize, job: Option<&str>, key: &str, message: String) {
+        self.problems.push(self.at.problem(at, job, key, message));
+    }
+
+    /// Checks an optional string with `check`, keeping it when valid.
+    fn string(
+        &mut self,
+        v: &Option<Spanned<String>>,
+        job: Option<&str>,
+        key: &str,
+        check: impl Fn(&str) -> Result<(), String>,
+    ) -> Option<String> {
+        let s = v.as_ref()?;
+        match check(s.get_ref()) {
+            Ok(()) => Some(s.get_ref().clone()),
+            Err(m) => {
+                self.push(s.span().start, job, key, m);
+                None
+            }
+        }
+    }
+
+    /// Checks an optional integer against a range.
+    fn int(
+        &mut self,
+        v: &Option<Spanned<i64>>,
+        job: Option<&str>,
+        key: &str,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Option<u64> {
+        let n = v.as_ref()?;
+        match u64::try_from(*n.get_ref()) {
+            Ok(x) if range.contains(&x) => Some(x),
+            _ => {
+                self.push(
+                    n.span().start,
+                    job,
+                    key,
+                    format!(
+                        "{key} = {}: must be {}..={}",
+                        n.get_ref(),
+                        range.start(),
+                        range.end()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn cloud(&mut self, c: &RawCloud) -> CloudSettings {
+        let d = CloudSettings::default();
+        CloudSettings {
+            region_id: self.string(&c.region_id, None, "cloud.region_id", |s| {
+                id_like(s, "region_id", "a region ID such as \"cn-hangzhou\"", "")
+            }),
+            instance_id: self.string(&c.instance_id, None, "cloud.instance_id", |s| {
+                id_like(
+                    s,
+                    "instance_id",
+                    "an instance ID such as \"i-bp1...\"",
+                    "i-",
+                )
+            }),
+            ram_role: self.string(&c.ram_role, None, "cloud.ram_role", ram_role),
+            endpoint: self.string(&c.endpoint, None, "cloud.endpoint", |s| {
+                url_check(s, "endpoint", true)
+            }),
+            metadata_endpoint: self
+                .string(&c.metadata_endpoint, None, "cloud.metadata_endpoint", |s| {
+                    url_check(s, "metadata_endpoint", false)
+                })
+                .unwrap_or(d.metadata_endpoint),
+            signature_version: match &c.signature_version {
+                None => d.signature_version,
+                Some(s) => match s.get_ref().as_str() {
+                    "v3" => SignatureVersion::V3,
+                    "v1" => SignatureVersion::V1,
+                    other => {
+                        self.push(s.span().start, None, "cloud.signature_version", format!(
+                            "signature_version {other:?}: must be \"v3\" (ACS3-HMAC-SHA256, default) or \"v1\" (HMAC-SHA1)"
+                        ));
+                        d.signature_version
+                    }
+                },
+            },
+            max_disks_per_group: self
+                .int(&c.max_disks_per_group, None, "max_disks_per_group", 1..=128)
+                .map_or(d.max_disks_per_group, |n| n as u32),
+        }
+    }
+
+    fn host(&mut self, h: &RawHost) -> HostSettings {
+        let d = HostSettings::default();
+        let mut path = |v: &Option<Spanned<String>>, key: &str, def: PathBuf| {
+            self.string(v, None, key, |s| {
+                absolute(s, key.rsplit('.').next().unwrap_or(key))
+            })
+            .map_or(def, PathBuf::from)
+        };
+        HostSettings {
+            by_id_dir: path(&h.by_id_dir, "host.by_id_dir", d.by_id_dir),
+            run_dir: path(&h.run_dir, "host.run_dir", d.run_dir),
+            state_dir: path(&h.state_dir, "host.state_dir", d.state_dir),
+        }
+    }
+
+    /// The four inheritable keys, with `base` filling what `raw` leaves out.
+    fn inheritable(
+        &mut self,
+        raw: &RawDefaults,
+        job: Option<&str>,
+        base: &JobDefaults,
+    ) -> JobDefaults {
+        JobDefaults {
+            fs_freeze: raw
+                .fs_freeze
+                .as_ref()
+                .map_or(base.fs_freeze, |b| *b.get_ref()),
+            freeze_timeout: self
+                .int(
+                    &raw.freeze_timeout_secs,
+                    job,
+                    "freeze_timeout_secs",
+                    FREEZE_TIMEOUT_RANGE,
+                )
+                .map_or(base.freeze_timeout, Duration::from_secs),
+            script_timeout: self
+                .int(
+                    &raw.script_timeout_secs,
+                    job,
+                    "script_timeout_secs",
+                    SCRIPT_TIMEOUT_RANGE,
+                )
+                .map_or(base.script_timeout, Duration::from_secs),
+            jitter: self
+                .int(&raw.jitter_secs, job, "jitter_secs", JITTER_RANGE)
+                .map_or(base.jitter, Duration::from_secs),
+        }
+    }
+
+    fn defaults(&mut self, raw: &RawDefaults) -> JobDefaults {
+        self.inheritable(raw, None, &JobDefaults::default())
+    }
+
+    /// One `[[job]]`; `None` when anything in it is invalid (problems pushed).
+    fn job(
+        &mut self,
+        sj: &Spanned<RawJob>,
+        defaults: &JobDefaults,
+        cloud: &CloudSettings,
+    ) -> Option<Job> {
+        let before = self.problems.len();
+        let j = sj.get_ref();
+        let Some(name_s) = &j.name else {
+            self.push(
+                sj.span().start,
+                None,
+                "name",
+                "[[job]] has no name; add name = \"...\"".into(),
+            );
+            return None;
+        };
+        let name = name_s.get_ref().clone();
+        if let Err(m) = naming::check_job_name(&name) {
+            self.push(name_s.span().start, None, "name", m);
+            return None;
+        }
+        let jn = Some(name.as_str());
+
+        let schedule = match &j.schedule {
+            None => {
+                self.push(
+                    sj.span().start,
+                    jn,
+                    "schedule",
+                    "no schedule; add schedule = \"30 2 * * *\" (cron, 5 or 6 fields)".into(),
+                );
+                None
+            }
+            Some(s) => match CronSchedule::parse(s.get_ref()) {
+                Ok(c) => Some(c),
+                Err(m) => {
+                    self.push(
+                        s.span().start,
+                        jn,
+                        "schedule",
+                        format!("schedule {:?}: {m}", s.get_ref()),
+                    );
+                    None
+                }
+            },
+        };
+
+        let zone = match &j.timezone {
+            None => JobZone::Local,
+            Some(z) => match z.get_ref().parse::<chrono_tz::Tz>() {
+                Ok(tz) => JobZone::Named(tz),
+                Err(_) => {
+                    self.push(z.span().start, jn, "timezone", format!(
+                        "timezone {:?}: not an IANA zone name (such as \"Asia/Shanghai\" or \"UTC\"); leave it out to use the system's local zone",
+                        z.get_ref()
+                    ));
+                    JobZone::Local
+                }
+            },
+        };
+
+        let disks = self.disks(j, sj.span().start, jn, cloud.max_disks_per_group);
+
+        let prescript = self.string(&j.prescript, jn, "prescript", |s| absolute(s, "prescript"));
+        let postscript = self.string(&j.postscript, jn, "postscript", |s| {
+            absolute(s, "postscript")
+        });
+        let description = self.string(&j.description, jn, "description", naming::check_description);
+
+        let mut tags = BTreeMap::new();
+        if let Some(t) = &j.tags {
+            if t.get_ref().len() > naming::MAX_USER_TAGS {
+                self.push(
+                    t.span().start,
+                    jn,
+                    "tags",
+                    format!(
+                        "tags: {} given; at most {} (ECS allows 20 and appsnap sets 3 of its own)",
+                        t.get_ref().len(),
+                        naming::MAX_USER_TAGS
+                    ),
+                );
+            }
+            for (k, v) in t.get_ref() {
+                match naming::check_tag(k, v.get_ref()) {
+                    Ok(()) => {
+                        tags.insert(k.clone(), v.get_ref().clone());
+                    }
+                    Err(m) => self.push(v.span().start, jn, "tags", m),
+                }
+            }
+        }
+
+        let keep_last = self
+            .int(&j.keep_last, jn, "keep_last", 1..=10_000)
+            .map(|n| n as u32);
+        let max_age_days = self
+            .int(&j.max_age_days, jn, "max_age_days", 1..=36_500)
+            .map(|n| n as u32);
+
+        let inherited = RawDefaults {
+            fs_freeze: j.fs_freeze.clone(),
+            freeze_timeout_secs: j.freeze_timeout_secs.clone(),
+            script_timeout_secs: j.script_timeout_secs.clone(),
+            jitter_secs: j.jitter_secs.clone(),
+        };
+        let eff = self.inheritable(&inherited, jn, defaults);
+
+        if self.problems.len() != before {
+            return None;
+        }
+        Some(Job {
+            name: JobName(name),
+            schedule: schedule?,
+            zone,
+            disks: disks?,
+            prescript: prescript.map(PathBuf::from),
+            postscript: postscript.map(PathBuf::from),
+            description,
+            tags,
+            keep_last,
+            max_age_days,
+            fs_freeze: eff.fs_freeze,
+            freeze_timeout: eff.freeze_timeout,
+            script_timeout: eff.script_timeout,
+            jitter: eff.jitter,
+        })
+    }
+
+    /// `disks` ("all" or a list) with `exclude_disks`, and their conflicts.
+    fn disks(
+        &mut self,
+        j: &RawJob,
+        job_at: usize,
+        jn: Option<&str>,
+        max: u32,
+    ) -> Option<DiskSelection> {
+        let Some(d) = &j.disks else {
+            self.push(
+                job_at,
+                jn,
+                "disks",
+                "no disks; add disks = [\"d-...\"] or disks = \"all\"".into(),
+            );
+            return None;
+        };
+        let at = d.span().start;
+        let mut exclude = Vec::new();
+        if let Some(ex) = &j.exclude_disks {
+            for s in ex.get_ref() {
+                match DiskId::parse(s) {
+                    Ok(id) => exclude.push(id),
+                    Err(m) => self.push(
+                        ex.span().start,
+                        jn,
+                        "exclude_disks",
+                        format!("exclude_disks: {m}"),
+                    ),
+                }
+            }
+        }
+        match d.get_ref() {
+            toml::Value::String(s) if s == "all" => Some(DiskSelection::All { exclude }),
+            toml::Value::String(s) => {
+                self.push(
+                    at,
+                    jn,
+                    "disks",
+                    format!(
+                    "disks = {s:?}: must be exactly \"all\" (lowercase) or an array of disk IDs"
+                ),
+                );
+                None
+            }
+            toml::Value::Array(items) => {
+                let mut ids: Vec<DiskId> = Vec::new();
+                for item in items {
+                    let parsed = match item {
+                        toml::Value::String(s) => DiskId::parse(s),
+                        other => Err(format!("{other} is not a string disk ID")),
+                    };
+                    match parsed {
+                        Ok(id) if ids.contains(&id) => {
+                            self.push(at, jn, "disks", format!("disks: {id} is listed twice"))
+                        }
+                        Ok(id) => ids.push(id),
+                        Err(m) => self.push(at, jn, "disks", format!("disks: {m}")),
+                    }
+                }
+                if items.is_empty() {
+                    self.push(
+                        at,
+                        jn,
+                        "disks",
+                        "disks = []: list at least one disk ID, or use \"all\"".into(),
+                    );
+                }
+                if ids.len() > max as usize {
+                    self.push(at, jn, "disks", format!(
+                        "disks: {} listed; a snapshot group holds at most {max} (cloud.max_disks_per_group)",
+                        ids.len()
+                    ));
+                }
+                if let Some(ex) = &j.exclude_disks {
+                    let both: Vec<&str> = exclude
+                        .iter()
+                        .filter(|e| ids.contains(e))
+                        .map(DiskId::as_str)
+                        .collect();
+                    let msg = if both.is_empty() {
+                        "exclude_disks: only applies with disks = \"all\"; with an explicit list, leave the disk out of the list instead".to_string()
+                    } else {
+                        format!(
+                            "exclude_disks: {} also listed in disks; exclude_disks only applies with disks = \"all\"",
+                            both.join(", ")
+                        )
+                    };
+                    if !ex.get_ref().is_empty() {
+                        self.push(ex.span().start, jn, "exclude_disks", msg);
+                    }
+                }
+                Some(DiskSelection::List(ids))
+            }
+            other => {
+                self.push(at, jn, "disks", format!(
+                    "disks = {other}: must be \"all\" or an array of disk IDs such as [\"d-bp1aaaa\"]"
+                ));
+                None
+            }
+        }
+    }
+}
+
+/// Region/instance-shaped identifiers: lowercase letters, digits and `-`.
+fn id_like(s: &str, key: &str, what: &str, prefix: &str) -> Result<(), String> {
+    let ok = s.starts_with(prefix)
+        && s.len() > prefix.len()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key} {s:?}: must be {what} (lowercase letters, digits and '-')"
+        ))
+    }
+}
+
+/// RAM role names: 1-64 of letters, digits, `.`, `-`, `_`.
+fn ram_role(s: &str) -> Result<(), String> {
+    let ok = (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "ram_role {s:?}: must be 1-64 letters, digits, '.', '-' or '_'"
+        ))
+    }
+}
+
+/// URLs: `https` always allowed; plain `http` only where the key allows it
+/// (the metadata service) or for loopback (tests and the emulator).
+fn url_check(s: &str, key: &str, https_required: bool) -> Result<(), String> {
+    let u = url::Url::parse(s).map_err(|e| format!("{key} {s:?}: not a URL ({e})"))?;
+    let loopback = match u.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    if u.host().is_none() || !u.username().is_empty() || u.password().is_some() {
+        return Err(format!(
+            "{key} {s:?}: must be scheme://host[:port] without credentials"
+        ));
+    }
+    match u.scheme() {
+        "https" => Ok(()),
+        "http" if !https_required || loopback => Ok(()),
+        "http" => Err(format!(
+            "{key} {s:?}: must use https:// (plain http is only accepted for loopback test endpoints)"
+        )),
+        other => Err(format!("{key} {s:?}: scheme {other:?} is not http or https")),
+    }
+}
+
+/// Host paths and script paths must be absolute: appsnap runs from systemd
+/// with no meaningful working directory.
+fn absolute(s: &str, key: &str) -> Result<(), String> {
+    if Path::new(s).is_absolute() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key} {s:?}: must be an absolute path (starting with /)"
+        ))
+    }
+}

@@ -1,0 +1,169 @@
+//! Running hooks: environment, exit codes, bounded output, timeouts that kill
+//! the whole tree (even a grandchild ignoring SIGTERM), and lock holders.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use appsnap::job::scripts::{run_script, Phase, ScriptContext, ScriptStatus};
+
+fn write_script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
+    p
+}
+
+fn ctx() -> ScriptContext {
+    ScriptContext {
+        job: "mysql".into(),
+        disk_ids: vec!["d-a1".into(), "d-b2".into()],
+        mountpoints: vec!["/data".into(), "/mnt/with space".into()],
+        freeze_deadline_epoch: 1_900_000_000,
+    }
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // A zombie still answers kill(0); count only live processes.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+const LONG: Duration = Duration::from_secs(60);
+const GRACE: Duration = Duration::from_secs(2);
+
+#[tokio::test]
+async fn environment_exit_code_and_output() {
+    let d = tempfile::tempdir().unwrap();
+    let s = write_script(
+        d.path(),
+        "pre.sh",
+        "echo \"job=$APPSNAP_JOB phase=$APPSNAP_PHASE disks=$APPSNAP_DISK_IDS deadline=$APPSNAP_FREEZE_DEADLINE\"\n\
+         printf '%s\\n' \"$APPSNAP_MOUNTPOINTS\" | sed -n 2p\n\
+         exit 3",
+    );
+    let run = run_script(&s, Phase::Pre, &ctx(), LONG, GRACE).await;
+    assert_eq!(run.status, ScriptStatus::Exited(3));
+    assert!(!run.status.succeeded());
+    assert!(
+        run.output
+            .contains("job=mysql phase=pre disks=d-a1 d-b2 deadline=1900000000"),
+        "{}",
+        run.output
+    );
+    assert!(run.output.contains("/mnt/with space"), "{}", run.output);
+    assert!(run.leftovers.is_none());
+}
+
+#[tokio::test]
+async fn missing_interpreter_is_a_spawn_failure() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("bad.sh");
+    std::fs::write(&p, "#!/nonexistent/interpreter\n").unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let run = run_script(&p, Phase::Post, &ctx(), LONG, GRACE).await;
+    assert!(
+        matches!(run.status, ScriptStatus::SpawnFailed(_)),
+        "{:?}",
+        run.status
+    );
+}
+
+#[tokio::test]
+async fn output_tail_is_bounded_and_keeps_the_end() {
+    let d = tempfile::tempdir().unwrap();
+    let s = write_script(
+        d.path(),
+        "noisy.sh",
+        "i=0; while [ $i -lt 3000 ]; do echo \"line $i of noise\"; i=$((i+1)); done; echo LAST",
+    );
+    let run = run_script(&s, Phase::Post, &ctx(), LONG, GRACE).await;
+    assert!(run.status.succeeded());
+    assert!(run.output.len() <= appsnap::job::scripts::OUTPUT_TAIL_BYTES);
+    assert!(
+        run.output.trim_end().ends_with("LAST"),
+        "{}",
+        &run.output[run.output.len() - 40..]
+    );
+    assert!(!run.output.contains("line 0 of noise\n"));
+}
+
+#[tokio::test]
+async fn timeout_kills_the_tree_including_a_term_ignoring_grandchild() {
+    let d = tempfile::tempdir().unwrap();
+    let pidfile = d.path().join("grandchild.pid");
+    let s = write_script(
+        d.path(),
+        "hang.sh",
+        &format!(
+            "sh -c 'trap \"\" TERM; echo $$ > {}; while :; do sleep 1; done' &\nwhile :; do sleep 1; done",
+            pidfile.display()
+        ),
+    );
+    let run = run_script(
+        &s,
+        Phase::Pre,
+        &ctx(),
+        Duration::from_millis(1500),
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(run.status, ScriptStatus::TimedOut);
+    assert!(run.leftovers.is_none());
+    let gc: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for _ in 0..100 {
+        if !pid_alive(gc) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("grandchild {gc} survived the timeout");
+}
+
+#[tokio::test]
+async fn lock_holders_outlive_the_pre_script_until_terminated() {
+    let d = tempfile::tempdir().unwrap();
+    let pidfile = d.path().join("holder.pid");
+    // The holder keeps stdout open, as a real `mysql` client session would.
+    let s = write_script(
+        d.path(),
+        "lock.sh",
+        &format!("sleep 300 &\necho $! > {}\necho locked", pidfile.display()),
+    );
+    let run = run_script(&s, Phase::Pre, &ctx(), LONG, GRACE).await;
+    assert!(run.status.succeeded(), "{:?}", run.status);
+    assert!(run.output.contains("locked"));
+    let holder: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let group = run
+        .leftovers
+        .expect("the background session is a lock holder");
+    assert!(group.is_alive());
+    assert!(
+        pid_alive(holder),
+        "lock holder must stay alive until the post-script ran"
+    );
+    let needed_kill = group.terminate(GRACE).await;
+    assert!(!needed_kill, "sleep exits on SIGTERM");
+    for _ in 0..100 {
+        if !pid_alive(holder) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("lock holder {holder} survived terminate()");
+}

@@ -3,7 +3,9 @@
 
 pub mod args;
 mod check;
+mod cloud;
 mod freeze_guard;
+mod list;
 mod plan;
 mod thaw;
 
@@ -22,7 +24,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Run(_) => not_available("run"),
         Command::Plan(a) => plan::run(&cli, a),
         Command::Status(_) => not_available("status"),
-        Command::List(_) => not_available("list"),
+        Command::List(a) => list::run(&cli, a),
         Command::Thaw(a) => thaw::run(&cli, a),
         Command::Plugin(_) => not_available("plugin"),
         Command::FreezeGuard => freeze_guard::run(),

@@ -1,0 +1,137 @@
+//! The real binary's cloud subcommands against a local server that plays both
+//! the metadata service and ECS (every ECS request's signature is re-derived).
+
+mod cloud_support;
+
+use cloud_support::*;
+use serde_json::json;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const AK: &str = "LTAI-list-test";
+const SECRET: &str = "list-secret-value-42";
+
+async fn imds(server: &MockServer) {
+    Mock::given(method("PUT"))
+        .and(path("/latest/api/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("imds-tok"))
+        .mount(server)
+        .await;
+    for (item, v) in [
+        ("meta-data/instance-id", "i-bp1test"),
+        ("meta-data/region-id", "cn-hangzhou"),
+        ("meta-data/zone-id", "cn-hangzhou-i"),
+    ] {
+        Mock::given(method("GET"))
+            .and(path(format!("/latest/{item}")))
+            .respond_with(ResponseTemplate::new(200).set_body_string(v))
+            .mount(server)
+            .await;
+    }
+}
+
+fn policy(dir: &std::path::Path, server: &MockServer, jobs: &str) -> std::path::PathBuf {
+    let f = dir.join("appsnap.toml");
+    std::fs::write(
+        &f,
+        format!(
+            "[cloud]\nendpoint = \"{0}\"\nmetadata_endpoint = \"{0}\"\n\n{jobs}",
+            server.uri()
+        ),
+    )
+    .unwrap();
+    f
+}
+
+async fn appsnap(config: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_appsnap"))
+        .arg("-c")
+        .arg(config)
+        .args(["--config-dir", "/nonexistent"])
+        .args(args)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", AK)
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", SECRET)
+        .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn groups() -> serde_json::Value {
+    json!({"NextToken": "", "SnapshotGroups": {"SnapshotGroup": [
+        {"SnapshotGroupId": "ssg-older", "Name": "mysql-20250101T000000Z", "Status": "accomplished",
+         "CreationTime": "2025-01-01T00:00:00Z",
+         "Tags": {"Tag": [{"Key": "appsnap:job", "Value": "mysql"}, {"Key": "AppConsistent", "Value": "True"}]},
+         "Snapshots": {"Snapshot": [{"SnapshotId": "s-1", "SourceDiskId": "d-bp1a", "Progress": "100%", "Available": true}]}},
+        {"SnapshotGroupId": "ssg-foreign", "Name": "manual", "Status": "accomplished",
+         "CreationTime": "2025-01-03T00:00:00Z", "Tags": {"Tag": []}, "Snapshots": {"Snapshot": []}},
+        {"SnapshotGroupId": "ssg-newer", "Name": "mysql-20250102T000000Z", "Status": "progressing",
+         "CreationTime": "2025-01-02T00:00:00Z",
+         "Tags": {"Tag": [{"Key": "appsnap:job", "Value": "mysql"}]},
+         "Snapshots": {"Snapshot": [{"SnapshotId": "s-2", "SourceDiskId": "d-bp1a", "Progress": "40%", "Available": false}]}}
+    ]}})
+}
+
+#[tokio::test]
+async fn list_shows_appsnap_groups_newest_first() {
+    let server = MockServer::start().await;
+    imds(&server).await;
+    Mock::given(ActionIs("DescribeSnapshotGroups"))
+        .respond_with(ecs_ok(groups()))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = policy(dir.path(), &server, "");
+    let (code, out, err) = appsnap(&cfg, &["list"]).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("GROUP"), "{out}");
+    assert!(
+        lines[1].starts_with("ssg-newer") && lines[1].contains("progressing"),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with("ssg-older") && lines[2].contains("application"),
+        "{out}"
+    );
+    assert!(!out.contains("ssg-foreign"), "{out}");
+
+    let (code, out, err) = appsnap(&cfg, &["list", "--job", "mysql", "--json"]).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["id"], "ssg-newer");
+    assert_eq!(v[1]["disks"][0], "d-bp1a");
+
+    let keys = KeyRing::new().with(AK, SECRET, None);
+    let seen = assert_all_signed(&server, &keys).await;
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].params["InstanceId"], "i-bp1test");
+    assert_eq!(seen[0].params["RegionId"], "cn-hangzhou");
+    assert_eq!(seen[1].params["Tag.1.Key"], "appsnap:job");
+    assert_eq!(seen[1].params["Tag.1.Value"], "mysql");
+    assert!(!format!("{out}{err}").contains(SECRET));
+}
+
+#[tokio::test]
+async fn list_reports_ecs_errors_with_their_code() {
+    let server = MockServer::start().await;
+    imds(&server).await;
+    Mock::given(ActionIs("DescribeSnapshotGroups"))
+        .respond_with(ecs_error(
+            403,
+            "Forbidden.RAM",
+            "User not authorized to operate on the specified resource.",
+        ))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = policy(dir.path(), &server, "");
+    let (code, out, err) = appsnap(&cfg, &["list"]).await;
+    assert_eq!(code, Some(3), "{out}{err}");
+    assert!(err.contains("Forbidden.RAM"), "{err}");
+}

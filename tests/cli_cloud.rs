@@ -44,17 +44,27 @@ fn policy(dir: &std::path::Path, server: &MockServer, jobs: &str) -> std::path::
 }
 
 async fn appsnap(config: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_appsnap"))
-        .arg("-c")
+    run(config, args, true).await
+}
+
+async fn run(
+    config: &std::path::Path,
+    args: &[&str],
+    env_keys: bool,
+) -> (Option<i32>, String, String) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_appsnap"));
+    cmd.arg("-c")
         .arg(config)
         .args(["--config-dir", "/nonexistent"])
         .args(args)
-        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", AK)
-        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", SECRET)
-        .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN")
-        .output()
-        .await
-        .unwrap();
+        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_ID")
+        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+        .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN");
+    if env_keys {
+        cmd.env("ALIBABA_CLOUD_ACCESS_KEY_ID", AK)
+            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", SECRET);
+    }
+    let out = cmd.output().await.unwrap();
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -134,4 +144,123 @@ async fn list_reports_ecs_errors_with_their_code() {
     let (code, out, err) = appsnap(&cfg, &["list"]).await;
     assert_eq!(code, Some(3), "{out}{err}");
     assert!(err.contains("Forbidden.RAM"), "{err}");
+}
+
+const ROLE_SECRET: &str = "role-secret-for-check-77";
+const ROLE_TOKEN: &str = "role-sts-token-for-check-88";
+
+async fn role(server: &MockServer) {
+    Mock::given(method("GET"))
+        .and(path("/latest/meta-data/ram/security-credentials/"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("SnapRole"))
+        .mount(server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/latest/meta-data/ram/security-credentials/SnapRole"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_string(role_credentials_json(
+                "STS.check",
+                ROLE_SECRET,
+                ROLE_TOKEN,
+                chrono::Duration::hours(6),
+            )),
+        )
+        .mount(server)
+        .await;
+}
+
+async fn disks(server: &MockServer) {
+    Mock::given(ActionIs("DescribeDisks"))
+        .respond_with(ecs_ok(json!({"NextToken": "", "Disks": {"Disk": [
+            {"DiskId": "d-bp1sys", "Category": "cloud_essd", "Type": "system", "MultiAttach": "Disabled"},
+            {"DiskId": "d-bp1data", "Category": "cloud_auto", "Type": "data", "MultiAttach": "Disabled"},
+            {"DiskId": "d-bp1old", "Category": "cloud_efficiency", "Type": "data", "MultiAttach": "Disabled"},
+            {"DiskId": "d-bp1shared", "Category": "cloud_essd", "Type": "data", "MultiAttach": "Enabled"}
+        ]}})))
+        .mount(server)
+        .await;
+}
+
+const JOBS: &str = r#"
+[[job]]
+name = "good"
+schedule = "30 2 * * *"
+disks = ["d-bp1data"]
+
+[[job]]
+name = "bad"
+schedule = "30 3 * * *"
+disks = ["d-bp1data", "d-bp1old", "d-bp1shared", "d-bp1gone"]
+
+[[job]]
+name = "everything"
+schedule = "30 4 * * *"
+disks = "all"
+exclude_disks = ["d-bp1sys"]
+"#;
+
+#[tokio::test]
+async fn check_preflights_every_job_against_the_cloud() {
+    let server = MockServer::start().await;
+    imds(&server).await;
+    role(&server).await;
+    disks(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = policy(dir.path(), &server, JOBS);
+    let (code, out, err) = run(&cfg, &["check"], false).await;
+    assert_eq!(code, Some(1), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains("metadata ok: instance i-bp1test, region cn-hangzhou"),
+        "{out}"
+    );
+    assert!(
+        out.contains("credentials ok: RAM role SnapRole, valid until "),
+        "{out}"
+    );
+    assert!(out.contains("4 disk(s) attached to i-bp1test"), "{out}");
+    assert!(
+        out.contains("job \"good\": ok: 1 disk(s): d-bp1data"),
+        "{out}"
+    );
+    assert!(
+        out.contains("job \"everything\": ok: 1 disk(s): d-bp1data"),
+        "{out}"
+    );
+    let failures: Vec<&str> = err.lines().collect();
+    assert_eq!(failures.len(), 3, "{err}");
+    assert!(
+        failures[0].starts_with("job \"bad\": disk d-bp1old: category cloud_efficiency"),
+        "{err}"
+    );
+    assert!(
+        failures[1].starts_with("job \"bad\": disk d-bp1shared: multi-attach"),
+        "{err}"
+    );
+    assert!(
+        failures[2].starts_with("job \"bad\": disk d-bp1gone: not attached"),
+        "{err}"
+    );
+    for s in [ROLE_SECRET, ROLE_TOKEN, "imds-tok"] {
+        assert!(!out.contains(s) && !err.contains(s), "{s} printed");
+    }
+    let keys = KeyRing::new().with("STS.check", ROLE_SECRET, Some(ROLE_TOKEN));
+    let seen = assert_all_signed(&server, &keys).await;
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].params["InstanceId"], "i-bp1test");
+}
+
+#[tokio::test]
+async fn check_without_a_ram_role_exits_13() {
+    let server = MockServer::start().await;
+    imds(&server).await;
+    Mock::given(method("GET"))
+        .and(path("/latest/meta-data/ram/security-credentials/"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = policy(dir.path(), &server, "");
+    let (code, out, err) = run(&cfg, &["check"], false).await;
+    assert_eq!(code, Some(13), "{out}{err}");
+    assert!(err.contains("no RAM role"), "{err}");
 }

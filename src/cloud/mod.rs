@@ -7,6 +7,7 @@
 pub mod credentials;
 pub mod ecs;
 pub mod metadata;
+pub mod preflight;
 pub mod retry;
 pub mod secret;
 pub mod sign;

@@ -52,7 +52,17 @@ async fn run(
     args: &[&str],
     env_keys: bool,
 ) -> (Option<i32>, String, String) {
+    run_with(config, args, env_keys, &[]).await
+}
+
+async fn run_with(
+    config: &std::path::Path,
+    args: &[&str],
+    env_keys: bool,
+    extra_env: &[(&str, &str)],
+) -> (Option<i32>, String, String) {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_appsnap"));
+    cmd.envs(extra_env.iter().copied());
     cmd.arg("-c")
         .arg(config)
         .args(["--config-dir", "/nonexistent"])
@@ -263,4 +273,44 @@ async fn check_without_a_ram_role_exits_13() {
     let (code, out, err) = run(&cfg, &["check"], false).await;
     assert_eq!(code, Some(13), "{out}{err}");
     assert!(err.contains("no RAM role"), "{err}");
+}
+
+/// The metadata client never goes through a proxy, whatever the environment
+/// says; the ECS client may (here it is exempted through NO_PROXY=localhost).
+#[tokio::test]
+async fn metadata_ignores_proxy_environment() {
+    let server = MockServer::start().await;
+    imds(&server).await;
+    role(&server).await;
+    disks(&server).await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let proxy = format!("http://{dead}");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("appsnap.toml");
+    let port = server.address().port();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[cloud]\nendpoint = \"http://localhost:{port}\"\nmetadata_endpoint = \"http://127.0.0.1:{port}\"\n"
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run_with(
+        &cfg,
+        &["check"],
+        false,
+        &[
+            ("HTTP_PROXY", proxy.as_str()),
+            ("http_proxy", proxy.as_str()),
+            ("ALL_PROXY", proxy.as_str()),
+            ("NO_PROXY", "localhost"),
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("metadata ok"), "{out}");
+    assert!(out.contains("credentials ok"), "{out}");
 }

@@ -635,3 +635,28 @@ async fn verifier_rejects_bad_signatures() {
             .contains("SignatureDoesNotMatch"));
     }
 }
+
+/// `warm()` opens the connection ahead of time; the signed call that follows
+/// reuses it (one TCP connection for both).
+#[tokio::test]
+async fn warm_opens_the_connection_before_the_call() {
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::method("HEAD"))
+        .respond_with(ResponseTemplate::new(404))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(ActionIs("CreateSnapshotGroup"))
+        .respond_with(ecs_ok(json!({"SnapshotGroupId": "ssg-warm"})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let ecs = client(&server, SignatureVersion::V3);
+    ecs.warm(soon(5)).await.unwrap();
+    ecs.create_snapshot_group(&csg_request(), soon(5))
+        .await
+        .unwrap();
+    let reqs = server.received_requests().await.unwrap();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[0].method.as_str(), "HEAD");
+}

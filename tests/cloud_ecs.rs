@@ -344,6 +344,8 @@ async fn connection_refused_is_retried_until_the_deadline() {
     let err = ecs.describe_disks("i-1", &[], soon(20)).await.unwrap_err();
     assert!(matches!(err, EcsError::Transport { .. }), "{err:?}");
     assert!(err.is_retryable());
+    // The one-line message says why, not just "error sending request".
+    assert!(err.to_string().contains("Connection refused"), "{err}");
 }
 
 #[tokio::test]

@@ -64,13 +64,13 @@ pub enum EcsError {
         http_status: u16,
     },
     /// No answer: refused, reset, timed out.
-    #[error("ECS {action}: no answer: {source}")]
+    #[error("ECS {action}: no answer: {}", super::error_chain(.error))]
     Transport {
         /// API action.
         action: String,
-        /// Underlying error, URL stripped (a v1 URL carries the STS token).
-        #[source]
-        source: reqwest::Error,
+        /// Underlying error, URL stripped (a v1 URL carries the STS token);
+        /// its causes are in the message.
+        error: reqwest::Error,
     },
     /// An answer that is not the JSON expected.
     #[error("ECS {action}: unreadable answer (HTTP {http_status}): {reason}")]
@@ -572,7 +572,7 @@ impl EcsClient {
             .map(|_| ())
             .map_err(|e| EcsError::Transport {
                 action: "warm".into(),
-                source: e.without_url(),
+                error: e.without_url(),
             })
     }
 
@@ -898,7 +898,7 @@ impl EcsClient {
         tracing::debug!(action, "sending ECS request");
         let transport = |e: reqwest::Error| EcsError::Transport {
             action: action.into(),
-            source: e.without_url(),
+            error: e.without_url(),
         };
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status().as_u16();

@@ -38,15 +38,14 @@ pub enum MetadataError {
         reason: String,
     },
     /// No HTTP answer (refused, reset, timed out) after every try.
-    #[error("metadata service unreachable for {path} after {tries} tries: {source}")]
+    #[error("metadata service unreachable for {path} after {tries} tries: {}", super::error_chain(.error))]
     Unreachable {
         /// Path under `/latest/`.
         path: String,
         /// How many requests were sent.
         tries: u32,
-        /// The last transport error (URL stripped).
-        #[source]
-        source: reqwest::Error,
+        /// The last transport error (URL stripped; its causes are in the message).
+        error: reqwest::Error,
     },
     /// The service answered with an unexpected status.
     #[error("metadata service answered HTTP {status} for {path}")]
@@ -240,7 +239,7 @@ impl MetadataClient {
                         return Err(MetadataError::Unreachable {
                             path: path.to_string(),
                             tries: attempt,
-                            source: e.without_url(),
+                            error: e.without_url(),
                         });
                     }
                 }
@@ -251,7 +250,7 @@ impl MetadataClient {
                             return resp.text().await.map_err(|e| MetadataError::Unreachable {
                                 path: path.to_string(),
                                 tries: attempt,
-                                source: e.without_url(),
+                                error: e.without_url(),
                             });
                         }
                         401 if !retoken_done => {
@@ -323,7 +322,7 @@ impl MetadataClient {
                         return Err(MetadataError::Unreachable {
                             path: path.into(),
                             tries: attempt,
-                            source: e.without_url(),
+                            error: e.without_url(),
                         });
                     }
                 }
@@ -335,7 +334,7 @@ impl MetadataClient {
                                 resp.text().await.map_err(|e| MetadataError::Unreachable {
                                     path: path.into(),
                                     tries: attempt,
-                                    source: e.without_url(),
+                                    error: e.without_url(),
                                 })?;
                             let token = Secret::new(body.trim());
                             if token.is_empty() {

@@ -29,6 +29,23 @@ pub const TAG_APP_CONSISTENT: &str = "AppConsistent";
 /// The vendor's tag for file-system-consistent snapshots (value `True`).
 pub const TAG_FS_CONSISTENT: &str = "FsConsistent";
 
+/// `error: cause: cause ...`, so a transport error says *why* ("Connection
+/// refused", "timed out") in one line. Used for errors whose causes are not
+/// exposed through `source()`, so nothing is printed twice.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = c.source();
+    }
+    out
+}
+
 /// Why the cloud side could not be set up or reached.
 #[derive(Debug, thiserror::Error)]
 pub enum CloudError {

@@ -3,6 +3,18 @@
 //!
 //! The job module composes these; nothing here knows about freezing.
 //! [`Cloud::connect`] wires them together the way the daemon and the CLI need.
+//!
+//! A run uses it in this order (the freeze window is one API round trip):
+//! 1. before the pre-script: [`preflight::select_disks`] over
+//!    [`ecs::EcsClient::describe_disks`], and [`ecs::EcsClient::describe_snapshots`]
+//!    with `status = "progressing"` to refuse early when a previous snapshot runs;
+//! 2. before freezing: [`credentials::Credentials::ensure_valid_for`] with the
+//!    freeze timeout plus margin, [`ecs::EcsClient::warm`], and one
+//!    [`ecs::ClientToken::generate`] for the [`ecs::CreateSnapshotGroup`];
+//! 3. frozen: [`ecs::EcsClient::create_snapshot_group`] with the freeze deadline;
+//! 4. after thawing: [`ecs::EcsClient::describe_snapshot_groups`] to await,
+//!    [`ecs::EcsClient::tag_resources`] on the snapshots,
+//!    [`ecs::EcsClient::delete_snapshot_group`] to prune.
 
 pub mod credentials;
 pub mod ecs;

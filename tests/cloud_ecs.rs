@@ -214,17 +214,17 @@ async fn deadline_expiring_during_backoff_is_a_clean_error_and_sends_nothing_mor
         .expect(1)
         .mount(&server)
         .await;
-    // Throttling backoff (>= 5 s) cannot fit in the 2 s left before the deadline.
+    // Throttling backoff (>= 30 s) cannot fit in the 5 s left before the deadline.
     let policy = RetryPolicy {
         throttling: Backoff {
-            initial: Duration::from_secs(10),
-            max: Duration::from_secs(20),
+            initial: Duration::from_secs(60),
+            max: Duration::from_secs(60),
         },
         ..fast_retries()
     };
     let ecs = client(&server, SignatureVersion::V3).with_retry_policy(policy);
     let err = ecs
-        .create_snapshot_group(&csg_request(), soon(2))
+        .create_snapshot_group(&csg_request(), soon(5))
         .await
         .unwrap_err();
     match &err {
@@ -275,7 +275,7 @@ async fn slow_answer_times_out_within_the_deadline_and_is_retried() {
         .mount(&server)
         .await;
     let policy = RetryPolicy {
-        attempt_timeout: Duration::from_millis(300),
+        attempt_timeout: Duration::from_secs(1),
         ..fast_retries()
     };
     let disks = client(&server, SignatureVersion::V3)
@@ -284,7 +284,8 @@ async fn slow_answer_times_out_within_the_deadline_and_is_retried() {
         .await
         .unwrap();
     assert_eq!(disks.len(), 1);
-    assert_eq!(assert_all_signed(&server, &keys()).await.len(), 2);
+    // The slow first attempt was abandoned and retried (a very slow machine may retry more).
+    assert!(assert_all_signed(&server, &keys()).await.len() >= 2);
 }
 
 #[tokio::test]

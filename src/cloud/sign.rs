@@ -356,6 +356,45 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any UTF-8 encodes to unreserved bytes and upper-case `%XX` only, and
+        /// decodes back: so the canonical query is also a safe wire query.
+        #[test]
+        fn percent_encoding_roundtrips(v in "\\PC*") {
+            let e = percent_encode(&v);
+            let bytes = e.as_bytes();
+            let mut i = 0;
+            while i < bytes.len() {
+                let b = bytes[i];
+                if b == b'%' {
+                    proptest::prop_assert!(bytes[i + 1..i + 3]
+                        .iter()
+                        .all(|h| h.is_ascii_digit() || (b'A'..=b'F').contains(h)));
+                    i += 3;
+                } else {
+                    proptest::prop_assert!(b.is_ascii_alphanumeric() || b"-_.~".contains(&b));
+                    i += 1;
+                }
+            }
+            let back = percent_encoding::percent_decode_str(&e).decode_utf8().unwrap();
+            proptest::prop_assert_eq!(back, v);
+        }
+
+        /// The canonical query is sorted byte-wise by name, whatever the input order.
+        #[test]
+        fn canonical_query_is_order_independent(
+            mut params in proptest::collection::vec(("[A-Za-z][A-Za-z0-9.]{0,12}", "\\PC{0,8}"), 0..12)
+        ) {
+            let a = canonical_query(&params);
+            params.reverse();
+            proptest::prop_assert_eq!(&a, &canonical_query(&params));
+            let names: Vec<&str> = a.split('&').filter(|s| !s.is_empty()).map(|kv| kv.split('=').next().unwrap()).collect();
+            let mut sorted = names.clone();
+            sorted.sort();
+            proptest::prop_assert_eq!(names, sorted);
+        }
+    }
+
     #[test]
     fn nonces_are_fresh_hex() {
         let a = nonce();

@@ -3,7 +3,9 @@
 
 pub mod args;
 mod check;
+mod cloud;
 mod freeze_guard;
+mod list;
 mod plan;
 mod status;
 mod thaw;
@@ -28,7 +30,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Run(_) => not_available("run"),
         Command::Plan(a) => plan::run(&cli, a),
         Command::Status(a) => status::run(&cli, a),
-        Command::List(_) => not_available("list"),
+        Command::List(a) => list::run(&cli, a),
         Command::Thaw(a) => thaw::run(&cli, a),
         Command::Plugin(_) => not_available("plugin"),
         Command::FreezeGuard => freeze_guard::run(),

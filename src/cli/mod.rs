@@ -7,6 +7,7 @@ mod cloud;
 mod freeze_guard;
 mod list;
 mod plan;
+mod run;
 mod status;
 mod thaw;
 
@@ -27,12 +28,12 @@ pub fn dispatch(cli: Cli) -> ExitCode {
     let code = match &cli.command {
         Command::Check(a) => check::run(&cli, a),
         Command::Daemon => not_available("daemon"),
-        Command::Run(_) => not_available("run"),
+        Command::Run(a) => run::run(&cli, a),
         Command::Plan(a) => plan::run(&cli, a),
         Command::Status(a) => status::run(&cli, a),
         Command::List(a) => list::run(&cli, a),
         Command::Thaw(a) => thaw::run(&cli, a),
-        Command::Plugin(_) => not_available("plugin"),
+        Command::Plugin(a) => run::plugin(&cli, a),
         Command::FreezeGuard => freeze_guard::run(),
     };
     ExitCode::from(code)

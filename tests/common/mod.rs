@@ -199,6 +199,22 @@ impl Lab {
         dev
     }
 
+    /// A new loop device over an existing image file (left as it is).
+    pub fn attach(&self, img: &Path) -> String {
+        let dev = sh("losetup", &["-f", "--show", img.to_str().unwrap()]);
+        self.inner.lock().unwrap().loops.push(dev.clone());
+        dev
+    }
+
+    /// Mounts `dev` with `-o opts` at `<lab>/mnt/<rel>`.
+    pub fn mount_opts(&self, dev: &str, rel: &str, opts: &str) -> PathBuf {
+        let mp = self.dir.join("mnt").join(rel);
+        std::fs::create_dir_all(&mp).unwrap();
+        sh("mount", &["-o", opts, dev, mp.to_str().unwrap()]);
+        self.inner.lock().unwrap().mounts.push(mp.clone());
+        mp
+    }
+
     /// GPT with partitions of these sizes (MiB; the last takes the rest), made
     /// visible with `partx -a` (this kernel has no partition-table parser).
     pub fn partition(&self, dev: &str, sizes_mb: &[u64]) -> Vec<String> {

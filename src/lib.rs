@@ -4,6 +4,7 @@
 //! `ARCHITECTURE.md` in the shared design notes for how they compose.
 
 pub mod cloud;
+pub mod daemon;
 pub mod host;
 pub mod job;
 pub mod logging;

@@ -16,15 +16,5 @@ pub fn block_on<F: Future>(f: F) -> anyhow::Result<F::Output> {
 
 /// The vendor exit code for a cloud failure.
 pub fn outcome(e: &CloudError) -> Outcome {
-    if e.is_no_role() {
-        return Outcome::NoRamRole;
-    }
-    match e.ecs_code() {
-        Some(c) if c.starts_with("Forbidden") || c.starts_with("NoPermission") => {
-            Outcome::NoDisksOrPermission
-        }
-        Some("QuotaExceed.Snapshot") => Outcome::QuotaExceeded,
-        Some("IncorrectDiskStatus.CreatingSnapshot") => Outcome::PreviousSnapshotInProgress,
-        _ => Outcome::ConditionsNotMet,
-    }
+    e.outcome()
 }

@@ -16,9 +16,6 @@ use std::process::ExitCode;
 use appsnap::logging::{self, LogConfig, LogFormat};
 use args::{Cli, Command, LogFormatArg};
 
-/// Exit code for a subcommand that has not been built yet (the vendor's "unknown").
-const NOT_AVAILABLE: u8 = 255;
-
 /// Dispatches the parsed command line; returns the process exit code.
 pub fn dispatch(cli: Cli) -> ExitCode {
     // The freeze guard logs nothing and opens nothing it does not need.
@@ -27,7 +24,10 @@ pub fn dispatch(cli: Cli) -> ExitCode {
     }
     let code = match &cli.command {
         Command::Check(a) => check::run(&cli, a),
-        Command::Daemon => not_available("daemon"),
+        Command::Daemon => appsnap::daemon::run(appsnap::daemon::PolicyFiles {
+            main: cli.config.clone(),
+            dropin_dir: cli.config_dir.clone(),
+        }),
         Command::Run(a) => run::run(&cli, a),
         Command::Plan(a) => plan::run(&cli, a),
         Command::Status(a) => status::run(&cli, a),
@@ -58,10 +58,4 @@ fn init_logging(cli: &Cli) {
         };
         let _ = logging::init(&fallback);
     }
-}
-
-/// Says plainly that a subcommand is not built yet, rather than pretending.
-fn not_available(name: &str) -> u8 {
-    eprintln!("appsnap: `{name}` is not available yet in this build");
-    NOT_AVAILABLE
 }

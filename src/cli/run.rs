@@ -41,7 +41,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> u8 {
     };
     let opts = RunOptions {
         dry_run: args.dry_run,
-        group_name: None,
+        ..RunOptions::default()
     };
     execute(&policy, &job, opts, !args.dry_run)
 }
@@ -72,6 +72,7 @@ pub fn plugin(cli: &Cli, args: &PluginArgs) -> u8 {
     let opts = RunOptions {
         dry_run: false,
         group_name: Some(params.name.clone()),
+        ..RunOptions::default()
     };
     execute(&policy, &job, opts, false)
 }

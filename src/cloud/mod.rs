@@ -85,6 +85,22 @@ impl CloudError {
         )
     }
 
+    /// The vendor exit code for this failure.
+    pub fn outcome(&self) -> crate::job::outcome::Outcome {
+        use crate::job::outcome::Outcome;
+        if self.is_no_role() {
+            return Outcome::NoRamRole;
+        }
+        match self.ecs_code() {
+            Some(c) if c.starts_with("Forbidden") || c.starts_with("NoPermission") => {
+                Outcome::NoDisksOrPermission
+            }
+            Some("QuotaExceed.Snapshot") => Outcome::QuotaExceeded,
+            Some("IncorrectDiskStatus.CreatingSnapshot") => Outcome::PreviousSnapshotInProgress,
+            _ => Outcome::ConditionsNotMet,
+        }
+    }
+
     /// The ECS error code, if ECS answered with one.
     pub fn ecs_code(&self) -> Option<&str> {
         match self {

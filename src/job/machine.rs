@@ -53,13 +53,67 @@ pub struct RunEnv {
     pub poll_interval: Duration,
 }
 
-/// How this run differs from a scheduled one.
+/// How this run differs from a one-off `appsnap run`.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Check and plan everything; freeze nothing, create nothing, run no script.
     pub dry_run: bool,
     /// Use exactly this group name (the vendor plugin's `Name`) instead of `<job>-<time>`.
     pub group_name: Option<String>,
+    /// The run's ID, when the caller (the scheduler) already chose one.
+    pub run_id: Option<String>,
+    /// Held from before FIFREEZE to after FITHAW: one freeze at a time on the instance.
+    pub freeze_gate: Option<crate::schedule::FreezeGate>,
+    /// The daemon's shutdown signal and its count of runs that must finish first.
+    pub shutdown: Option<Shutdown>,
+}
+
+/// Lets the daemon stop safely: a run that has not frozen yet gives up before
+/// the freeze; a run between its pre-script and the end of its post-script
+/// finishes that part before the daemon exits (so nothing stays locked or frozen).
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    requested: Arc<std::sync::atomic::AtomicBool>,
+    critical: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+impl Shutdown {
+    /// A fresh signal with no run in its critical section.
+    pub fn new() -> Shutdown {
+        Shutdown::default()
+    }
+
+    /// Asks runs to stop before freezing.
+    pub fn request(&self) {
+        self.requested
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether stopping was asked for.
+    pub fn is_requested(&self) -> bool {
+        self.requested.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until no run is between its pre-script and the end of its post-script.
+    pub async fn critical_sections_done(&self) {
+        let mut rx = self.critical.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
+    fn enter(&self) -> CriticalSection {
+        self.critical.send_modify(|n| *n += 1);
+        CriticalSection(self.critical.clone())
+    }
+}
+
+/// Marks a run as inside its critical section until dropped.
+#[derive(Debug)]
+struct CriticalSection(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Drop for CriticalSection {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 /// The steps, in order.
@@ -129,6 +183,10 @@ struct Run<'a> {
     frozen: Option<Frozen>,
     /// Holds every log line in memory from just before FIFREEZE to just after FITHAW.
     hold: Option<crate::logging::OutputHold>,
+    /// The instance-wide freeze permit, from before FIFREEZE to after FITHAW.
+    permit: Option<crate::schedule::FreezePermit>,
+    /// Present from the pre-script to the end of the post-script.
+    critical: Option<CriticalSection>,
     /// Errors seen while frozen, logged after the thaw.
     frozen_errors: Vec<(Outcome, String)>,
     group_id: Option<String>,
@@ -173,6 +231,8 @@ impl<'a> Run<'a> {
             guard: None,
             frozen: None,
             hold: None,
+            permit: None,
+            critical: None,
             frozen_errors: Vec::new(),
             group_id: None,
             create_timed_out: false,
@@ -451,6 +511,16 @@ impl<'a> Run<'a> {
     // ---- PreScript
 
     async fn pre_script(&mut self) -> Step {
+        if let Some(sd) = &self.opts.shutdown {
+            if sd.is_requested() {
+                self.fail(
+                    Outcome::Unknown,
+                    "the daemon is stopping: run abandoned before the pre-script".into(),
+                );
+                return Step::Done;
+            }
+            self.critical = Some(sd.enter());
+        }
         if !self.hooks {
             return Step::Freeze;
         }
@@ -496,8 +566,23 @@ impl<'a> Run<'a> {
 
     async fn freeze(&mut self) -> Step {
         let plan = self.plan.as_ref().expect("preflight made a plan");
+        if self
+            .opts
+            .shutdown
+            .as_ref()
+            .is_some_and(Shutdown::is_requested)
+        {
+            self.fail(
+                Outcome::Unknown,
+                "the daemon is stopping: run abandoned before the freeze".into(),
+            );
+            return Step::PostScript;
+        }
         if !self.job.fs_freeze || plan.entries.is_empty() {
             return Step::Snapshot;
+        }
+        if let Some(gate) = &self.opts.freeze_gate {
+            self.permit = Some(gate.acquire().await);
         }
         // Credentials must not expire inside the window (the pre-script may have taken long).
         if let Err(e) = self
@@ -590,6 +675,7 @@ impl<'a> Run<'a> {
         let joined = tokio::task::spawn_blocking(move || guard.thaw()).await;
         // Thawed (or the guard is gone and its deadline rules): logging is safe again.
         self.hold = None;
+        self.permit = None;
         self.after_window();
         match joined {
             Ok(Ok(report)) => {

@@ -4,6 +4,8 @@
 //! outer watchdog that thaws everything if a test wedges.
 #![allow(dead_code)]
 
+pub mod world;
+
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

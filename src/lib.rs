@@ -6,4 +6,7 @@
 pub mod cloud;
 pub mod host;
 pub mod job;
+pub mod logging;
 pub mod policy;
+pub mod schedule;
+pub mod state;

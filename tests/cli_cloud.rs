@@ -236,7 +236,8 @@ async fn check_preflights_every_job_against_the_cloud() {
         out.contains("job \"everything\": ok: 1 disk(s): d-bp1data"),
         "{out}"
     );
-    let failures: Vec<&str> = err.lines().collect();
+    // stderr also carries log lines; the failure report is the `job ...` lines.
+    let failures: Vec<&str> = err.lines().filter(|l| l.starts_with("job ")).collect();
     assert_eq!(failures.len(), 3, "{err}");
     assert!(
         failures[0].starts_with("job \"bad\": disk d-bp1old: category cloud_efficiency"),

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Version plus the git commit the binary was built from.
 pub const LONG_VERSION: &str = concat!(
@@ -40,9 +40,29 @@ pub struct Cli {
     )]
     pub config_dir: PathBuf,
 
+    /// How log lines on stderr look. The journal, when present, always gets
+    /// structured fields; under systemd nothing goes to stderr.
+    #[arg(
+        long = "log-format",
+        value_name = "FORMAT",
+        global = true,
+        value_enum,
+        default_value_t = LogFormatArg::Human
+    )]
+    pub log_format: LogFormatArg,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormatArg {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The subcommands.

@@ -7,29 +7,56 @@ mod cloud;
 mod freeze_guard;
 mod list;
 mod plan;
+mod status;
 mod thaw;
 
 use std::process::ExitCode;
 
-use args::{Cli, Command};
+use appsnap::logging::{self, LogConfig, LogFormat};
+use args::{Cli, Command, LogFormatArg};
 
 /// Exit code for a subcommand that has not been built yet (the vendor's "unknown").
 const NOT_AVAILABLE: u8 = 255;
 
 /// Dispatches the parsed command line; returns the process exit code.
 pub fn dispatch(cli: Cli) -> ExitCode {
+    // The freeze guard logs nothing and opens nothing it does not need.
+    if !matches!(cli.command, Command::FreezeGuard) {
+        init_logging(&cli);
+    }
     let code = match &cli.command {
         Command::Check(a) => check::run(&cli, a),
         Command::Daemon => not_available("daemon"),
         Command::Run(_) => not_available("run"),
         Command::Plan(a) => plan::run(&cli, a),
-        Command::Status(_) => not_available("status"),
+        Command::Status(a) => status::run(&cli, a),
         Command::List(a) => list::run(&cli, a),
         Command::Thaw(a) => thaw::run(&cli, a),
         Command::Plugin(_) => not_available("plugin"),
         Command::FreezeGuard => freeze_guard::run(),
     };
     ExitCode::from(code)
+}
+
+/// Sets up tracing per `--log-format` and `$APPSNAP_LOG` (journald when
+/// systemd connected stderr to the journal); a bad filter is reported and
+/// replaced by `info` rather than losing the logs.
+fn init_logging(cli: &Cli) {
+    let config = LogConfig {
+        format: match cli.log_format {
+            LogFormatArg::Human => LogFormat::Human,
+            LogFormatArg::Json => LogFormat::Json,
+        },
+        ..LogConfig::default()
+    };
+    if let Err(e) = logging::init(&config) {
+        eprintln!("appsnap: {e}; logging at level info");
+        let fallback = LogConfig {
+            filter: Some("info".to_string()),
+            ..config
+        };
+        let _ = logging::init(&fallback);
+    }
 }
 
 /// Says plainly that a subcommand is not built yet, rather than pretending.

@@ -1,0 +1,376 @@
+//! CreateSnapshotGroup: validation, disk selection, the reservation that
+//! makes a busy disk visible, then the accept-time probe and copy.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::Outcome;
+use crate::config::DiskConfig;
+use crate::diskcopy::{copy_disk, CopyMethod};
+use crate::error::ApiError;
+use crate::params::Params;
+use crate::state::{
+    new_group_id, new_snapshot_id, Group, Inner, ProbeResult, Sim, Snapshot, TokenUse,
+};
+use crate::validate;
+
+/// What happened when a group was accepted (logged and kept in the state).
+#[derive(Debug, Clone, Serialize)]
+pub struct AcceptInfo {
+    /// The group.
+    pub snapshot_group_id: String,
+    /// True when the answer replays an earlier request's ClientToken.
+    pub idempotent_replay: bool,
+    /// Per disk: image path and how it was made.
+    pub images: BTreeMap<String, (PathBuf, CopyMethod)>,
+    /// Per disk: freeze probe results at accept time.
+    pub frozen_at_accept: BTreeMap<String, Vec<ProbeResult>>,
+}
+
+fn not_found_disk(id: &str) -> ApiError {
+    ApiError::new(
+        404,
+        "InvalidDiskId.NotFound",
+        format!("The specified disk {id} does not exist."),
+    )
+}
+
+/// CreateSnapshotGroup, §3.1 rules. The copy happens before the answer.
+pub async fn create_snapshot_group(sim: Arc<Sim>, p: Params) -> Result<Outcome, ApiError> {
+    let disk_ids = p.list("DiskId", 128)?;
+    let excluded = p.list("ExcludeDiskId", 128)?;
+    let instance = p
+        .get("InstanceId")
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    if !disk_ids.is_empty() && !excluded.is_empty() {
+        return Err(ApiError::invalid(
+            "DiskId.N and ExcludeDiskId.N cannot be specified at the same time.",
+        ));
+    }
+    let name = p.get("Name").unwrap_or_default().to_string();
+    if !name.is_empty() {
+        validate::name(&name)?;
+    }
+    let description = p.get("Description").unwrap_or_default().to_string();
+    if !description.is_empty() {
+        validate::description(&description)?;
+    }
+    let tags = validate::tags(&p.tags()?)?;
+    let token = p
+        .get("ClientToken")
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    if let Some(t) = &token {
+        validate::client_token(t)?;
+    }
+    let mut fp: Vec<String> =
+        p.0.iter()
+            .filter(|(k, _)| k != "ClientToken")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+    fp.sort();
+    let fingerprint = fp.join("&");
+    let tta = sim.cfg.time_to_accomplish_secs;
+
+    // Decide and reserve under the lock; copy outside it.
+    let (group_id, dir, chosen) = {
+        let mut inner = sim.lock();
+        if let Some(t) = &token {
+            if let Some(u) = inner.client_tokens.get(t) {
+                if u.fingerprint != fingerprint {
+                    return Err(ApiError::new(
+                        403,
+                        "IdempotentParameterMismatch",
+                        "The request uses the same client token as a previous, but non-identical request.",
+                    ));
+                }
+                return match &u.group_id {
+                    None => Err(ApiError::new(
+                        403,
+                        "IdempotentProcessing",
+                        "The previous idempotent request(s) is still processing.",
+                    )),
+                    Some(id) => Ok(Outcome {
+                        body: json!({"SnapshotGroupId": id}),
+                        accept: Some(AcceptInfo {
+                            snapshot_group_id: id.clone(),
+                            idempotent_replay: true,
+                            images: BTreeMap::new(),
+                            frozen_at_accept: BTreeMap::new(),
+                        }),
+                    }),
+                };
+            }
+        }
+        let chosen = select_disks(&sim, &inner, instance.as_deref(), &disk_ids, &excluded)?;
+        for d in &chosen {
+            check_disk(&inner, d, tta, sim.cfg.snapshot_quota_per_disk)?;
+        }
+        let group_id = new_group_id();
+        let dir = sim.cfg.snapshot_dir.join(&group_id);
+        let instances: std::collections::BTreeSet<String> =
+            chosen.iter().map(|d| sim.disk_instance(d)).collect();
+        let now = inner.now();
+        let group = Group {
+            id: group_id.clone(),
+            name: name.clone(),
+            description: description.clone(),
+            instance_id: if instances.len() == 1 {
+                instances.into_iter().next().unwrap_or_default()
+            } else {
+                String::new()
+            },
+            resource_group_id: p.get("ResourceGroupId").unwrap_or_default().to_string(),
+            created: now,
+            tags,
+            snapshots: chosen
+                .iter()
+                .map(|d| Snapshot {
+                    id: new_snapshot_id(),
+                    disk_id: d.id.clone(),
+                    disk_type: d.disk_type.as_str().to_string(),
+                    disk_size: d.size_gib,
+                    image: dir.join(format!("{}.img", d.id)),
+                    tags: Vec::new(),
+                })
+                .collect(),
+            dir: dir.clone(),
+            copying: true,
+            failed: false,
+            fail_at_end: false,
+            frozen_at_accept: BTreeMap::new(),
+        };
+        inner.groups.push(group);
+        if let Some(t) = &token {
+            inner.client_tokens.insert(
+                t.clone(),
+                TokenUse {
+                    fingerprint: fingerprint.clone(),
+                    group_id: None,
+                },
+            );
+        }
+        (group_id, dir, chosen)
+    };
+
+    let accept_delay = sim.lock().faults.plan().accept_delay_ms;
+    if accept_delay > 0 {
+        tokio::time::sleep(Duration::from_millis(accept_delay)).await;
+    }
+    let probe_timeout = Duration::from_millis(sim.cfg.freeze_probe_timeout_ms);
+    let copy_dir = dir.clone();
+    let work = tokio::task::spawn_blocking(move || {
+        // Probe first: the question is "were they frozen when we accepted?"
+        // All probes start together and share one deadline.
+        let pending: Vec<(String, Vec<crate::probe::Pending>)> = chosen
+            .iter()
+            .filter(|d| !d.probe_mounts.is_empty())
+            .map(|d| {
+                (
+                    d.id.clone(),
+                    d.probe_mounts
+                        .iter()
+                        .map(|m| crate::probe::start(m))
+                        .collect(),
+                )
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + probe_timeout;
+        let mut frozen = BTreeMap::new();
+        for (id, ps) in pending {
+            let r: Vec<ProbeResult> = ps.into_iter().map(|p| p.finish(deadline)).collect();
+            frozen.insert(id, r);
+        }
+        std::fs::create_dir_all(&copy_dir).map_err(|e| format!("{}: {e}", copy_dir.display()))?;
+        let mut images = BTreeMap::new();
+        for d in &chosen {
+            let dst = copy_dir.join(format!("{}.img", d.id));
+            let m = copy_disk(&d.backing, &dst).map_err(|e| e.to_string())?;
+            images.insert(d.id.clone(), (dst, m));
+        }
+        Ok::<_, String>((images, frozen))
+    })
+    .await;
+
+    let mut inner = sim.lock();
+    let result = match work {
+        Ok(r) => r,
+        Err(e) => Err(format!("copy task failed: {e}")),
+    };
+    match result {
+        Ok((images, frozen)) => {
+            let now = inner.now();
+            let fail = inner.faults.take_group_failure();
+            if let Some(g) = inner.groups.iter_mut().find(|g| g.id == group_id) {
+                g.copying = false;
+                g.fail_at_end = fail;
+                g.created = now;
+                g.frozen_at_accept = frozen.clone();
+            }
+            if let Some(t) = &token {
+                if let Some(u) = inner.client_tokens.get_mut(t) {
+                    u.group_id = Some(group_id.clone());
+                }
+            }
+            Ok(Outcome {
+                body: json!({"SnapshotGroupId": group_id}),
+                accept: Some(AcceptInfo {
+                    snapshot_group_id: group_id,
+                    idempotent_replay: false,
+                    images,
+                    frozen_at_accept: frozen,
+                }),
+            })
+        }
+        Err(msg) => {
+            inner.groups.retain(|g| g.id != group_id);
+            if let Some(t) = &token {
+                inner.client_tokens.remove(t);
+            }
+            drop(inner);
+            let _ = std::fs::remove_dir_all(&dir);
+            tracing::error!("snapshot copy failed: {msg}");
+            Err(ApiError::new(
+                500,
+                "InternalError",
+                format!("The request processing has failed due to some unknown error: {msg}"),
+            ))
+        }
+    }
+}
+
+fn select_disks(
+    sim: &Sim,
+    inner: &Inner,
+    instance: Option<&str>,
+    disk_ids: &[String],
+    excluded: &[String],
+) -> Result<Vec<DiskConfig>, ApiError> {
+    if let Some(i) = instance {
+        if i != sim.cfg.instance_id {
+            return Err(ApiError::new(
+                404,
+                "InvalidInstanceId.NotFound",
+                format!("The specified InstanceId {i} does not exist."),
+            ));
+        }
+    } else if disk_ids.is_empty() {
+        return Err(ApiError::missing("InstanceId"));
+    }
+    let find = |id: &str| inner.disks.iter().find(|d| d.id == id).cloned();
+    let mut chosen: Vec<DiskConfig> = Vec::new();
+    if !disk_ids.is_empty() {
+        for id in disk_ids {
+            let d = find(id).ok_or_else(|| not_found_disk(id))?;
+            if chosen.iter().any(|c| c.id == d.id) {
+                return Err(ApiError::invalid(format!(
+                    "The disk {id} is specified more than once."
+                )));
+            }
+            if let Some(i) = instance {
+                if sim.disk_instance(&d) != i {
+                    return Err(ApiError::new(
+                        403,
+                        "InvalidDiskId.NotBelongToInstance",
+                        format!("The specified disk {id} is not attached to instance {i}."),
+                    ));
+                }
+            }
+            chosen.push(d);
+        }
+        let zones: std::collections::BTreeSet<String> = chosen
+            .iter()
+            .map(|d| d.zone_id.clone().unwrap_or_else(|| sim.cfg.zone_id.clone()))
+            .collect();
+        if zones.len() > 1 {
+            return Err(ApiError::invalid(
+                "The specified disks are not in the same zone.",
+            ));
+        }
+    } else {
+        let i = instance.unwrap_or_default();
+        for id in excluded {
+            let d = find(id).ok_or_else(|| not_found_disk(id))?;
+            if sim.disk_instance(&d) != i {
+                return Err(ApiError::new(
+                    403,
+                    "InvalidDiskId.NotBelongToInstance",
+                    format!("The excluded disk {id} is not attached to instance {i}."),
+                ));
+            }
+        }
+        chosen = inner
+            .disks
+            .iter()
+            .filter(|d| sim.disk_instance(d) == i && !excluded.contains(&d.id))
+            .cloned()
+            .collect();
+    }
+    if chosen.is_empty() {
+        return Err(ApiError::invalid(
+            "No disk is selected for the snapshot group.",
+        ));
+    }
+    if chosen.len() > sim.cfg.max_disks_per_group {
+        return Err(ApiError::invalid(format!(
+            "A snapshot group can contain at most {} disks.",
+            sim.cfg.max_disks_per_group
+        )));
+    }
+    Ok(chosen)
+}
+
+fn check_disk(inner: &Inner, d: &DiskConfig, tta: f64, quota: usize) -> Result<(), ApiError> {
+    if d.multi_attach {
+        return Err(ApiError::new(
+            403,
+            "InvalidOperation.MultiAttachDisk",
+            format!(
+                "The disk {} has multi-attach enabled, which is not supported.",
+                d.id
+            ),
+        ));
+    }
+    if !validate::SUPPORTED_CATEGORIES.contains(&d.category.as_str()) {
+        return Err(ApiError::new(
+            403,
+            "InvalidDiskCategory.NotSupported",
+            format!(
+                "The specified disk category {} is not supported.",
+                d.category
+            ),
+        ));
+    }
+    let status = d.status.as_deref().unwrap_or("In_use");
+    if status != "In_use" && status != "Available" {
+        return Err(ApiError::new(
+            403,
+            "IncorrectDiskStatus",
+            format!(
+                "The current status of the disk {} ({status}) does not support this action.",
+                d.id
+            ),
+        ));
+    }
+    if inner.disk_busy(&d.id, tta) {
+        return Err(ApiError::new(
+            403,
+            "IncorrectDiskStatus.CreatingSnapshot",
+            "A previous snapshot creation is in process.",
+        ));
+    }
+    if inner.snapshots_of(&d.id) >= quota {
+        return Err(ApiError::new(
+            403,
+            "QuotaExceed.Snapshot",
+            "The snapshot quota exceeds.",
+        ));
+    }
+    Ok(())
+}

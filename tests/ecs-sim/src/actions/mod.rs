@@ -1,0 +1,91 @@
+//! The ECS actions the emulator implements, dispatched by name after
+//! authentication. Each returns the success body (without `RequestId`) or
+//! the vendor's error.
+
+mod create_group;
+mod disks;
+mod groups;
+mod snapshots;
+mod tags;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::params::Params;
+use crate::state::Sim;
+
+pub use create_group::AcceptInfo;
+
+/// The only API version ECS's snapshot actions have.
+pub const API_VERSION: &str = "2014-05-26";
+
+/// What an action produced, plus accept-time details for the log.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// The answer body, without `RequestId`.
+    pub body: Value,
+    /// Set by CreateSnapshotGroup when it accepted a group.
+    pub accept: Option<AcceptInfo>,
+}
+
+/// Runs `action` with `params`.
+pub async fn dispatch(
+    sim: Arc<Sim>,
+    action: &str,
+    api_version: &str,
+    params: Params,
+) -> Result<Outcome, ApiError> {
+    let known = [
+        "DescribeDisks",
+        "CreateSnapshotGroup",
+        "DescribeSnapshotGroups",
+        "DescribeSnapshots",
+        "TagResources",
+        "DeleteSnapshotGroup",
+    ];
+    if !known.contains(&action) || api_version != API_VERSION {
+        return Err(ApiError::new(
+            404,
+            "InvalidAction.NotFound",
+            format!("Specified api {action} (version {api_version}) is not found, please check your url and method."),
+        ));
+    }
+    let region = params.required("RegionId")?;
+    if region != sim.cfg.region_id {
+        return Err(ApiError::new(
+            404,
+            "InvalidRegionId.NotFound",
+            format!("The specified RegionId {region} does not exist."),
+        ));
+    }
+    let body = match action {
+        "DescribeDisks" => disks::describe_disks(&sim, &params)?,
+        "CreateSnapshotGroup" => return create_group::create_snapshot_group(sim, params).await,
+        "DescribeSnapshotGroups" => groups::describe_snapshot_groups(&sim, &params)?,
+        "DeleteSnapshotGroup" => groups::delete_snapshot_group(&sim, &params)?,
+        "DescribeSnapshots" => snapshots::describe_snapshots(&sim, &params)?,
+        "TagResources" => tags::tag_resources(&sim, &params)?,
+        _ => unreachable!("checked above"),
+    };
+    Ok(Outcome { body, accept: None })
+}
+
+/// `{"Tag": [{"Key":..,"Value":..}]}` as ECS nests tag lists.
+pub fn tag_list(tags: &[(String, String)]) -> Value {
+    let list: Vec<Value> = tags
+        .iter()
+        .map(|(k, v)| serde_json::json!({"Key": k, "Value": v, "TagKey": k, "TagValue": v}))
+        .collect();
+    serde_json::json!({ "Tag": list })
+}
+
+/// True if every `(key, value)` filter matches `tags` (a filter without a
+/// value matches any value).
+pub fn tags_match(filters: &[(String, Option<String>)], tags: &[(String, String)]) -> bool {
+    filters.iter().all(|(k, v)| {
+        tags.iter()
+            .any(|(tk, tv)| tk == k && v.as_ref().is_none_or(|v| v == tv))
+    })
+}

@@ -1,0 +1,75 @@
+//! TagResources for snapshots and snapshot groups.
+
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::params::Params;
+use crate::state::Sim;
+use crate::validate;
+
+/// TagResources: ResourceType `snapshot` or `snapshotgroup`, ResourceId.N
+/// (1..=50), Tag.N (1..=20). Existing keys are overwritten.
+pub fn tag_resources(sim: &Sim, p: &Params) -> Result<Value, ApiError> {
+    let rtype = p.required("ResourceType")?.to_string();
+    if rtype != "snapshot" && rtype != "snapshotgroup" {
+        return Err(ApiError::invalid(format!(
+            "The specified ResourceType {rtype} is not supported by this emulator."
+        )));
+    }
+    let ids = p.list("ResourceId", 50)?;
+    if ids.is_empty() {
+        return Err(ApiError::missing("ResourceId.1"));
+    }
+    let raw = p.tags()?;
+    if raw.is_empty() {
+        return Err(ApiError::missing("Tag.1.Key"));
+    }
+    let tags = validate::tags(&raw)?;
+    let mut inner = sim.lock();
+    // Check every id first so a failure changes nothing.
+    for id in &ids {
+        let found = inner.groups.iter().any(|g| {
+            if rtype == "snapshotgroup" {
+                &g.id == id
+            } else {
+                g.snapshots.iter().any(|s| &s.id == id)
+            }
+        });
+        if !found {
+            return Err(ApiError::new(
+                404,
+                "InvalidResourceId.NotFound",
+                format!("The specified resource {id} does not exist."),
+            ));
+        }
+    }
+    for g in inner.groups.iter_mut() {
+        if rtype == "snapshotgroup" {
+            if ids.contains(&g.id) {
+                merge(&mut g.tags, &tags)?;
+            }
+        } else {
+            for s in g.snapshots.iter_mut().filter(|s| ids.contains(&s.id)) {
+                merge(&mut s.tags, &tags)?;
+            }
+        }
+    }
+    Ok(json!({}))
+}
+
+fn merge(into: &mut Vec<(String, String)>, tags: &[(String, String)]) -> Result<(), ApiError> {
+    for (k, v) in tags {
+        match into.iter_mut().find(|(ek, _)| ek == k) {
+            Some(e) => e.1 = v.clone(),
+            None => into.push((k.clone(), v.clone())),
+        }
+    }
+    if into.len() > 20 {
+        return Err(ApiError::new(
+            403,
+            "QuotaExceed.Tags",
+            "The maximum number of tags is exceeded (20).",
+        ));
+    }
+    Ok(())
+}

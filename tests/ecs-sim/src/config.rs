@@ -1,0 +1,293 @@
+//! The emulator's configuration file (`sim.toml`): one instance, its disks and
+//! their backing bytes, plus the knobs tests need (timings, quota, faults).
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::faults::FaultConfig;
+
+/// Why a configuration was refused; each variant names the offending value so
+/// a test author sees at once what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file that was asked for.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// TOML syntax or an unknown/mistyped key.
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        /// The file that was parsed.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        source: toml::de::Error,
+    },
+    /// The emulator serves credentials and disk images: it must never be
+    /// reachable from another host.
+    #[error("listen address {0} is not a loopback address; ecs-sim only listens on loopback (127.0.0.0/8 or ::1)")]
+    NotLoopback(String),
+    /// The listen address is not an IP address at all.
+    #[error("listen address {0:?} is not an IP address")]
+    BadListen(String),
+    /// A semantic rule of the file was broken.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// Whether the metadata service accepts token-less GETs (`HttpTokens`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpTokens {
+    /// Normal mode: a token is checked when sent, but not required.
+    #[default]
+    Optional,
+    /// Hardened-only mode: a GET without a token gets 403.
+    Required,
+}
+
+/// The whole `sim.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimConfig {
+    /// Address both servers bind; loopback only.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Metadata service port; 0 picks a free one.
+    #[serde(default)]
+    pub imds_port: u16,
+    /// ECS API port (also serves `/_sim/*`); 0 picks a free one.
+    #[serde(default)]
+    pub ecs_port: u16,
+    /// Region the instance lives in (`RegionId` must match).
+    pub region_id: String,
+    /// Zone of the instance and, by default, of its disks.
+    pub zone_id: String,
+    /// The emulated instance.
+    pub instance_id: String,
+    /// Owner account shown in the identity document.
+    #[serde(default = "default_owner")]
+    pub owner_account_id: String,
+    /// Instance type shown in the identity document.
+    #[serde(default = "default_instance_type")]
+    pub instance_type: String,
+    /// RAM role attached to the instance; `None` means no role.
+    #[serde(default)]
+    pub ram_role: Option<String>,
+    /// Lifetime of each STS credential handed out by IMDS, in seconds.
+    #[serde(default = "default_cred_lifetime")]
+    pub credential_lifetime_secs: u64,
+    /// IMDS token mode.
+    #[serde(default)]
+    pub http_tokens: HttpTokens,
+    /// Long-lived access keys the ECS side accepts besides the STS ones.
+    #[serde(default)]
+    pub access_keys: Vec<AccessKey>,
+    /// Where snapshot images go: `<snapshot_dir>/<ssg-id>/<disk-id>.img`.
+    pub snapshot_dir: PathBuf,
+    /// Seconds from acceptance until a group is `accomplished`.
+    #[serde(default = "default_accomplish")]
+    pub time_to_accomplish_secs: f64,
+    /// Manual snapshots allowed per disk before `QuotaExceed.Snapshot`.
+    #[serde(default = "default_quota")]
+    pub snapshot_quota_per_disk: usize,
+    /// Disks allowed in one group.
+    #[serde(default = "default_max_disks")]
+    pub max_disks_per_group: usize,
+    /// JSON-lines request log; none if absent.
+    #[serde(default)]
+    pub request_log: Option<PathBuf>,
+    /// How long the accept-time freeze probe waits before calling a file
+    /// system frozen, in milliseconds.
+    #[serde(default = "default_probe_ms")]
+    pub freeze_probe_timeout_ms: u64,
+    /// Faults active from start-up.
+    #[serde(default)]
+    pub faults: FaultConfig,
+    /// The disks.
+    #[serde(default, rename = "disk")]
+    pub disks: Vec<DiskConfig>,
+}
+
+/// A long-lived (non-STS) access key pair.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKey {
+    /// AccessKeyId.
+    pub id: String,
+    /// AccessKeySecret.
+    pub secret: String,
+}
+
+/// `system` or `data`, as DescribeDisks `Type` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskType {
+    /// The instance's system disk.
+    System,
+    /// A data disk.
+    Data,
+}
+
+impl DiskType {
+    /// The wire value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskType::System => "system",
+            DiskType::Data => "data",
+        }
+    }
+}
+
+/// One emulated cloud disk and the local file or block device holding its bytes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    /// `d-...`.
+    pub id: String,
+    /// Serial number; default: the id without `d-`.
+    #[serde(default)]
+    pub serial: Option<String>,
+    /// `cloud_essd`, `cloud_auto`, `cloud_efficiency`, ...
+    #[serde(default = "default_category")]
+    pub category: String,
+    /// System or data disk.
+    #[serde(rename = "type", default = "default_disk_type")]
+    pub disk_type: DiskType,
+    /// Multi-attach enabled (such disks cannot be in a group).
+    #[serde(default)]
+    pub multi_attach: bool,
+    /// Size in GiB as reported by DescribeDisks.
+    #[serde(default = "default_size")]
+    pub size_gib: u64,
+    /// Instance the disk is attached to; default: the emulated instance;
+    /// `""` means unattached.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// Disk status (`In_use`, `Available`, ...); default `In_use` when
+    /// attached, `Available` otherwise.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Zone; default: the instance's zone.
+    #[serde(default)]
+    pub zone_id: Option<String>,
+    /// Regular file or block device that holds the disk's bytes.
+    pub backing: PathBuf,
+    /// Mount points of file systems on this disk; at accept time the
+    /// emulator probes whether each is frozen and records it.
+    #[serde(default)]
+    pub probe_mounts: Vec<PathBuf>,
+}
+
+impl DiskConfig {
+    /// Serial as DescribeDisks and IMDS report it.
+    pub fn serial(&self) -> String {
+        self.serial
+            .clone()
+            .unwrap_or_else(|| self.id.trim_start_matches("d-").to_string())
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1".into()
+}
+fn default_owner() -> String {
+    "1234567890123456".into()
+}
+fn default_instance_type() -> String {
+    "ecs.g7.large".into()
+}
+fn default_cred_lifetime() -> u64 {
+    21600
+}
+fn default_accomplish() -> f64 {
+    2.0
+}
+fn default_quota() -> usize {
+    256
+}
+fn default_max_disks() -> usize {
+    16
+}
+fn default_probe_ms() -> u64 {
+    500
+}
+fn default_category() -> String {
+    "cloud_essd".into()
+}
+fn default_disk_type() -> DiskType {
+    DiskType::Data
+}
+fn default_size() -> u64 {
+    40
+}
+
+impl SimConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let cfg: SimConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parsed listen address, refused unless loopback.
+    pub fn listen_ip(&self) -> Result<IpAddr, ConfigError> {
+        let ip: IpAddr = self
+            .listen
+            .parse()
+            .map_err(|_| ConfigError::BadListen(self.listen.clone()))?;
+        if !ip.is_loopback() {
+            return Err(ConfigError::NotLoopback(self.listen.clone()));
+        }
+        Ok(ip)
+    }
+
+    /// Semantic checks the type system cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_ip()?;
+        if self.credential_lifetime_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "credential_lifetime_secs must be > 0".into(),
+            ));
+        }
+        if !self.time_to_accomplish_secs.is_finite() || self.time_to_accomplish_secs < 0.0 {
+            return Err(ConfigError::Invalid(
+                "time_to_accomplish_secs must be >= 0".into(),
+            ));
+        }
+        let mut ids = HashSet::new();
+        for d in &self.disks {
+            if !d.id.starts_with("d-") {
+                return Err(ConfigError::Invalid(format!(
+                    "disk id {:?} must start with d-",
+                    d.id
+                )));
+            }
+            if !ids.insert(d.id.clone()) {
+                return Err(ConfigError::Invalid(format!("duplicate disk id {}", d.id)));
+            }
+        }
+        for k in &self.access_keys {
+            if k.id.starts_with("STS.") {
+                return Err(ConfigError::Invalid(format!(
+                    "access key {} : the STS. prefix is reserved for credentials issued by the metadata service",
+                    k.id
+                )));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,288 @@
+//! Fault injection: per-action latency, hangs, forced error codes, per-key
+//! throttling and a failing metadata service. Set from the config at start-up
+//! and replaced at run time through `POST /_sim/faults`, so one test can break
+//! the cloud mid-run and see how the client copes.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+/// The fault plan, as written in `[faults]` or posted as JSON.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultConfig {
+    /// Per action name (`"*"` matches every action).
+    #[serde(default)]
+    pub actions: BTreeMap<String, ActionFault>,
+    /// Above this many requests in any one-second window from one
+    /// AccessKeyId, answer `Throttling.User`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle_rps_per_key: Option<u32>,
+    /// Make the metadata service fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imds: Option<ImdsFault>,
+    /// The next N accepted snapshot groups end `failed` instead of
+    /// `accomplished` (they progress normally until then). Counts down.
+    #[serde(default)]
+    pub fail_next_groups: u32,
+    /// Extra time CreateSnapshotGroup spends between reserving the group and
+    /// answering (a slow accept); tests use it to hit `IdempotentProcessing`.
+    #[serde(default)]
+    pub accept_delay_ms: u64,
+}
+
+/// What to do to one action.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionFault {
+    /// Added to every request of this action before it is processed.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// Hold the request this long before processing (a client with a
+    /// shorter timeout sees a hang), `hang_times` times.
+    #[serde(default)]
+    pub hang_secs: u64,
+    /// How many requests hang; default 1. Counts down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hang_times: Option<u32>,
+    /// Answer this error instead of processing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorFault>,
+    /// Process the request, then hold the answer this long (`answer_delay_times`
+    /// times, default 1): the "accepted but the answer was lost" case that
+    /// ClientToken retries exist for.
+    #[serde(default)]
+    pub answer_delay_secs: u64,
+    /// How many answers are delayed; default 1. Counts down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_delay_times: Option<u32>,
+}
+
+/// A forced error answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorFault {
+    /// The `Code` to answer.
+    pub code: String,
+    /// HTTP status; default 500.
+    #[serde(default = "default_status")]
+    pub status: u16,
+    /// `Message`; default a generic one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// How many requests get it; absent = every request until cleared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub times: Option<u32>,
+}
+
+/// A failing metadata service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImdsFault {
+    /// HTTP status to answer every metadata request with; default 500.
+    #[serde(default = "default_status")]
+    pub status: u16,
+    /// How many requests fail; absent = all until cleared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub times: Option<u32>,
+}
+
+fn default_status() -> u16 {
+    500
+}
+
+/// What the fault plan decided for one ECS request.
+#[derive(Debug, Default)]
+pub struct Decision {
+    /// Sleep this long before going on.
+    pub delay: Duration,
+    /// Answer this instead of processing (after the delay).
+    pub error: Option<ApiError>,
+    /// Sleep this long after processing, before answering.
+    pub answer_delay: Duration,
+}
+
+/// Live fault state: the plan plus the counters it consumes.
+#[derive(Debug, Default)]
+pub struct Faults {
+    plan: FaultConfig,
+    windows: HashMap<String, VecDeque<Instant>>,
+}
+
+impl Faults {
+    /// Starts from a plan.
+    pub fn new(plan: FaultConfig) -> Self {
+        Faults {
+            plan,
+            windows: HashMap::new(),
+        }
+    }
+
+    /// The plan as it stands now (counters included).
+    pub fn plan(&self) -> &FaultConfig {
+        &self.plan
+    }
+
+    /// Replaces the plan; throttle windows restart.
+    pub fn replace(&mut self, plan: FaultConfig) {
+        self.plan = plan;
+        self.windows.clear();
+    }
+
+    /// Decides delay/error for an authenticated request of `action` by `ak`.
+    pub fn on_ecs(&mut self, action: &str, ak: &str) -> Decision {
+        let mut d = Decision::default();
+        if let Some(limit) = self.plan.throttle_rps_per_key {
+            let now = Instant::now();
+            let w = self.windows.entry(ak.to_string()).or_default();
+            while w
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+            {
+                w.pop_front();
+            }
+            if w.len() as u64 >= u64::from(limit) {
+                d.error = Some(ApiError::new(
+                    400,
+                    "Throttling.User",
+                    "Request was denied due to user flow control.",
+                ));
+                return d;
+            }
+            w.push_back(now);
+        }
+        for key in [action, "*"] {
+            let Some(f) = self.plan.actions.get_mut(key) else {
+                continue;
+            };
+            d.delay += Duration::from_millis(f.latency_ms);
+            if f.hang_secs > 0 {
+                let left = f.hang_times.unwrap_or(1);
+                if left > 0 {
+                    d.delay += Duration::from_secs(f.hang_secs);
+                    f.hang_times = Some(left - 1);
+                }
+            }
+            if f.answer_delay_secs > 0 {
+                let left = f.answer_delay_times.unwrap_or(1);
+                if left > 0 {
+                    d.answer_delay += Duration::from_secs(f.answer_delay_secs);
+                    f.answer_delay_times = Some(left - 1);
+                }
+            }
+            if d.error.is_none() {
+                if let Some(e) = &mut f.error {
+                    let fire = match e.times {
+                        None => true,
+                        Some(0) => false,
+                        Some(n) => {
+                            e.times = Some(n - 1);
+                            true
+                        }
+                    };
+                    if fire {
+                        d.error = Some(ApiError::new(
+                            e.status,
+                            &e.code,
+                            e.message
+                                .clone()
+                                .unwrap_or_else(|| format!("Injected fault {}.", e.code)),
+                        ));
+                    }
+                }
+            }
+        }
+        d
+    }
+
+    /// True if the group being accepted now must end `failed`.
+    pub fn take_group_failure(&mut self) -> bool {
+        if self.plan.fail_next_groups > 0 {
+            self.plan.fail_next_groups -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Status to fail a metadata request with, if the plan says so.
+    pub fn on_imds(&mut self) -> Option<u16> {
+        let f = self.plan.imds.as_mut()?;
+        match f.times {
+            None => Some(f.status),
+            Some(0) => None,
+            Some(n) => {
+                f.times = Some(n - 1);
+                Some(f.status)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_count_down_and_wildcard_applies() {
+        let mut plan = FaultConfig::default();
+        plan.actions.insert(
+            "A".into(),
+            ActionFault {
+                latency_ms: 5,
+                hang_secs: 1,
+                hang_times: Some(1),
+                error: Some(ErrorFault {
+                    code: "X".into(),
+                    status: 503,
+                    message: None,
+                    times: Some(1),
+                }),
+                ..Default::default()
+            },
+        );
+        plan.actions.insert(
+            "*".into(),
+            ActionFault {
+                latency_ms: 7,
+                ..Default::default()
+            },
+        );
+        let mut f = Faults::new(plan);
+        let d = f.on_ecs("A", "k");
+        assert_eq!(d.delay, Duration::from_millis(1012));
+        assert_eq!(d.error.unwrap().code, "X");
+        let d = f.on_ecs("A", "k");
+        assert_eq!(d.delay, Duration::from_millis(12));
+        assert!(d.error.is_none());
+        assert_eq!(f.on_ecs("B", "k").delay, Duration::from_millis(7));
+    }
+
+    #[test]
+    fn imds_fault_times() {
+        let mut f = Faults::new(FaultConfig {
+            imds: Some(ImdsFault {
+                status: 500,
+                times: Some(1),
+            }),
+            ..Default::default()
+        });
+        assert_eq!(f.on_imds(), Some(500));
+        assert_eq!(f.on_imds(), None);
+    }
+
+    #[test]
+    fn throttle_counts_per_key() {
+        let mut f = Faults::new(FaultConfig {
+            throttle_rps_per_key: Some(2),
+            ..Default::default()
+        });
+        assert!(f.on_ecs("A", "k1").error.is_none());
+        assert!(f.on_ecs("A", "k1").error.is_none());
+        assert_eq!(f.on_ecs("A", "k1").error.unwrap().code, "Throttling.User");
+        assert!(f.on_ecs("A", "k2").error.is_none());
+    }
+}

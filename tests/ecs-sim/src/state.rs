@@ -1,0 +1,258 @@
+//! The emulator's in-memory world: disks, snapshot groups, issued
+//! credentials, IMDS tokens, seen nonces, idempotency tokens and faults.
+//! One mutex guards it; no lock is held across an await or a disk copy.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+use crate::config::{DiskConfig, SimConfig};
+use crate::faults::Faults;
+use crate::reqlog::RequestLog;
+use crate::util::{new_id, rand_hex};
+
+/// Shared by every request handler.
+#[derive(Debug)]
+pub struct Sim {
+    /// The configuration the emulator started with.
+    pub cfg: SimConfig,
+    /// The request log.
+    pub log: RequestLog,
+    inner: Mutex<Inner>,
+}
+
+/// STS credentials handed out by the metadata service.
+#[derive(Debug, Clone)]
+pub struct IssuedCred {
+    /// `STS.` + random.
+    pub access_key_id: String,
+    /// The secret.
+    pub secret: String,
+    /// The security token that must accompany the key.
+    pub token: String,
+    /// Issue time (`LastUpdated`).
+    pub issued: DateTime<Utc>,
+    /// `Expiration`.
+    pub expires: DateTime<Utc>,
+}
+
+/// Result of probing one mount at accept time.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeResult {
+    /// The mount point probed.
+    pub mount: PathBuf,
+    /// `Some(true)` frozen, `Some(false)` writable, `None` could not tell.
+    pub frozen: Option<bool>,
+    /// Why it could not tell, if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One snapshot inside a group.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// `s-...`.
+    pub id: String,
+    /// Source disk.
+    pub disk_id: String,
+    /// `system`/`data`.
+    pub disk_type: String,
+    /// GiB.
+    pub disk_size: u64,
+    /// The accept-time copy of the disk.
+    pub image: PathBuf,
+    /// Tags set through TagResources.
+    pub tags: Vec<(String, String)>,
+}
+
+/// One snapshot group.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// `ssg-...`.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Set when all snapshots come from one instance.
+    pub instance_id: String,
+    /// ResourceGroupId as sent.
+    pub resource_group_id: String,
+    /// Accept time (emulator clock).
+    pub created: DateTime<Utc>,
+    /// Tags.
+    pub tags: Vec<(String, String)>,
+    /// Snapshots, one per disk.
+    pub snapshots: Vec<Snapshot>,
+    /// `<snapshot_dir>/<ssg-id>`.
+    pub dir: PathBuf,
+    /// True while the accept-time copy runs (before the answer).
+    pub copying: bool,
+    /// Set when the group failed.
+    pub failed: bool,
+    /// Set when the group must fail once its progress completes (fault).
+    pub fail_at_end: bool,
+    /// Per-disk freeze probe results at accept time.
+    pub frozen_at_accept: BTreeMap<String, Vec<ProbeResult>>,
+}
+
+/// A ClientToken's first use.
+#[derive(Debug, Clone)]
+pub struct TokenUse {
+    /// The request's operation parameters, to detect a mismatched reuse.
+    pub fingerprint: String,
+    /// The group, once accepted.
+    pub group_id: Option<String>,
+}
+
+/// The mutable world.
+#[derive(Debug)]
+pub struct Inner {
+    /// Seconds added to the wall clock (tests move time with `/_sim/clock`).
+    pub clock_offset: Duration,
+    /// IMDS token -> expiry.
+    pub imds_tokens: HashMap<String, DateTime<Utc>>,
+    /// All STS credentials ever issued, newest last.
+    pub creds: Vec<IssuedCred>,
+    /// (AccessKeyId, nonce) -> when seen.
+    pub nonces: HashMap<(String, String), DateTime<Utc>>,
+    /// Groups by creation order.
+    pub groups: Vec<Group>,
+    /// ClientToken -> first use.
+    pub client_tokens: HashMap<String, TokenUse>,
+    /// The fault plan.
+    pub faults: Faults,
+    /// Disks, from the config (tests may not change them).
+    pub disks: Vec<DiskConfig>,
+    /// Requests seen per action (ECS) or path (IMDS), for `/_sim/state`.
+    pub counters: BTreeMap<String, u64>,
+}
+
+impl Sim {
+    /// Builds the world from the configuration.
+    pub fn new(cfg: SimConfig, log: RequestLog) -> Self {
+        let inner = Inner {
+            clock_offset: Duration::zero(),
+            imds_tokens: HashMap::new(),
+            creds: Vec::new(),
+            nonces: HashMap::new(),
+            groups: Vec::new(),
+            client_tokens: HashMap::new(),
+            faults: Faults::new(cfg.faults.clone()),
+            disks: cfg.disks.clone(),
+            counters: BTreeMap::new(),
+        };
+        Sim {
+            cfg,
+            log,
+            inner: Mutex::new(inner),
+        }
+    }
+
+    /// Locks the world; a panicked holder does not poison the emulator.
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The emulator's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.lock().clock_offset
+    }
+
+    /// Instance id of a disk as configured (`""` = unattached).
+    pub fn disk_instance(&self, d: &DiskConfig) -> String {
+        d.instance_id
+            .clone()
+            .unwrap_or_else(|| self.cfg.instance_id.clone())
+    }
+}
+
+impl Inner {
+    /// Current time under the lock.
+    pub fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.clock_offset
+    }
+
+    /// The credentials IMDS hands out now, issuing fresh ones when none exist
+    /// or the current ones are in the last third of their life (so a client
+    /// refreshing ahead of expiry gets new keys while the old stay valid).
+    pub fn current_creds(&mut self, lifetime_secs: u64) -> IssuedCred {
+        let now = self.now();
+        let life = Duration::seconds(lifetime_secs as i64);
+        let fresh_enough = self
+            .creds
+            .last()
+            .is_some_and(|c| c.expires - now > life / 3);
+        if !fresh_enough {
+            self.creds.push(IssuedCred {
+                access_key_id: format!("STS.N{}", rand_hex(10)),
+                secret: rand_hex(16),
+                token: format!("CAIS{}", rand_hex(48)),
+                issued: now,
+                expires: now + life,
+            });
+        }
+        self.creds.last().expect("just ensured").clone()
+    }
+
+    /// Group progress in percent at `now`, given the configured duration.
+    pub fn progress(&self, g: &Group, tta_secs: f64) -> u32 {
+        if g.copying {
+            return 0;
+        }
+        if tta_secs <= 0.0 {
+            return 100;
+        }
+        let elapsed = (self.now() - g.created).num_milliseconds() as f64 / 1000.0;
+        ((elapsed / tta_secs) * 100.0).clamp(0.0, 100.0) as u32
+    }
+
+    /// `progressing`, `accomplished` or `failed`.
+    pub fn group_status(&self, g: &Group, tta_secs: f64) -> &'static str {
+        let done = self.progress(g, tta_secs) >= 100;
+        if g.failed || (done && g.fail_at_end) {
+            "failed"
+        } else if done {
+            "accomplished"
+        } else {
+            "progressing"
+        }
+    }
+
+    /// True if a progressing group holds a snapshot of `disk_id`.
+    pub fn disk_busy(&self, disk_id: &str, tta_secs: f64) -> bool {
+        self.groups.iter().any(|g| {
+            self.group_status(g, tta_secs) == "progressing"
+                && g.snapshots.iter().any(|s| s.disk_id == disk_id)
+        })
+    }
+
+    /// Snapshots of `disk_id` that exist (for the quota).
+    pub fn snapshots_of(&self, disk_id: &str) -> usize {
+        self.groups
+            .iter()
+            .flat_map(|g| g.snapshots.iter())
+            .filter(|s| s.disk_id == disk_id)
+            .count()
+    }
+
+    /// Forgets nonces older than the timestamp window plus a margin; a replay
+    /// past that is refused as an expired timestamp anyway.
+    pub fn prune_nonces(&mut self) {
+        let cutoff = self.now() - Duration::minutes(31);
+        self.nonces.retain(|_, t| *t > cutoff);
+    }
+}
+
+/// A fresh group id.
+pub fn new_group_id() -> String {
+    new_id("ssg-")
+}
+
+/// A fresh snapshot id.
+pub fn new_snapshot_id() -> String {
+    new_id("s-")
+}

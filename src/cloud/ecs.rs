@@ -514,6 +514,8 @@ impl EcsClient {
             }
             _ => return Err(bad("must be an https:// URL")),
         }
+        // A loopback endpoint (emulator, tests) is never reached through a proxy.
+        let loopback = is_loopback_host(&host);
         let host_header = match url.port() {
             Some(p) => format!("{host}:{p}"),
             None => host,
@@ -521,11 +523,15 @@ impl EcsClient {
         url.set_path("/");
         url.set_query(None);
         super::tls::install_provider();
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_keepalive(Duration::from_secs(30))
-            .user_agent(concat!("appsnap/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("appsnap/", env!("CARGO_PKG_VERSION")));
+        if loopback {
+            builder = builder.no_proxy();
+        }
+        let http = builder
             .build()
             .map_err(|e| bad(&e.without_url().to_string()))?;
         Ok(EcsClient {

@@ -113,9 +113,35 @@ impl ProcessGroup {
     }
 }
 
+/// Whether a live (not zombie) process is in the group. A lock holder whose
+/// script exited is re-parented to init, and how soon init reaps it after it
+/// dies is not ours to control, so zombies do not count.
 fn group_alive(pgid: Pid) -> bool {
-    !matches!(killpg(pgid, None), Err(Errno::ESRCH))
+    if matches!(killpg(pgid, None), Err(Errno::ESRCH)) {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .any(|stat| live_member(&stat, pgid.as_raw()))
 }
+
+/// Parses `/proc/<pid>/stat`: true when the process is in `pgid` and not a zombie.
+fn live_member(stat: &str, pgid: i32) -> bool {
+    // "pid (comm) state ppid pgrp ..." — comm may contain spaces and parentheses.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return false;
+    };
+    let mut fields = rest.split_whitespace();
+    let state = fields.next();
+    let pgrp = fields.nth(1).and_then(|f| f.parse::<i32>().ok());
+    pgrp == Some(pgid) && !matches!(state, Some("Z") | Some("X"))
+}
+
 
 /// SIGTERM, wait for the group to empty, then SIGKILL what is left.
 async fn terminate_group(pgid: Pid, grace: Duration) -> bool {
@@ -281,4 +307,17 @@ fn join_paths(paths: &[PathBuf]) -> String {
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::live_member;
+
+    #[test]
+    fn stat_lines_are_read_past_odd_command_names() {
+        assert!(live_member("42 (sleep) S 1 4242 4242 0 -1", 4242));
+        assert!(!live_member("42 (sleep) Z 1 4242 4242 0 -1", 4242));
+        assert!(!live_member("42 (sleep) S 1 4243 4243 0 -1", 4242));
+        assert!(live_member("42 (a) b (c) R 1 7 7 0", 7));
+    }
 }

@@ -125,7 +125,12 @@ fn group_alive(pgid: Pid) -> bool {
     };
     entries
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
         .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
         .any(|stat| live_member(&stat, pgid.as_raw()))
 }
@@ -141,7 +146,6 @@ fn live_member(stat: &str, pgid: i32) -> bool {
     let pgrp = fields.nth(1).and_then(|f| f.parse::<i32>().ok());
     pgrp == Some(pgid) && !matches!(state, Some("Z") | Some("X"))
 }
-
 
 /// SIGTERM, wait for the group to empty, then SIGKILL what is left.
 async fn terminate_group(pgid: Pid, grace: Duration) -> bool {

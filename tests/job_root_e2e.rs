@@ -486,3 +486,48 @@ fn plugin_rejects_bad_parameters_with_code_2_naming_the_culprit() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown parameter -Bogus"));
     assert!(String::from_utf8_lossy(&out.stdout).contains("[snapshotgroup=\"\"][message="));
 }
+
+#[test]
+fn credentials_expiring_mid_run_are_refreshed_before_the_freeze() {
+    root_or_skip!();
+    // STS credentials live 90 s and the emulator's IMDS hands out new ones in
+    // their last third. The pre-script outlasts the first set's usefulness:
+    // the freeze needs credentials valid for 5 s + 60 s, so appsnap must fetch
+    // fresh ones before freezing, and CreateSnapshotGroup must be signed with them.
+    let w = World::new(
+        "e2e-creds",
+        Setup {
+            freeze_timeout: 5,
+            sim_extra: String::new(),
+            credential_lifetime_secs: Some(90),
+            ..Setup::default()
+        },
+    );
+    let pre = w.script("pre.sh", "sleep 62; echo quiesced");
+    let post = w.script("post.sh", "echo resumed");
+    let policy = std::fs::read_to_string(&w.policy).unwrap()
+        + &format!(
+            "prescript = \"{}\"\npostscript = \"{}\"\n",
+            pre.display(),
+            post.display()
+        );
+    std::fs::write(&w.policy, policy).unwrap();
+    let out = w.appsnap(&["run", "db"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    let log = std::fs::read_to_string(w.lab.dir.join("requests.jsonl")).unwrap();
+    let key_of = |action: &str| -> String {
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["action"] == action)
+            .map(|v| v["access_key_id"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_default()
+    };
+    let (first, create) = (key_of("DescribeDisks"), key_of("CreateSnapshotGroup"));
+    assert!(first.starts_with("STS."), "{first}");
+    assert!(create.starts_with("STS."), "{create}");
+    assert_ne!(
+        first, create,
+        "CreateSnapshotGroup was signed with refreshed credentials"
+    );
+}

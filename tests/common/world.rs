@@ -36,6 +36,8 @@ pub struct Setup {
     pub accomplish_secs: f64,
     /// The job's freeze_timeout_secs.
     pub freeze_timeout: u64,
+    /// STS credential lifetime in the emulator (default: its own, 6 h).
+    pub credential_lifetime_secs: Option<u64>,
 }
 
 impl Default for Setup {
@@ -45,6 +47,7 @@ impl Default for Setup {
             sim_extra: String::new(),
             accomplish_secs: 0.5,
             freeze_timeout: 30,
+            credential_lifetime_secs: None,
         }
     }
 }
@@ -69,6 +72,7 @@ zone_id = "cn-hangzhou-i"
 instance_id = "{INSTANCE}"
 ram_role = "AppSnapshotRoleName"
 http_tokens = "required"
+credential_lifetime_secs = {lifetime}
 snapshot_dir = "{snap}"
 time_to_accomplish_secs = {accomplish}
 request_log = "{log}"
@@ -91,6 +95,7 @@ probe_mounts = ["{xfs}"]
 "#,
             snap = snap.display(),
             accomplish = setup.accomplish_secs,
+            lifetime = setup.credential_lifetime_secs.unwrap_or(21_600),
             log = lab.dir.join("requests.jsonl").display(),
             ext = ext.display(),
             xfs = xfs.display(),

@@ -12,25 +12,19 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn, Instrument};
 
 use crate::cloud::ecs::EcsClient;
 use crate::cloud::{Cloud, CloudError};
-use crate::host::{record, HostPaths};
+use crate::host::record;
 use crate::job::machine::{self, RunEnv, RunOptions, Shutdown};
 use crate::job::outcome::Outcome;
 use crate::logging;
 use crate::policy::{self, CloudSettings, Policy};
 use crate::schedule::{BoxFuture, RunRequest, Scheduler, SchedulerHandle, SystemClock};
 use crate::state::{Consistency, DaemonLock, JobResult, PhaseTime, StateStore, STATE_SCHEMA};
-
-/// How long a scheduled run waits for its group to be accomplished.
-pub const AWAIT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-/// How often it asks meanwhile.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Where the policy comes from (re-read on SIGHUP).
 #[derive(Debug, Clone)]
@@ -107,16 +101,7 @@ impl Daemon {
                 if let Err(e) = std::fs::create_dir_all(&policy.host.run_dir) {
                     warn!("cannot create {}: {e}", policy.host.run_dir.display());
                 }
-                let env = RunEnv {
-                    ecs: c.ecs.clone(),
-                    instance_id: c.instance_id.clone(),
-                    host_paths: HostPaths::system(&policy.host.by_id_dir),
-                    run_dir: policy.host.run_dir.clone(),
-                    guard_exe: None,
-                    max_disks_per_group: policy.cloud.max_disks_per_group,
-                    await_timeout: AWAIT_TIMEOUT,
-                    poll_interval: POLL_INTERVAL,
-                };
+                let env = RunEnv::from_policy(policy, c.ecs.clone(), c.instance_id.clone());
                 let opts = RunOptions {
                     run_id: Some(req.run_id.clone()),
                     freeze_gate: Some(req.freeze_gate.clone()),

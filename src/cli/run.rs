@@ -2,10 +2,8 @@
 //! now, ending with the vendor's result line and exit code.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use appsnap::cloud::Cloud;
-use appsnap::host::HostPaths;
 use appsnap::job::machine::{self, RunEnv, RunOptions};
 use appsnap::job::outcome::Outcome;
 use appsnap::job::plugin_params;
@@ -15,11 +13,6 @@ use appsnap::state::StateStore;
 
 use super::args::{Cli, PluginArgs, RunArgs};
 use super::cloud::{block_on, outcome};
-
-/// How long a run waits for its group to be accomplished.
-const AWAIT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-/// How often it asks meanwhile.
-const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// `run JOB`.
 pub fn run(cli: &Cli, args: &RunArgs) -> u8 {
@@ -113,16 +106,7 @@ async fn run_job(policy: &Policy, job: &Job, opts: RunOptions) -> Result<RunRepo
         );
         return Err(Outcome::ConditionsNotMet);
     }
-    let env = RunEnv {
-        ecs: Arc::new(cloud.ecs),
-        instance_id: cloud.instance_id,
-        host_paths: HostPaths::system(&policy.host.by_id_dir),
-        run_dir: policy.host.run_dir.clone(),
-        guard_exe: None,
-        max_disks_per_group: policy.cloud.max_disks_per_group,
-        await_timeout: AWAIT_TIMEOUT,
-        poll_interval: POLL_INTERVAL,
-    };
+    let env = RunEnv::from_policy(policy, Arc::new(cloud.ecs), cloud.instance_id);
     Ok(machine::run(&env, job, opts).await)
 }
 

@@ -53,6 +53,32 @@ pub struct RunEnv {
     pub poll_interval: Duration,
 }
 
+/// How long a run waits for its group to be accomplished, by default.
+pub const DEFAULT_AWAIT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// How often it asks meanwhile, by default.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+impl RunEnv {
+    /// The environment the policy describes, with the default waits; the
+    /// guard is this very binary.
+    pub fn from_policy(
+        policy: &crate::policy::Policy,
+        ecs: Arc<EcsClient>,
+        instance_id: String,
+    ) -> RunEnv {
+        RunEnv {
+            ecs,
+            instance_id,
+            host_paths: HostPaths::system(&policy.host.by_id_dir),
+            run_dir: policy.host.run_dir.clone(),
+            guard_exe: None,
+            max_disks_per_group: policy.cloud.max_disks_per_group,
+            await_timeout: DEFAULT_AWAIT_TIMEOUT,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+        }
+    }
+}
+
 /// How this run differs from a one-off `appsnap run`.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {

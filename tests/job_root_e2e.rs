@@ -47,13 +47,10 @@ fn consistency_proof_app_consistent_run_with_a_live_writer() {
         );
     std::fs::write(&w.policy, policy).unwrap();
 
-    let mut writers = [start_writer(&w.ext), start_writer(&w.xfs)];
+    let writers = [start_writer(&w.ext), start_writer(&w.xfs)];
     std::thread::sleep(Duration::from_millis(500));
     let out = w.appsnap(&["run", "db"]);
-    for wr in writers.iter_mut() {
-        let _ = wr.kill();
-        let _ = wr.wait();
-    }
+    drop(writers);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -127,13 +124,10 @@ fn without_freeze_the_group_is_crash_consistent_and_we_report_what_checkers_say(
             ..Setup::default()
         },
     );
-    let mut writers = [start_writer(&w.ext), start_writer(&w.xfs)];
+    let writers = [start_writer(&w.ext), start_writer(&w.xfs)];
     std::thread::sleep(Duration::from_millis(500));
     let out = w.appsnap(&["run", "db"]);
-    for wr in writers.iter_mut() {
-        let _ = wr.kill();
-        let _ = wr.wait();
-    }
+    drop(writers);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let g = &w.groups()[0];
     for tags in snapshot_tags(g) {

@@ -278,24 +278,22 @@ pub fn has_tag(tags: &[(String, String)], k: &str, v: &str) -> bool {
     tags.iter().any(|(a, b)| a == k && b == v)
 }
 
-/// A writer that appends a numbered line and fsyncs it, forever.
-pub fn start_writer(dir: &Path) -> std::process::Child {
+/// A writer that appends a numbered line and fsyncs it until killed (dropped),
+/// for at most 200 s, and stops at the first failed write.
+pub fn start_writer(dir: &Path) -> KillOnDrop {
     let f = dir.join("journal.log");
-    Command::new("timeout")
+    let child = Command::new("bash")
         .args([
-            "-s",
-            "KILL",
-            "200",
-            "sh",
             "-c",
-            "i=0; while :; do i=$((i+1)); echo \"record $i\" >> \"$1\"; sync \"$1\"; done",
-            "sh",
+            "i=0; while [ $SECONDS -lt 200 ]; do i=$((i+1)); echo \"record $i\" >> \"$1\" && sync \"$1\" || exit 1; done",
+            "bash",
         ])
         .arg(f)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap();
+    KillOnDrop(child)
 }
 
 /// Mounts a copy of an image (log replayed for xfs), counts lines of

@@ -576,7 +576,9 @@ pub async fn prune(
                     .collect::<Vec<_>>()
                     .join(", ");
                 warn!(APPSNAP_JOB = name, APPSNAP_SNAPSHOT_GROUP = %v.id, "retention: snapshot group {} partly deleted ({reason}); kept {what}", v.id);
-                report.failed.push(fail(format!("partly deleted; kept {what}")));
+                report
+                    .failed
+                    .push(fail(format!("partly deleted; kept {what}")));
             }
             Err(e) => {
                 warn!(APPSNAP_JOB = name, APPSNAP_SNAPSHOT_GROUP = %v.id, "retention: deleting snapshot group {} failed ({reason}): {e}", v.id);

@@ -27,15 +27,30 @@ fn g(id: &str, age: Duration, status: &str, c: Option<Consistency>) -> GroupFact
 }
 
 fn ok(id: &str, days: i64) -> GroupFacts {
-    g(id, Duration::days(days), "accomplished", Some(Consistency::App))
+    g(
+        id,
+        Duration::days(days),
+        "accomplished",
+        Some(Consistency::App),
+    )
 }
 
 fn fs(id: &str, days: i64) -> GroupFacts {
-    g(id, Duration::days(days), "accomplished", Some(Consistency::Fs))
+    g(
+        id,
+        Duration::days(days),
+        "accomplished",
+        Some(Consistency::Fs),
+    )
 }
 
 fn crash(id: &str, days: i64) -> GroupFacts {
-    g(id, Duration::days(days), "accomplished", Some(Consistency::Crash))
+    g(
+        id,
+        Duration::days(days),
+        "accomplished",
+        Some(Consistency::Crash),
+    )
 }
 
 fn failed(id: &str, days: i64) -> GroupFacts {
@@ -54,7 +69,10 @@ fn rules(keep_last: Option<u32>, max_age_days: Option<u32>) -> Rules {
 }
 
 fn deleted(s: &Selection) -> Vec<(&str, String)> {
-    s.delete.iter().map(|v| (v.id.as_str(), v.reason())).collect()
+    s.delete
+        .iter()
+        .map(|v| (v.id.as_str(), v.reason()))
+        .collect()
 }
 
 fn ids(v: &[appsnap::retention::Verdict]) -> Vec<&str> {
@@ -134,7 +152,14 @@ fn keep_last_counts_app_and_fs_alike_and_skips_failed_and_crash() {
 
 #[test]
 fn max_age_deletes_old_successful_failed_and_crash_but_never_progressing() {
-    let s = select(JOB, ME, rules(None, Some(30)), now(), None, &mixed_history());
+    let s = select(
+        JOB,
+        ME,
+        rules(None, Some(30)),
+        now(),
+        None,
+        &mixed_history(),
+    );
     assert_eq!(
         deleted(&s),
         [
@@ -167,12 +192,18 @@ fn both_rules_at_once_give_both_reasons() {
             ),
             ("ssg-f40", "older than 7 days".to_string()),
             ("ssg-c41", "older than 7 days".to_string()),
-            ("ssg-a45", "beyond keep_last=2; older than 7 days".to_string()),
+            (
+                "ssg-a45",
+                "beyond keep_last=2; older than 7 days".to_string()
+            ),
         ]
     );
     // Failed/crash within 7 days stay: they are removed by age only.
     let kept = ids(&s.keep);
-    assert!(kept.contains(&"ssg-f2") && kept.contains(&"ssg-c4"), "{kept:?}");
+    assert!(
+        kept.contains(&"ssg-f2") && kept.contains(&"ssg-c4"),
+        "{kept:?}"
+    );
 }
 
 #[test]
@@ -266,12 +297,7 @@ fn crash_groups_never_take_a_keep_last_slot() {
 fn protected_group_and_unknown_time_are_kept() {
     let mut no_time = ok("ssg-notime", 0);
     no_time.created = None;
-    let history = vec![
-        ok("ssg-just", 0),
-        ok("ssg-a1", 1),
-        ok("ssg-a2", 2),
-        no_time,
-    ];
+    let history = vec![ok("ssg-just", 0), ok("ssg-a1", 1), ok("ssg-a2", 2), no_time];
     // keep_last=1: the protected group is the newest successful and takes the slot.
     let s = select(
         JOB,
@@ -285,7 +311,10 @@ fn protected_group_and_unknown_time_are_kept() {
         deleted(&s),
         [
             ("ssg-a1", "beyond keep_last=1".to_string()),
-            ("ssg-a2", "beyond keep_last=1; older than 1 days".to_string())
+            (
+                "ssg-a2",
+                "beyond keep_last=1; older than 1 days".to_string()
+            )
         ]
     );
     let just = s.keep.iter().find(|v| v.id == "ssg-just").unwrap();
@@ -307,14 +336,7 @@ fn no_foreign_group_is_ever_selected_under_any_rules() {
     let foreign_ids: Vec<String> = foreign().into_iter().map(|g| g.id).collect();
     for keep_last in [None, Some(0), Some(1), Some(3), Some(100)] {
         for max_age in [None, Some(0), Some(1), Some(30), Some(365)] {
-            let s = select(
-                JOB,
-                ME,
-                rules(keep_last, max_age),
-                now(),
-                None,
-                &history,
-            );
+            let s = select(JOB, ME, rules(keep_last, max_age), now(), None, &history);
             for v in s.delete.iter().chain(s.keep.iter()) {
                 assert!(
                     !foreign_ids.contains(&v.id),

@@ -143,7 +143,11 @@ pub fn preview_table(job: &str, rules: retention::Rules, s: &retention::Selectio
         .map(|v| ("DELETE", v))
         .chain(s.keep.iter().map(|v| ("keep", v)))
         .collect();
-    all.sort_by(|a, b| b.1.created.cmp(&a.1.created).then_with(|| b.1.id.cmp(&a.1.id)));
+    all.sort_by(|a, b| {
+        b.1.created
+            .cmp(&a.1.created)
+            .then_with(|| b.1.id.cmp(&a.1.id))
+    });
     for (what, v) in all {
         let created = v
             .created

@@ -9,5 +9,6 @@ pub mod host;
 pub mod job;
 pub mod logging;
 pub mod policy;
+pub mod retention;
 pub mod schedule;
 pub mod state;

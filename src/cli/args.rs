@@ -134,6 +134,9 @@ pub struct ListArgs {
     /// Print machine-readable JSON.
     #[arg(long)]
     pub json: bool,
+    /// Show which of the job's groups retention would delete now, and why (deletes nothing).
+    #[arg(long, requires = "job")]
+    pub prune_preview: bool,
 }
 
 /// `thaw`.

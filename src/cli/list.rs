@@ -7,6 +7,7 @@ use appsnap::cloud::ecs::{SnapshotGroup, SnapshotGroupFilter, Tag};
 use appsnap::cloud::{Cloud, CloudError, TAG_APP_CONSISTENT, TAG_FS_CONSISTENT, TAG_JOB};
 use appsnap::job::outcome::Outcome;
 use appsnap::policy;
+use appsnap::retention;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::time::Instant;
@@ -26,6 +27,9 @@ pub fn run(cli: &Cli, args: &ListArgs) -> u8 {
             return Outcome::InvalidParameters.code();
         }
     };
+    if args.prune_preview {
+        return preview(&policy, args);
+    }
     let fetched = match block_on(fetch(&policy.cloud, args.job.as_deref())) {
         Ok(r) => r,
         Err(e) => {
@@ -52,6 +56,111 @@ pub fn run(cli: &Cli, args: &ListArgs) -> u8 {
         print!("{}", table(&rows, Utc::now()));
     }
     Outcome::Success.code()
+}
+
+/// `--prune-preview`: what retention would delete now, with the same
+/// selection the daemon uses (no group is protected as "just created").
+fn preview(policy: &policy::Policy, args: &ListArgs) -> u8 {
+    let name = args.job.as_deref().unwrap_or_default();
+    let Some(job) = policy.job(name) else {
+        eprintln!("appsnap: list: no job named {name:?} in the policy");
+        return Outcome::InvalidParameters.code();
+    };
+    let assessed = block_on(async {
+        let cloud = Cloud::connect(&policy.cloud).await?;
+        let deadline = Instant::now() + LIST_DEADLINE;
+        retention::assess(
+            &cloud.ecs,
+            job,
+            &cloud.instance_id,
+            Utc::now(),
+            None,
+            deadline,
+        )
+        .await
+        .map_err(PreviewError::Retention)
+    });
+    let selection = match assessed {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            eprintln!("appsnap: list: {e}");
+            return match &e {
+                PreviewError::Cloud(c) => outcome(c).code(),
+                PreviewError::Retention(_) => Outcome::Unknown.code(),
+            };
+        }
+        Err(e) => {
+            eprintln!("appsnap: list: {e:#}");
+            return Outcome::Unknown.code();
+        }
+    };
+    let rules = retention::Rules::of(job);
+    if args.json {
+        let v = serde_json::json!({
+            "job": name,
+            "keep_last": rules.keep_last,
+            "max_age_days": rules.max_age_days,
+            "delete": selection.delete,
+            "keep": selection.keep,
+        });
+        match serde_json::to_string_pretty(&v) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("appsnap: list: {e}");
+                return Outcome::Unknown.code();
+            }
+        }
+    } else {
+        print!("{}", preview_table(name, rules, &selection));
+    }
+    Outcome::Success.code()
+}
+
+#[derive(Debug, thiserror::Error)]
+enum PreviewError {
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+    #[error(transparent)]
+    Retention(retention::RetentionError),
+}
+
+fn setting(v: Option<u32>) -> String {
+    v.map_or_else(|| "unset".to_string(), |n| n.to_string())
+}
+
+/// The preview as operators read it: one line per group of the job, newest first.
+pub fn preview_table(job: &str, rules: retention::Rules, s: &retention::Selection) -> String {
+    let mut out = format!(
+        "job {job}: keep_last={}, max_age_days={}: {} to delete, {} to keep\n",
+        setting(rules.keep_last),
+        setting(rules.max_age_days),
+        s.delete.len(),
+        s.keep.len()
+    );
+    let mut all: Vec<(&str, &retention::Verdict)> = s
+        .delete
+        .iter()
+        .map(|v| ("DELETE", v))
+        .chain(s.keep.iter().map(|v| ("keep", v)))
+        .collect();
+    all.sort_by(|a, b| {
+        b.1.created
+            .cmp(&a.1.created)
+            .then_with(|| b.1.id.cmp(&a.1.id))
+    });
+    for (what, v) in all {
+        let created = v
+            .created
+            .map_or_else(|| "?".to_string(), |t| t.to_rfc3339());
+        out.push_str(&format!(
+            "{what:<7} {:<26} {:<26} {:<6} {}\n",
+            v.id,
+            created,
+            v.consistency.unwrap_or("-"),
+            v.reason()
+        ));
+    }
+    out
 }
 
 /// One group as `list` shows it.

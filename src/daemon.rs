@@ -23,6 +23,7 @@ use crate::job::machine::{self, RunEnv, RunOptions, Shutdown};
 use crate::job::outcome::Outcome;
 use crate::logging;
 use crate::policy::{self, CloudSettings, Policy};
+use crate::retention;
 use crate::schedule::{BoxFuture, RunRequest, Scheduler, SchedulerHandle, SystemClock};
 use crate::state::{Consistency, DaemonLock, JobResult, PhaseTime, StateStore, STATE_SCHEMA};
 
@@ -109,6 +110,7 @@ impl Daemon {
                     ..RunOptions::default()
                 };
                 let report = machine::run(&env, job, opts).await;
+                prune_after(&c, job, &report).await;
                 report.to_job_result(Some(req.scheduled_for))
             }
         };
@@ -133,6 +135,40 @@ impl Daemon {
             )),
             None => notify_status("idle; no job scheduled"),
         }
+    }
+}
+
+/// Retention after a successful run only (the API makes a failed run unable
+/// to prune): this job's groups beyond `keep_last` or older than `max_age_days`.
+async fn prune_after(
+    c: &Connected,
+    job: &crate::policy::Job,
+    report: &crate::job::report::RunReport,
+) {
+    if job.keep_last.is_none() && job.max_age_days.is_none() {
+        return;
+    }
+    let Ok(run) = retention::SuccessfulRun::from_report(report) else {
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(300);
+    match retention::prune(
+        &c.ecs,
+        job,
+        &c.instance_id,
+        &run,
+        chrono::Utc::now(),
+        deadline,
+    )
+    .await
+    {
+        Ok(r) => info!(
+            deleted = r.deleted.len(),
+            kept = r.kept.len(),
+            failed = r.failed.len(),
+            "retention done"
+        ),
+        Err(e) => warn!("retention skipped: {e}"),
     }
 }
 

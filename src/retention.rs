@@ -500,8 +500,10 @@ pub async fn assess(
     ))
 }
 
-/// Per-snapshot tags of accomplished groups (the only ones whose consistency matters).
-async fn snapshot_tags(
+/// Per-snapshot tags of accomplished groups (the only ones whose consistency
+/// matters): consistency lives on the snapshots, since ECS cannot tag a group
+/// after its creation.
+pub async fn snapshot_tags(
     ecs: &EcsClient,
     groups: &[SnapshotGroup],
     deadline: Instant,

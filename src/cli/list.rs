@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use appsnap::cloud::ecs::{SnapshotGroup, SnapshotGroupFilter, Tag};
-use appsnap::cloud::{Cloud, CloudError, TAG_APP_CONSISTENT, TAG_FS_CONSISTENT, TAG_JOB};
+use appsnap::cloud::{Cloud, CloudError, TAG_JOB};
 use appsnap::job::outcome::Outcome;
 use appsnap::policy;
 use appsnap::retention;
@@ -199,11 +199,19 @@ async fn fetch(
         .ecs
         .describe_snapshot_groups(&filter, deadline)
         .await?;
-    Ok(rows(groups, job))
+    // Consistency is tagged on the snapshots; without their tags, say "-".
+    let tags = retention::snapshot_tags(&cloud.ecs, &groups, deadline)
+        .await
+        .unwrap_or_default();
+    Ok(rows(groups, job, &tags))
 }
 
 /// Keeps appsnap's groups (of `job`, if given), newest first.
-pub fn rows(groups: Vec<SnapshotGroup>, job: Option<&str>) -> Vec<Row> {
+pub fn rows(
+    groups: Vec<SnapshotGroup>,
+    job: Option<&str>,
+    snapshot_tags: &std::collections::HashMap<String, Vec<Tag>>,
+) -> Vec<Row> {
     let mut rows: Vec<Row> = groups
         .into_iter()
         .filter_map(|g| {
@@ -211,12 +219,12 @@ pub fn rows(groups: Vec<SnapshotGroup>, job: Option<&str>) -> Vec<Row> {
             if job.is_some_and(|j| j != owner) {
                 return None;
             }
-            let consistency = if g.tag(TAG_APP_CONSISTENT).is_some_and(is_true) {
-                "application"
-            } else if g.tag(TAG_FS_CONSISTENT).is_some_and(is_true) {
-                "file-system"
-            } else {
-                "crash"
+            let consistency = match retention::GroupFacts::from_group(&g, snapshot_tags).consistency
+            {
+                Some(appsnap::state::Consistency::App) => "application",
+                Some(appsnap::state::Consistency::Fs) => "file-system",
+                Some(appsnap::state::Consistency::Crash) => "crash",
+                _ => "-",
             };
             Some(Row {
                 job: owner,
@@ -236,10 +244,6 @@ pub fn rows(groups: Vec<SnapshotGroup>, job: Option<&str>) -> Vec<Row> {
         .collect();
     rows.sort_by(|a, b| created(b).cmp(&created(a)).then_with(|| b.id.cmp(&a.id)));
     rows
-}
-
-fn is_true(v: &str) -> bool {
-    v.eq_ignore_ascii_case("true")
 }
 
 fn created(r: &Row) -> Option<DateTime<Utc>> {
@@ -288,6 +292,7 @@ fn human_age(d: chrono::Duration) -> String {
 mod tests {
     use super::*;
     use appsnap::cloud::ecs::GroupSnapshot;
+    use appsnap::cloud::TAG_APP_CONSISTENT;
 
     fn group(id: &str, job: Option<&str>, created: &str, app: bool) -> SnapshotGroup {
         let mut tags = Vec::new();
@@ -319,12 +324,21 @@ mod tests {
             group("ssg-new", Some("mysql"), "2025-01-02T00:00:00Z", false),
             group("ssg-pg", Some("pg"), "2025-01-02T12:00:00Z", false),
         ];
-        let all = rows(g.clone(), None);
+        let mut tags = std::collections::HashMap::new();
+        tags.insert(
+            "s-ssg-old".to_string(),
+            vec![Tag::new(TAG_APP_CONSISTENT, "True")],
+        );
+        tags.insert(
+            "s-ssg-new".to_string(),
+            vec![Tag::new("appsnap:consistency", "crash")],
+        );
+        let all = rows(g.clone(), None, &tags);
         let ids: Vec<&str> = all.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, ["ssg-pg", "ssg-new", "ssg-old"]);
         assert_eq!(all[2].consistency, "application");
         assert_eq!(all[1].consistency, "crash");
-        let mysql = rows(g, Some("mysql"));
+        let mysql = rows(g, Some("mysql"), &tags);
         assert_eq!(mysql.len(), 2);
         let now = DateTime::parse_from_rfc3339("2025-01-03T00:00:00Z")
             .unwrap()

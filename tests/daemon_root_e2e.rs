@@ -77,7 +77,7 @@ fn scheduled_runs_reload_and_safe_stop() {
         .unwrap()
         .replace("30 2 * * *", "*/4 * * * * *")
         + &format!(
-            "prescript = \"{}\"\npostscript = \"{}\"\n",
+            "prescript = \"{}\"\npostscript = \"{}\"\nkeep_last = 1\n",
             pre.display(),
             post.display()
         );
@@ -85,8 +85,8 @@ fn scheduled_runs_reload_and_safe_stop() {
 
     let mut d = start_daemon(&w);
     // Runs happen on the 6-field schedule and `status --json` shows them.
-    wait_for("two scheduled runs", Duration::from_secs(60), || {
-        w.groups().len() >= 2
+    wait_for("three scheduled runs", Duration::from_secs(60), || {
+        w.create_calls().len() >= 3
     });
     wait_for("a recorded result", Duration::from_secs(30), || {
         status_json(&w).to_string().contains("\"exit_code\":0")
@@ -113,11 +113,17 @@ fn scheduled_runs_reload_and_safe_stop() {
         "located error: {}",
         daemon_log(&w)
     );
-    let before = w.groups().len();
+    let before = w.create_calls().len();
     wait_for(
         "runs to continue on the old schedule",
         Duration::from_secs(30),
-        || w.groups().len() > before,
+        || w.create_calls().len() > before,
+    );
+    // Retention (keep_last = 1) deleted the job's older groups after each success.
+    let alive = w.groups().len();
+    assert!(
+        alive <= 2,
+        "keep_last = 1 keeps the newest (and one being made): {alive} groups"
     );
     std::fs::write(&w.policy, &original).unwrap();
 

@@ -86,7 +86,7 @@ fn groups() -> serde_json::Value {
     json!({"NextToken": "", "SnapshotGroups": {"SnapshotGroup": [
         {"SnapshotGroupId": "ssg-older", "Name": "mysql-20250101T000000Z", "Status": "accomplished",
          "CreationTime": "2025-01-01T00:00:00Z",
-         "Tags": {"Tag": [{"Key": "appsnap:job", "Value": "mysql"}, {"Key": "AppConsistent", "Value": "True"}]},
+         "Tags": {"Tag": [{"Key": "appsnap:job", "Value": "mysql"}]},
          "Snapshots": {"Snapshot": [{"SnapshotId": "s-1", "SourceDiskId": "d-bp1a", "Progress": "100%", "Available": true}]}},
         {"SnapshotGroupId": "ssg-foreign", "Name": "manual", "Status": "accomplished",
          "CreationTime": "2025-01-03T00:00:00Z", "Tags": {"Tag": []}, "Snapshots": {"Snapshot": []}},
@@ -97,12 +97,24 @@ fn groups() -> serde_json::Value {
     ]}})
 }
 
+/// Consistency lives on the snapshots (ECS cannot tag a group after creation).
+fn snapshots() -> serde_json::Value {
+    json!({"NextToken": "", "Snapshots": {"Snapshot": [
+        {"SnapshotId": "s-1", "SourceDiskId": "d-bp1a", "Status": "accomplished",
+         "Tags": {"Tag": [{"Key": "AppConsistent", "Value": "True"}, {"Key": "appsnap:consistency", "Value": "app"}]}}
+    ]}})
+}
+
 #[tokio::test]
 async fn list_shows_appsnap_groups_newest_first() {
     let server = MockServer::start().await;
     imds(&server).await;
     Mock::given(ActionIs("DescribeSnapshotGroups"))
         .respond_with(ecs_ok(groups()))
+        .mount(&server)
+        .await;
+    Mock::given(ActionIs("DescribeSnapshots"))
+        .respond_with(ecs_ok(snapshots()))
         .mount(&server)
         .await;
     let dir = tempfile::tempdir().unwrap();
@@ -129,11 +141,13 @@ async fn list_shows_appsnap_groups_newest_first() {
 
     let keys = KeyRing::new().with(AK, SECRET, None);
     let seen = assert_all_signed(&server, &keys).await;
-    assert_eq!(seen.len(), 2);
+    // Each list: DescribeSnapshotGroups, then DescribeSnapshots for the accomplished group's snapshots.
+    assert_eq!(seen.len(), 4);
     assert_eq!(seen[0].params["InstanceId"], "i-bp1test");
     assert_eq!(seen[0].params["RegionId"], "cn-hangzhou");
-    assert_eq!(seen[1].params["Tag.1.Key"], "appsnap:job");
-    assert_eq!(seen[1].params["Tag.1.Value"], "mysql");
+    assert_eq!(seen[1].params["SnapshotIds"], "[\"s-1\"]");
+    assert_eq!(seen[2].params["Tag.1.Key"], "appsnap:job");
+    assert_eq!(seen[2].params["Tag.1.Value"], "mysql");
     assert!(!format!("{out}{err}").contains(SECRET));
 }
 

@@ -3,6 +3,8 @@
 //! The binary (`src/main.rs`) is a thin CLI over these modules; see
 //! `ARCHITECTURE.md` in the shared design notes for how they compose.
 
+pub mod cloud;
+pub mod daemon;
 pub mod host;
 pub mod job;
 pub mod logging;

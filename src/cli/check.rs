@@ -1,31 +1,152 @@
 //! `appsnap check`: validate the policy, print what each job will do and when.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use anyhow::Result;
+use appsnap::cloud::credentials::Credentials;
+use appsnap::cloud::ecs::EcsClient;
+use appsnap::cloud::metadata::MetadataClient;
+use appsnap::cloud::preflight::select_disks;
+use appsnap::cloud::CloudError;
 use appsnap::job::outcome::Outcome;
-use appsnap::policy::{self, DiskSelection, Job};
+use appsnap::policy::{self, DiskSelection, Job, Policy};
+use tokio::time::Instant;
 
 use super::args::{CheckArgs, Cli};
+use super::cloud::{block_on, outcome};
+
+/// Validity `check` asks of the credentials: enough to show they work.
+const CHECK_CREDENTIAL_VALIDITY: Duration = Duration::from_secs(300);
+/// How long the DescribeDisks preflight may take, retries included.
+const CHECK_API_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Runs `check`; exit 0 ok, 2 bad policy, 1 preflight condition not met.
 pub fn run(cli: &Cli, args: &CheckArgs) -> u8 {
-    match offline(cli) {
-        Ok(()) => {}
+    let policy = match offline(cli) {
+        Ok(p) => p,
         Err(e) => {
             eprintln!("appsnap: policy rejected:\n{e:#}");
             return Outcome::InvalidParameters.code();
         }
-    }
+    };
     if args.offline {
         return Outcome::Success.code();
     }
-    eprintln!(
-        "appsnap: check: the cloud preflight is not available yet in this build; use --offline"
+    match block_on(preflight(&policy)) {
+        Ok(outcome) => outcome.code(),
+        Err(e) => {
+            eprintln!("appsnap: check: {e:#}");
+            Outcome::Unknown.code()
+        }
+    }
+}
+
+/// The cloud preflight: metadata reachable, credentials obtained, DescribeDisks
+/// answers, and every job's disks are attached, supported and not multi-attach.
+/// Successes go to stdout; each failure is one line on stderr.
+async fn preflight(policy: &Policy) -> Outcome {
+    let settings = &policy.cloud;
+    let fail = |what: &str, e: &CloudError| {
+        eprintln!("{what}: {e}");
+        outcome(e)
+    };
+    let metadata = match MetadataClient::new(settings) {
+        Ok(m) => Arc::new(m),
+        Err(e) => return fail("metadata", &e.into()),
+    };
+    let identity = match metadata.identity().await {
+        Ok(id) => id,
+        Err(e) => return fail("metadata", &e.into()),
+    };
+    println!(
+        "metadata ok: instance {}, region {}, zone {}",
+        identity.instance_id, identity.region_id, identity.zone_id
     );
-    Outcome::Unknown.code()
+    let instance_id = settings
+        .instance_id
+        .clone()
+        .unwrap_or_else(|| identity.instance_id.clone());
+    let region_id = settings
+        .region_id
+        .clone()
+        .unwrap_or_else(|| identity.region_id.clone());
+    if instance_id != identity.instance_id {
+        eprintln!(
+            "cloud.instance_id {instance_id} is not this instance ({}): appsnap can only freeze this machine's file systems",
+            identity.instance_id
+        );
+        return Outcome::ConditionsNotMet;
+    }
+    let credentials = match Credentials::discover(settings, metadata.clone()) {
+        Ok(c) => c,
+        Err(e) => return fail("credentials", &e.into()),
+    };
+    match credentials
+        .ensure_valid_for(CHECK_CREDENTIAL_VALIDITY)
+        .await
+    {
+        Ok(key) => {
+            let until = key
+                .expiration
+                .map(|t| format!("valid until {}", t.format("%Y-%m-%dT%H:%M:%SZ")))
+                .unwrap_or_else(|| "no expiry".into());
+            println!("credentials ok: {}, {until}", credentials.origin());
+        }
+        Err(e) => return fail("credentials", &e.into()),
+    }
+    let ecs = match EcsClient::new(settings, &region_id, credentials) {
+        Ok(c) => c,
+        Err(e) => return fail("ecs", &e.into()),
+    };
+    let deadline = Instant::now() + CHECK_API_DEADLINE;
+    let disks = match ecs.describe_disks(&instance_id, &[], deadline).await {
+        Ok(d) => d,
+        Err(e) => return fail("ecs DescribeDisks", &e.into()),
+    };
+    let listed: Vec<String> = disks
+        .iter()
+        .map(|d| format!("{} ({}, {})", d.disk_id, d.category, d.disk_type))
+        .collect();
+    println!(
+        "ecs ok ({}): {} disk(s) attached to {instance_id}: {}",
+        ecs.endpoint(),
+        disks.len(),
+        listed.join(", ")
+    );
+    let mut result = Outcome::Success;
+    for job in &policy.jobs {
+        let name = job.name.as_str();
+        match select_disks(
+            &job.disks,
+            &instance_id,
+            &disks,
+            settings.max_disks_per_group,
+        ) {
+            Ok(sel) => {
+                for w in &sel.warnings {
+                    println!("job {name:?}: warning: {w}");
+                }
+                let ids: Vec<&str> = sel.disks.iter().map(|d| d.disk_id.as_str()).collect();
+                println!(
+                    "job {name:?}: ok: {} disk(s): {}",
+                    ids.len(),
+                    ids.join(", ")
+                );
+            }
+            Err(problems) => {
+                for p in problems {
+                    eprintln!("job {name:?}: {p}");
+                }
+                result = Outcome::ConditionsNotMet;
+            }
+        }
+    }
+    result
 }
 
 /// Validates the policy files and prints one line per job with its next runs.
-fn offline(cli: &Cli) -> Result<()> {
+fn offline(cli: &Cli) -> Result<Policy> {
     let files = policy::sources(&cli.config, &cli.config_dir)?;
     let policy = policy::load(&cli.config, &cli.config_dir)?;
     let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
@@ -38,7 +159,7 @@ fn offline(cli: &Cli) -> Result<()> {
     for job in &policy.jobs {
         println!("{}", summary(job, now));
     }
-    Ok(())
+    Ok(policy)
 }
 
 /// `job "mysql": "30 2 * * *" Asia/Shanghai, disks d-a,d-b, freeze 30s; next: ...`

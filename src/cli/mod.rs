@@ -4,8 +4,11 @@
 pub mod args;
 mod assets;
 mod check;
+mod cloud;
 mod freeze_guard;
+mod list;
 mod plan;
+mod run;
 mod status;
 mod thaw;
 
@@ -13,9 +16,6 @@ use std::process::ExitCode;
 
 use appsnap::logging::{self, LogConfig, LogFormat};
 use args::{Cli, Command, LogFormatArg};
-
-/// Exit code for a subcommand that has not been built yet (the vendor's "unknown").
-const NOT_AVAILABLE: u8 = 255;
 
 /// Dispatches the parsed command line; returns the process exit code.
 pub fn dispatch(cli: Cli) -> ExitCode {
@@ -29,13 +29,16 @@ pub fn dispatch(cli: Cli) -> ExitCode {
     }
     let code = match &cli.command {
         Command::Check(a) => check::run(&cli, a),
-        Command::Daemon => not_available("daemon"),
-        Command::Run(_) => not_available("run"),
+        Command::Daemon => appsnap::daemon::run(appsnap::daemon::PolicyFiles {
+            main: cli.config.clone(),
+            dropin_dir: cli.config_dir.clone(),
+        }),
+        Command::Run(a) => run::run(&cli, a),
         Command::Plan(a) => plan::run(&cli, a),
         Command::Status(a) => status::run(&cli, a),
-        Command::List(_) => not_available("list"),
+        Command::List(a) => list::run(&cli, a),
         Command::Thaw(a) => thaw::run(&cli, a),
-        Command::Plugin(_) => not_available("plugin"),
+        Command::Plugin(a) => run::plugin(&cli, a),
         Command::FreezeGuard => freeze_guard::run(),
         Command::GenerateAssets(a) => assets::run(a),
     };
@@ -61,10 +64,4 @@ fn init_logging(cli: &Cli) {
         };
         let _ = logging::init(&fallback);
     }
-}
-
-/// Says plainly that a subcommand is not built yet, rather than pretending.
-fn not_available(name: &str) -> u8 {
-    eprintln!("appsnap: `{name}` is not available yet in this build");
-    NOT_AVAILABLE
 }

@@ -1,6 +1,10 @@
-//! One run of a job, from preflight to record.
+//! One run of a job, from preflight to record: the state machine
+//! ([`machine`]), its hooks ([`scripts`], [`script_check`]), its result
+//! ([`report`], [`outcome`]) and the vendor plugin's parameters ([`plugin_params`]).
 
+pub mod machine;
 pub mod outcome;
 pub mod plugin_params;
+pub mod report;
 pub mod script_check;
 pub mod scripts;

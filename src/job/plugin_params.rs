@@ -205,6 +205,33 @@ fn group_name(v: &str) -> Result<(), String> {
     Ok(())
 }
 
+impl PluginParams {
+    /// The one-off job the vendor plugin runs: every supported disk of the
+    /// instance minus `ExcludeDiskId`. It is never scheduled; its schedule is a
+    /// placeholder the machine does not read.
+    pub fn to_job(&self) -> crate::policy::Job {
+        use crate::policy::{CronSchedule, DiskSelection, Job, JobName, JobZone};
+        Job {
+            name: JobName(self.name.clone()),
+            schedule: CronSchedule::parse("0 0 1 1 *").expect("a valid constant pattern"),
+            zone: JobZone::Local,
+            disks: DiskSelection::All {
+                exclude: self.exclude_disks.clone(),
+            },
+            prescript: self.pre_script.clone(),
+            postscript: self.post_script.clone(),
+            description: self.description.clone(),
+            tags: Default::default(),
+            keep_last: None,
+            max_age_days: None,
+            fs_freeze: self.enable_fs_freeze,
+            freeze_timeout: self.timeout,
+            script_timeout: self.script_timeout,
+            jitter: Duration::ZERO,
+        }
+    }
+}
+
 /// Parses the `--params` string with the vendor's defaults.
 pub fn parse(s: &str) -> Result<PluginParams, PluginParamsError> {
     let mut p = PluginParams {

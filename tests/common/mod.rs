@@ -4,6 +4,8 @@
 //! outer watchdog that thaws everything if a test wedges.
 #![allow(dead_code)]
 
+pub mod world;
+
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -197,6 +199,22 @@ impl Lab {
         let dev = sh("losetup", &["-f", "--show", img.to_str().unwrap()]);
         self.inner.lock().unwrap().loops.push(dev.clone());
         dev
+    }
+
+    /// A new loop device over an existing image file (left as it is).
+    pub fn attach(&self, img: &Path) -> String {
+        let dev = sh("losetup", &["-f", "--show", img.to_str().unwrap()]);
+        self.inner.lock().unwrap().loops.push(dev.clone());
+        dev
+    }
+
+    /// Mounts `dev` with `-o opts` at `<lab>/mnt/<rel>`.
+    pub fn mount_opts(&self, dev: &str, rel: &str, opts: &str) -> PathBuf {
+        let mp = self.dir.join("mnt").join(rel);
+        std::fs::create_dir_all(&mp).unwrap();
+        sh("mount", &["-o", opts, dev, mp.to_str().unwrap()]);
+        self.inner.lock().unwrap().mounts.push(mp.clone());
+        mp
     }
 
     /// GPT with partitions of these sizes (MiB; the last takes the rest), made

@@ -1,0 +1,472 @@
+//! Client for the ECS instance metadata service (IMDS, `100.100.100.200`).
+//!
+//! Always hardened mode: a session token from `PUT /latest/api/token` rides on
+//! every GET, so appsnap keeps working on instances set to `HttpTokens=required`.
+//! The token is reused until shortly before its TTL ends and re-acquired on 401.
+//! IMDS is link-local plain HTTP: the client never uses a proxy (a proxy would
+//! receive role credentials), never sends `X-Forwarded-For` (IMDS answers 403),
+//! and has short timeouts because the service is either there at once or not at all.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use super::credentials::AccessKey;
+use super::retry::Backoff;
+use super::secret::Secret;
+use crate::policy::types::CloudSettings;
+
+/// Header carrying the requested token lifetime on `PUT /latest/api/token`.
+pub const TOKEN_TTL_HEADER: &str = "X-aliyun-ecs-metadata-token-ttl-seconds";
+/// Header carrying the session token on every GET.
+pub const TOKEN_HEADER: &str = "X-aliyun-ecs-metadata-token";
+/// Token lifetime requested by default: the maximum IMDS allows (6 h).
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(21_600);
+
+/// Why a metadata read failed; never carries a token or credential.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    /// The configured base URL is not a usable http(s) URL.
+    #[error("invalid metadata endpoint {endpoint:?}: {reason}")]
+    Endpoint {
+        /// What was configured.
+        endpoint: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No HTTP answer (refused, reset, timed out) after every try.
+    #[error("metadata service unreachable for {path} after {tries} tries: {}", super::error_chain(.error))]
+    Unreachable {
+        /// Path under `/latest/`.
+        path: String,
+        /// How many requests were sent.
+        tries: u32,
+        /// The last transport error (URL stripped; its causes are in the message).
+        error: reqwest::Error,
+    },
+    /// The service answered with an unexpected status.
+    #[error("metadata service answered HTTP {status} for {path}")]
+    Status {
+        /// Path under `/latest/`.
+        path: String,
+        /// HTTP status code.
+        status: u16,
+    },
+    /// The item does not exist (e.g. no RAM role attached to the instance).
+    #[error("metadata item {path} does not exist (HTTP 404)")]
+    NotFound {
+        /// Path under `/latest/`.
+        path: String,
+    },
+    /// The token request was refused (400: bad TTL, 403: forwarded request).
+    #[error("metadata service refused a session token: HTTP {status}")]
+    TokenRefused {
+        /// HTTP status code.
+        status: u16,
+    },
+    /// No RAM role is attached to this instance.
+    #[error(
+        "no RAM role is attached to this instance (metadata ram/security-credentials/ is empty)"
+    )]
+    NoRole,
+    /// The role credentials document is unusable.
+    #[error("credentials of RAM role {role:?} from the metadata service are unusable: {reason}")]
+    BadCredentials {
+        /// Role name.
+        role: String,
+        /// What is wrong (never the values).
+        reason: String,
+    },
+}
+
+/// Identity of the instance appsnap runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceIdentity {
+    /// `i-...`
+    pub instance_id: String,
+    /// e.g. `cn-hangzhou`
+    pub region_id: String,
+    /// e.g. `cn-hangzhou-i`
+    pub zone_id: String,
+}
+
+struct CachedToken {
+    value: Secret,
+    renew_at: Instant,
+}
+
+/// IMDS client; cheap to share behind an `Arc`, safe to call concurrently.
+pub struct MetadataClient {
+    http: reqwest::Client,
+    base: String,
+    token_ttl: Duration,
+    tries: u32,
+    backoff: Backoff,
+    token: Mutex<Option<CachedToken>>,
+}
+
+impl std::fmt::Debug for MetadataClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetadataClient")
+            .field("base", &self.base)
+            .field("token_ttl", &self.token_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MetadataClient {
+    /// A client for `settings.metadata_endpoint` with the production defaults
+    /// (6 h token, 3 tries, 1 s connect / 2 s read timeouts).
+    pub fn new(settings: &CloudSettings) -> Result<MetadataClient, MetadataError> {
+        MetadataClient::with_endpoint(&settings.metadata_endpoint)
+    }
+
+    /// A client for an explicit base URL (`http://100.100.100.200` in production).
+    pub fn with_endpoint(endpoint: &str) -> Result<MetadataClient, MetadataError> {
+        let bad = |reason: &str| MetadataError::Endpoint {
+            endpoint: endpoint.to_string(),
+            reason: reason.to_string(),
+        };
+        let url = reqwest::Url::parse(endpoint).map_err(|e| bad(&e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(bad("must be an http:// or https:// URL with a host"));
+        }
+        super::tls::install_provider();
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(1))
+            .read_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| bad(&e.without_url().to_string()))?;
+        Ok(MetadataClient {
+            http,
+            base: endpoint.trim_end_matches('/').to_string(),
+            token_ttl: DEFAULT_TOKEN_TTL,
+            tries: 3,
+            backoff: Backoff {
+                initial: Duration::from_millis(200),
+                max: Duration::from_secs(1),
+            },
+            token: Mutex::new(None),
+        })
+    }
+
+    /// Changes the requested token lifetime (whole seconds, 1..=21600).
+    pub fn with_token_ttl(mut self, ttl: Duration) -> MetadataClient {
+        self.token_ttl = ttl.clamp(Duration::from_secs(1), DEFAULT_TOKEN_TTL);
+        self
+    }
+
+    /// Changes how often and how patiently a failing request is retried.
+    pub fn with_retries(mut self, tries: u32, backoff: Backoff) -> MetadataClient {
+        self.tries = tries.max(1);
+        self.backoff = backoff;
+        self
+    }
+
+    /// `meta-data/instance-id`.
+    pub async fn instance_id(&self) -> Result<String, MetadataError> {
+        self.get_value("meta-data/instance-id").await
+    }
+
+    /// `meta-data/region-id`.
+    pub async fn region_id(&self) -> Result<String, MetadataError> {
+        self.get_value("meta-data/region-id").await
+    }
+
+    /// `meta-data/zone-id`.
+    pub async fn zone_id(&self) -> Result<String, MetadataError> {
+        self.get_value("meta-data/zone-id").await
+    }
+
+    /// Instance, region and zone in one call, for startup and `check`.
+    pub async fn identity(&self) -> Result<InstanceIdentity, MetadataError> {
+        Ok(InstanceIdentity {
+            instance_id: self.instance_id().await?,
+            region_id: self.region_id().await?,
+            zone_id: self.zone_id().await?,
+        })
+    }
+
+    /// Name of the RAM role attached to the instance.
+    pub async fn role_name(&self) -> Result<String, MetadataError> {
+        let body = match self.get("meta-data/ram/security-credentials/").await {
+            Err(MetadataError::NotFound { .. }) => return Err(MetadataError::NoRole),
+            other => other?,
+        };
+        body.lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(|l| l.trim_end_matches('/').to_string())
+            .ok_or(MetadataError::NoRole)
+    }
+
+    /// The role's current STS credentials; rejects anything but `Code: Success`.
+    pub async fn role_credentials(&self, role: &str) -> Result<AccessKey, MetadataError> {
+        let path = format!("meta-data/ram/security-credentials/{role}");
+        let body = self.get(&path).await?;
+        parse_role_credentials(role, &body)
+    }
+
+    /// A trimmed single-value item.
+    async fn get_value(&self, path: &str) -> Result<String, MetadataError> {
+        Ok(self.get(path).await?.trim().to_string())
+    }
+
+    /// GET `/latest/<path>` with the session token; retries transport errors and
+    /// 5xx, and re-acquires the token once on 401.
+    pub async fn get(&self, path: &str) -> Result<String, MetadataError> {
+        let url = format!("{}/latest/{}", self.base, path);
+        let mut retoken_done = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let token = self.token().await?;
+            let sent = self
+                .http
+                .get(&url)
+                .header(TOKEN_HEADER, token.expose())
+                .send()
+                .await;
+            match sent {
+                Err(e) => {
+                    tracing::debug!(path, attempt, error = %e.without_url_ref(), "metadata GET failed");
+                    if attempt >= self.tries {
+                        return Err(MetadataError::Unreachable {
+                            path: path.to_string(),
+                            tries: attempt,
+                            error: e.without_url(),
+                        });
+                    }
+                }
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    match status {
+                        200..=299 => {
+                            return resp.text().await.map_err(|e| MetadataError::Unreachable {
+                                path: path.to_string(),
+                                tries: attempt,
+                                error: e.without_url(),
+                            });
+                        }
+                        401 if !retoken_done => {
+                            tracing::debug!(
+                                path,
+                                "metadata token rejected (401); acquiring a new one"
+                            );
+                            retoken_done = true;
+                            *self.token.lock().await = None;
+                            attempt -= 1;
+                            continue;
+                        }
+                        404 => {
+                            return Err(MetadataError::NotFound {
+                                path: path.to_string(),
+                            });
+                        }
+                        500..=599 if attempt < self.tries => {
+                            tracing::debug!(path, attempt, status, "metadata GET answered 5xx");
+                        }
+                        _ => {
+                            return Err(MetadataError::Status {
+                                path: path.to_string(),
+                                status,
+                            });
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(self.backoff.delay(attempt - 1)).await;
+        }
+    }
+
+    /// The cached session token, or a new one when none is cached or it is about to end.
+    async fn token(&self) -> Result<Secret, MetadataError> {
+        let mut guard = self.token.lock().await;
+        if let Some(t) = guard.as_ref() {
+            if Instant::now() < t.renew_at {
+                return Ok(t.value.clone());
+            }
+        }
+        let requested_at = Instant::now();
+        let value = self.fetch_token().await?;
+        // Renew a little before the TTL ends, so a token never expires in flight.
+        let margin = (self.token_ttl / 4).min(Duration::from_secs(60));
+        *guard = Some(CachedToken {
+            value: value.clone(),
+            renew_at: requested_at + self.token_ttl - margin,
+        });
+        Ok(value)
+    }
+
+    async fn fetch_token(&self) -> Result<Secret, MetadataError> {
+        let url = format!("{}/latest/api/token", self.base);
+        let path = "api/token";
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let sent = self
+                .http
+                .put(&url)
+                .header(TOKEN_TTL_HEADER, self.token_ttl.as_secs().to_string())
+                .send()
+                .await;
+            match sent {
+                Err(e) => {
+                    tracing::debug!(attempt, error = %e.without_url_ref(), "metadata token request failed");
+                    if attempt >= self.tries {
+                        return Err(MetadataError::Unreachable {
+                            path: path.into(),
+                            tries: attempt,
+                            error: e.without_url(),
+                        });
+                    }
+                }
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    match status {
+                        200..=299 => {
+                            let body =
+                                resp.text().await.map_err(|e| MetadataError::Unreachable {
+                                    path: path.into(),
+                                    tries: attempt,
+                                    error: e.without_url(),
+                                })?;
+                            let token = Secret::new(body.trim());
+                            if token.is_empty() {
+                                return Err(MetadataError::TokenRefused { status });
+                            }
+                            return Ok(token);
+                        }
+                        500..=599 if attempt < self.tries => {
+                            tracing::debug!(attempt, status, "metadata token request answered 5xx");
+                        }
+                        500..=599 => {
+                            return Err(MetadataError::Status {
+                                path: path.into(),
+                                status,
+                            });
+                        }
+                        _ => return Err(MetadataError::TokenRefused { status }),
+                    }
+                }
+            }
+            tokio::time::sleep(self.backoff.delay(attempt - 1)).await;
+        }
+    }
+}
+
+/// `reqwest::Error::without_url` takes `self`; this formats a borrowed error without its URL.
+trait WithoutUrlRef {
+    fn without_url_ref(&self) -> String;
+}
+
+impl WithoutUrlRef for reqwest::Error {
+    fn without_url_ref(&self) -> String {
+        let s = self.to_string();
+        match self.url() {
+            Some(u) => s.replace(u.as_str(), "<url>"),
+            None => s,
+        }
+    }
+}
+
+/// The JSON document IMDS serves for a role; secrets go straight into `Secret`.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawRoleCredentials {
+    code: Option<String>,
+    access_key_id: Option<String>,
+    access_key_secret: Option<Secret>,
+    security_token: Option<Secret>,
+    expiration: Option<String>,
+}
+
+/// Parses and checks the role credentials document (`Code` must be `Success`,
+/// `Expiration` is RFC 3339 UTC). Error messages never quote values.
+pub fn parse_role_credentials(role: &str, body: &str) -> Result<AccessKey, MetadataError> {
+    let bad = |reason: String| MetadataError::BadCredentials {
+        role: role.to_string(),
+        reason,
+    };
+    // serde_json's message can quote the offending value; report only its position.
+    let raw: RawRoleCredentials = serde_json::from_str(body).map_err(|e| {
+        bad(format!(
+            "not the expected JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    match raw.code.as_deref() {
+        Some("Success") => {}
+        Some(code) => return Err(bad(format!("Code is {code:?}, not \"Success\""))),
+        None => return Err(bad("no Code field".into())),
+    }
+    let access_key_id = raw
+        .access_key_id
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| bad("no AccessKeyId".into()))?;
+    let access_key_secret = raw
+        .access_key_secret
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| bad("no AccessKeySecret".into()))?;
+    let security_token = raw
+        .security_token
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| bad("no SecurityToken".into()))?;
+    let exp = raw.expiration.ok_or_else(|| bad("no Expiration".into()))?;
+    let expiration: DateTime<Utc> = DateTime::parse_from_rfc3339(&exp)
+        .map_err(|e| bad(format!("Expiration {exp:?} is not RFC 3339: {e}")))?
+        .with_timezone(&Utc);
+    Ok(AccessKey {
+        access_key_id,
+        access_key_secret,
+        security_token: Some(security_token),
+        expiration: Some(expiration),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_document() {
+        let body = r#"{"AccessKeyId": "STS.abc", "AccessKeySecret": "s3cr3t-value",
+            "Expiration": "2024-11-08T09:44:50Z", "SecurityToken": "tok-value-123",
+            "LastUpdated": "2024-11-08T03:44:50Z", "Code": "Success"}"#;
+        let k = parse_role_credentials("r", body).unwrap();
+        assert_eq!(k.access_key_id, "STS.abc");
+        assert_eq!(k.access_key_secret.expose(), "s3cr3t-value");
+        assert_eq!(
+            k.expiration.unwrap().to_rfc3339(),
+            "2024-11-08T09:44:50+00:00"
+        );
+        assert!(!format!("{k:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn rejects_failure_codes_and_garbage_without_quoting_values() {
+        let e =
+            parse_role_credentials("r", r#"{"Code":"Failed","AccessKeySecret":"s3cr3t-value"}"#)
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("Failed") && !e.contains("s3cr3t"), "{e}");
+        let e =
+            parse_role_credentials("r", r#"{"Code":"Success","AccessKeySecret":"s3cr3t-value""#)
+                .unwrap_err()
+                .to_string();
+        assert!(!e.contains("s3cr3t"), "{e}");
+        let e = parse_role_credentials(
+            "r",
+            r#"{"Code":"Success","AccessKeyId":"a","AccessKeySecret":"s3cr3t-value","SecurityToken":"t"}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("Expiration"), "{e}");
+    }
+}

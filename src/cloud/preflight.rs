@@ -1,0 +1,208 @@
+//! Which of the instance's disks a job would snapshot, and why any of its
+//! disks cannot be: shared by `appsnap check` and the job's own preflight, so
+//! both refuse for the same reasons, before anything is frozen.
+
+use std::fmt;
+
+use super::ecs::{Disk, SUPPORTED_CATEGORIES};
+use crate::policy::types::{DiskId, DiskSelection};
+
+/// One reason a job's disk set is not usable (or worth a warning).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskProblem {
+    /// The disk concerned, if the problem is about one disk.
+    pub disk: Option<String>,
+    /// Operator-facing reason.
+    pub reason: String,
+}
+
+impl fmt::Display for DiskProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.disk {
+            Some(d) => write!(f, "disk {d}: {}", self.reason),
+            None => f.write_str(&self.reason),
+        }
+    }
+}
+
+/// The disks a job would put in its group, plus harmless oddities.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    /// Disks for `DiskId.N`, in the order DescribeDisks listed them.
+    pub disks: Vec<Disk>,
+    /// Things worth saying that do not stop the job (e.g. an excluded disk that is not attached).
+    pub warnings: Vec<DiskProblem>,
+    /// Disks skipped because `disks = "all"` only takes supported ones.
+    pub skipped: Vec<DiskProblem>,
+}
+
+/// Why a disk cannot be in a snapshot group, if it cannot.
+pub fn unsupported_reason(d: &Disk) -> Option<String> {
+    if d.is_multi_attach() {
+        return Some("multi-attach disks cannot be in a snapshot group".into());
+    }
+    if !d.supports_snapshot_group() {
+        return Some(format!(
+            "category {} does not support snapshot groups (supported: {})",
+            if d.category.is_empty() {
+                "unknown"
+            } else {
+                &d.category
+            },
+            SUPPORTED_CATEGORIES.join(", ")
+        ));
+    }
+    None
+}
+
+/// Resolves `selection` against `instance_disks` (DescribeDisks for this
+/// instance). Errors list every problem, one per disk.
+pub fn select_disks(
+    selection: &DiskSelection,
+    instance_id: &str,
+    instance_disks: &[Disk],
+    max_disks: u32,
+) -> Result<Selection, Vec<DiskProblem>> {
+    let find = |id: &DiskId| instance_disks.iter().find(|d| d.disk_id == id.as_str());
+    let mut problems = Vec::new();
+    let mut out = Selection {
+        disks: Vec::new(),
+        warnings: Vec::new(),
+        skipped: Vec::new(),
+    };
+    match selection {
+        DiskSelection::List(ids) => {
+            for id in ids {
+                match find(id) {
+                    None => problems.push(DiskProblem {
+                        disk: Some(id.to_string()),
+                        reason: format!(
+                            "not attached to instance {instance_id} (or does not exist)"
+                        ),
+                    }),
+                    Some(d) => match unsupported_reason(d) {
+                        Some(reason) => problems.push(DiskProblem {
+                            disk: Some(id.to_string()),
+                            reason,
+                        }),
+                        None => out.disks.push(d.clone()),
+                    },
+                }
+            }
+        }
+        DiskSelection::All { exclude } => {
+            for id in exclude {
+                if find(id).is_none() {
+                    out.warnings.push(DiskProblem {
+                        disk: Some(id.to_string()),
+                        reason: format!("excluded, but not attached to instance {instance_id}"),
+                    });
+                }
+            }
+            for d in instance_disks {
+                if exclude.iter().any(|e| e.as_str() == d.disk_id) {
+                    continue;
+                }
+                match unsupported_reason(d) {
+                    Some(reason) => out.skipped.push(DiskProblem {
+                        disk: Some(d.disk_id.clone()),
+                        reason,
+                    }),
+                    None => out.disks.push(d.clone()),
+                }
+            }
+            if out.disks.is_empty() {
+                problems.push(DiskProblem {
+                    disk: None,
+                    reason: format!(
+                        "no disk of instance {instance_id} supports snapshot groups (after exclusions)"
+                    ),
+                });
+            }
+        }
+    }
+    if out.disks.len() > max_disks as usize {
+        problems.push(DiskProblem {
+            disk: None,
+            reason: format!(
+                "{} disks selected; a snapshot group holds at most {max_disks} (cloud.max_disks_per_group)",
+                out.disks.len()
+            ),
+        });
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk(id: &str, category: &str, multi: bool) -> Disk {
+        Disk {
+            disk_id: id.into(),
+            category: category.into(),
+            multi_attach: if multi { "Enabled" } else { "Disabled" }.into(),
+            ..Default::default()
+        }
+    }
+
+    fn id(s: &str) -> DiskId {
+        DiskId::parse(s).unwrap()
+    }
+
+    fn instance() -> Vec<Disk> {
+        vec![
+            disk("d-sys", "cloud_essd", false),
+            disk("d-data", "cloud_auto", false),
+            disk("d-old", "cloud_efficiency", false),
+            disk("d-shared", "cloud_essd", true),
+        ]
+    }
+
+    #[test]
+    fn list_reports_every_bad_disk() {
+        let sel = DiskSelection::List(vec![
+            id("d-data"),
+            id("d-old"),
+            id("d-shared"),
+            id("d-gone"),
+        ]);
+        let problems = select_disks(&sel, "i-1", &instance(), 16).unwrap_err();
+        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines[0].starts_with("disk d-old: category cloud_efficiency"));
+        assert!(lines[1].starts_with("disk d-shared: multi-attach"));
+        assert!(lines[2].starts_with("disk d-gone: not attached to instance i-1"));
+        let ok = select_disks(
+            &DiskSelection::List(vec![id("d-data")]),
+            "i-1",
+            &instance(),
+            16,
+        )
+        .unwrap();
+        assert_eq!(ok.disks.len(), 1);
+    }
+
+    #[test]
+    fn all_takes_supported_disks_minus_exclusions() {
+        let sel = DiskSelection::All {
+            exclude: vec![id("d-sys"), id("d-nothere")],
+        };
+        let s = select_disks(&sel, "i-1", &instance(), 16).unwrap();
+        let ids: Vec<&str> = s.disks.iter().map(|d| d.disk_id.as_str()).collect();
+        assert_eq!(ids, ["d-data"]);
+        assert_eq!(s.skipped.len(), 2);
+        assert_eq!(s.warnings.len(), 1);
+        let none = DiskSelection::All {
+            exclude: vec![id("d-sys"), id("d-data")],
+        };
+        assert!(select_disks(&none, "i-1", &instance(), 16).is_err());
+        let all = DiskSelection::All { exclude: vec![] };
+        let too_many = select_disks(&all, "i-1", &instance(), 1).unwrap_err();
+        assert!(too_many[0].reason.contains("at most 1"));
+    }
+}

@@ -1,0 +1,320 @@
+//! `appsnap daemon`: what systemd runs (Type=notify) for months without
+//! attention. It recovers anything a crash left frozen, schedules the jobs,
+//! runs them through the job machine, records results, reloads the policy on
+//! SIGHUP and stops safely on SIGTERM.
+//!
+//! Stopping: a run that has not reached its pre-script gives up; a run
+//! between its pre-script and the end of its post-script finishes that part
+//! (thaw, post-script, lock holders ended) before the daemon exits; a run
+//! that is only waiting for ECS to finish a group is abandoned (the group
+//! completes anyway). The freeze guard is a separate process that thaws on
+//! its deadline or when the daemon's pipe closes, whatever happens here.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info, warn, Instrument};
+
+use crate::cloud::ecs::EcsClient;
+use crate::cloud::{Cloud, CloudError};
+use crate::host::{record, HostPaths};
+use crate::job::machine::{self, RunEnv, RunOptions, Shutdown};
+use crate::job::outcome::Outcome;
+use crate::logging;
+use crate::policy::{self, CloudSettings, Policy};
+use crate::schedule::{BoxFuture, RunRequest, Scheduler, SchedulerHandle, SystemClock};
+use crate::state::{Consistency, DaemonLock, JobResult, PhaseTime, StateStore, STATE_SCHEMA};
+
+/// How long a scheduled run waits for its group to be accomplished.
+pub const AWAIT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// How often it asks meanwhile.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Where the policy comes from (re-read on SIGHUP).
+#[derive(Debug, Clone)]
+pub struct PolicyFiles {
+    /// The main file (`-c`).
+    pub main: PathBuf,
+    /// The drop-in directory (`--config-dir`).
+    pub dropin_dir: PathBuf,
+}
+
+impl PolicyFiles {
+    fn load(&self) -> Result<Policy, policy::PolicyError> {
+        policy::load(&self.main, &self.dropin_dir)
+    }
+}
+
+/// The cloud connection, made lazily and remade when `[cloud]` changes, so a
+/// metadata service that is down at boot only fails the runs that need it.
+struct Connected {
+    settings: CloudSettings,
+    ecs: Arc<EcsClient>,
+    instance_id: String,
+    refresher: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.refresher.abort();
+    }
+}
+
+/// What every run shares.
+struct Daemon {
+    cloud: tokio::sync::Mutex<Option<Arc<Connected>>>,
+    shutdown: Shutdown,
+    handle: OnceLock<SchedulerHandle>,
+}
+
+impl Daemon {
+    async fn cloud(&self, settings: &CloudSettings) -> Result<Arc<Connected>, CloudError> {
+        let mut slot = self.cloud.lock().await;
+        if let Some(c) = slot.as_ref().filter(|c| &c.settings == settings) {
+            return Ok(c.clone());
+        }
+        let cloud = Cloud::connect(settings).await?;
+        // The refresher keeps role credentials fresh for the daemon's life.
+        let refresher = cloud.credentials.spawn_refresher();
+        info!(instance = %cloud.instance_id, region = %cloud.region_id, "connected to the cloud");
+        let c = Arc::new(Connected {
+            settings: settings.clone(),
+            ecs: Arc::new(cloud.ecs),
+            instance_id: cloud.instance_id,
+            refresher,
+        });
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// One scheduled run: connect, run the machine, record the result.
+    async fn run_one(self: Arc<Self>, req: RunRequest) {
+        let job = &req.job;
+        notify_status(&format!("running job {}", job.name));
+        let policy = &req.policy;
+        let result = match self.cloud(&policy.cloud).await {
+            Err(e) => {
+                let outcome = e.outcome();
+                error!(
+                    APPSNAP_EXIT_CODE = outcome.code(),
+                    "cannot reach the cloud: {e}"
+                );
+                failed_result(&req, outcome, format!("cannot reach the cloud: {e}"))
+            }
+            Ok(c) => {
+                if let Err(e) = std::fs::create_dir_all(&policy.host.run_dir) {
+                    warn!("cannot create {}: {e}", policy.host.run_dir.display());
+                }
+                let env = RunEnv {
+                    ecs: c.ecs.clone(),
+                    instance_id: c.instance_id.clone(),
+                    host_paths: HostPaths::system(&policy.host.by_id_dir),
+                    run_dir: policy.host.run_dir.clone(),
+                    guard_exe: None,
+                    max_disks_per_group: policy.cloud.max_disks_per_group,
+                    await_timeout: AWAIT_TIMEOUT,
+                    poll_interval: POLL_INTERVAL,
+                };
+                let opts = RunOptions {
+                    run_id: Some(req.run_id.clone()),
+                    freeze_gate: Some(req.freeze_gate.clone()),
+                    shutdown: Some(self.shutdown.clone()),
+                    ..RunOptions::default()
+                };
+                let report = machine::run(&env, job, opts).await;
+                report.to_job_result(Some(req.scheduled_for))
+            }
+        };
+        let store = StateStore::new(&policy.host.state_dir);
+        if let Err(e) = store.write(&result) {
+            error!("result of run {} not recorded: {e}", req.run_id);
+        }
+        self.notify_idle();
+    }
+
+    fn notify_idle(&self) {
+        let Some(h) = self.handle.get() else { return };
+        let next = h
+            .status()
+            .into_iter()
+            .filter_map(|s| s.next_due.map(|t| (t, s.name)))
+            .min_by_key(|(t, _)| *t);
+        match next {
+            Some((t, name)) => notify_status(&format!(
+                "idle; next: job {name} at {}",
+                t.format("%Y-%m-%d %H:%M:%S UTC")
+            )),
+            None => notify_status("idle; no job scheduled"),
+        }
+    }
+}
+
+/// A result for a run that never reached the machine.
+fn failed_result(req: &RunRequest, outcome: Outcome, message: String) -> JobResult {
+    let now = chrono::Utc::now();
+    JobResult {
+        schema: STATE_SCHEMA,
+        job: req.job.name.to_string(),
+        run_id: req.run_id.clone(),
+        scheduled_for: Some(req.scheduled_for),
+        started_at: now,
+        finished_at: now,
+        exit_code: outcome.code(),
+        consistency: Consistency::None,
+        snapshot_group_id: None,
+        frozen_ms: None,
+        phases: Vec::<PhaseTime>::new(),
+        message,
+    }
+}
+
+fn notify_status(s: &str) {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(s)]);
+}
+
+/// Runs the daemon until SIGTERM/SIGINT; returns the process exit code.
+pub fn run(files: PolicyFiles) -> u8 {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("cannot start the runtime: {e}");
+            return Outcome::Unknown.code();
+        }
+    };
+    let code = rt.block_on(serve(files));
+    // Runs still awaiting a group are abandoned; nothing is frozen by now.
+    rt.shutdown_background();
+    code
+}
+
+async fn serve(files: PolicyFiles) -> u8 {
+    let policy = match files.load() {
+        Ok(p) => p,
+        Err(e) => {
+            error!("policy rejected:\n{e}");
+            return Outcome::InvalidParameters.code();
+        }
+    };
+    let run_dir = policy.host.run_dir.clone();
+    if let Err(e) = std::fs::create_dir_all(&run_dir) {
+        error!("cannot create {}: {e}", run_dir.display());
+        return Outcome::ConditionsNotMet.code();
+    }
+    let _lock = match DaemonLock::acquire(&run_dir) {
+        Ok(l) => l,
+        Err(e) => {
+            error!("{e}");
+            return Outcome::ConditionsNotMet.code();
+        }
+    };
+    recover(&run_dir);
+
+    let daemon = Arc::new(Daemon {
+        cloud: tokio::sync::Mutex::new(None),
+        shutdown: Shutdown::new(),
+        handle: OnceLock::new(),
+    });
+    if let Err(e) = daemon.cloud(&policy.cloud).await {
+        warn!("cloud not reachable yet ({e}); each run will try again");
+    }
+    let runner_daemon = daemon.clone();
+    let runner = Arc::new(move |req: RunRequest| -> BoxFuture<'static, ()> {
+        let span = logging::run_span(req.job.name.as_str(), &req.run_id);
+        Box::pin(runner_daemon.clone().run_one(req).instrument(span))
+    });
+    let (scheduler, handle) = Scheduler::new(&policy, runner, Arc::new(SystemClock));
+    let _ = daemon.handle.set(handle.clone());
+    let scheduler_task = tokio::spawn(scheduler.run());
+
+    info!(jobs = policy.jobs.len(), "appsnap daemon ready");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    daemon.notify_idle();
+    let watchdog = sd_notify::watchdog_enabled().map(|period| {
+        // Pinged from the runtime, so a wedged runtime is noticed; never from the freeze guard.
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period / 2);
+            loop {
+                tick.tick().await;
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+        })
+    });
+
+    let code = signals(&files, &handle, &daemon).await;
+
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    daemon.shutdown.request();
+    handle.shutdown();
+    info!("stopping: waiting for any run between its pre-script and post-script");
+    daemon.shutdown.critical_sections_done().await;
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    scheduler_task.abort();
+    info!("appsnap daemon stopped");
+    code
+}
+
+/// Waits for signals: SIGHUP reloads, SIGTERM/SIGINT end the loop.
+async fn signals(files: &PolicyFiles, handle: &SchedulerHandle, daemon: &Arc<Daemon>) -> u8 {
+    let (mut hup, mut term, mut int) = match (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(h), Ok(t), Ok(i)) => (h, t, i),
+        _ => {
+            error!("cannot install signal handlers");
+            return Outcome::Unknown.code();
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(files, handle, daemon),
+            _ = term.recv() => return Outcome::Success.code(),
+            _ = int.recv() => return Outcome::Success.code(),
+        }
+    }
+}
+
+/// SIGHUP: a valid new policy replaces the old; an invalid one is rejected
+/// with its located errors and the old one keeps running.
+fn reload(files: &PolicyFiles, handle: &SchedulerHandle, daemon: &Arc<Daemon>) {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+    match files.load() {
+        Ok(p) => {
+            info!(jobs = p.jobs.len(), "policy reloaded");
+            handle.reload(p);
+        }
+        Err(e) => error!("reload rejected, keeping the running policy:\n{e}"),
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    daemon.notify_idle();
+}
+
+/// What `appsnap thaw --all` does, at every start: a crash must not leave a
+/// file system frozen past the next start.
+fn recover(run_dir: &Path) {
+    match record::recover(run_dir, Path::new("/proc/self/mountinfo")) {
+        Ok(None) => {}
+        Ok(Some(r)) => {
+            for (t, action) in &r.actions {
+                warn!(
+                    "recovery: {} ({}): {action:?}",
+                    t.mount_point.display(),
+                    t.fs_type
+                );
+            }
+            if !r.record_removed {
+                error!("recovery could not thaw everything; the record is kept for `appsnap thaw --all`");
+            }
+        }
+        Err(e) => error!("recovery: {e}"),
+    }
+}

@@ -1,0 +1,990 @@
+//! One run of a job as an explicit state machine:
+//! Preflight → PreScript → Freeze → Snapshot → Thaw → PostScript → AwaitGroup → Tag.
+//!
+//! Every step returns the next one; a failure records the vendor's exit code
+//! and routes the run through Thaw and PostScript, never around them. While
+//! file systems are frozen the machine does one thing — the CreateSnapshotGroup
+//! call — and logs nothing (journald may live on a frozen file system); what
+//! happened is logged right after the thaw. If this process dies anyway, the
+//! freeze guard thaws on stdin EOF or at its deadline.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::outcome::Outcome;
+use super::report::{vendor_tag, weakest, Consistency, RunReport, Stage};
+use super::script_check::check_script;
+use super::scripts::{
+    run_script, Phase, ProcessGroup, ScriptContext, ScriptRun, DEFAULT_KILL_GRACE,
+};
+use crate::cloud::ecs::{
+    ClientToken, CreateSnapshotGroup, Disk, EcsClient, EcsError, GroupDisks, SnapshotFilter,
+    SnapshotGroup, SnapshotGroupFilter, Tag,
+};
+use crate::cloud::preflight::select_disks;
+use crate::cloud::{TAG_INSTANCE, TAG_JOB};
+use crate::host::{self, DiskRequest, FreezeGuard, Frozen, HostPaths, HostView, Plan, ThawCause};
+use crate::policy::{DiskId, DiskSelection, Job};
+
+/// Tag key with the consistency appsnap achieved (`app`, `fs`, `crash`).
+pub const TAG_CONSISTENCY: &str = "appsnap:consistency";
+
+/// What a run needs from outside the job: the cloud, this host, and limits.
+pub struct RunEnv {
+    /// The ECS client (shared credentials, warm connection).
+    pub ecs: Arc<EcsClient>,
+    /// This instance.
+    pub instance_id: String,
+    /// Where to look for mounts, sysfs and by-id links.
+    pub host_paths: HostPaths,
+    /// Where the guard writes the frozen-set record.
+    pub run_dir: PathBuf,
+    /// The binary to start as `freeze-guard` (None: this very binary).
+    pub guard_exe: Option<PathBuf>,
+    /// Cap on disks per group.
+    pub max_disks_per_group: u32,
+    /// How long to wait for the group to be accomplished.
+    pub await_timeout: Duration,
+    /// How often to ask while waiting.
+    pub poll_interval: Duration,
+}
+
+/// How this run differs from a one-off `appsnap run`.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Check and plan everything; freeze nothing, create nothing, run no script.
+    pub dry_run: bool,
+    /// Use exactly this group name (the vendor plugin's `Name`) instead of `<job>-<time>`.
+    pub group_name: Option<String>,
+    /// The run's ID, when the caller (the scheduler) already chose one.
+    pub run_id: Option<String>,
+    /// Held from before FIFREEZE to after FITHAW: one freeze at a time on the instance.
+    pub freeze_gate: Option<crate::schedule::FreezeGate>,
+    /// The daemon's shutdown signal and its count of runs that must finish first.
+    pub shutdown: Option<Shutdown>,
+}
+
+/// Lets the daemon stop safely: a run that has not frozen yet gives up before
+/// the freeze; a run between its pre-script and the end of its post-script
+/// finishes that part before the daemon exits (so nothing stays locked or frozen).
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    requested: Arc<std::sync::atomic::AtomicBool>,
+    critical: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+impl Shutdown {
+    /// A fresh signal with no run in its critical section.
+    pub fn new() -> Shutdown {
+        Shutdown::default()
+    }
+
+    /// Asks runs to stop before freezing.
+    pub fn request(&self) {
+        self.requested
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether stopping was asked for.
+    pub fn is_requested(&self) -> bool {
+        self.requested.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until no run is between its pre-script and the end of its post-script.
+    pub async fn critical_sections_done(&self) {
+        let mut rx = self.critical.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
+    fn enter(&self) -> CriticalSection {
+        self.critical.send_modify(|n| *n += 1);
+        CriticalSection(self.critical.clone())
+    }
+}
+
+/// Marks a run as inside its critical section until dropped.
+#[derive(Debug)]
+struct CriticalSection(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Drop for CriticalSection {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// The steps, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Preflight,
+    PreScript,
+    Freeze,
+    Snapshot,
+    Thaw,
+    PostScript,
+    AwaitGroup,
+    Tag,
+    Done,
+}
+
+/// Slack kept between giving up on CreateSnapshotGroup and the guard's own deadline,
+/// so that appsnap, not the deadline, ends the freeze.
+fn api_margin(freeze_timeout: Duration) -> Duration {
+    (freeze_timeout / 5).clamp(Duration::from_millis(300), Duration::from_secs(2))
+}
+
+/// Deadline for the calls made before and after the freeze.
+const CALL_BUDGET: Duration = Duration::from_secs(60);
+
+/// Runs `job` once and reports what happened; never panics while anything is frozen.
+pub async fn run(env: &RunEnv, job: &Job, opts: RunOptions) -> RunReport {
+    let mut r = Run::new(env, job, opts);
+    let mut step = Step::Preflight;
+    while step != Step::Done {
+        let started = Instant::now();
+        let (stage, next) = match step {
+            Step::Preflight => (Stage::Preflight, r.preflight().await),
+            Step::PreScript => (Stage::PreScript, r.pre_script().await),
+            Step::Freeze => (Stage::Freeze, r.freeze().await),
+            Step::Snapshot => (Stage::Snapshot, r.snapshot().await),
+            Step::Thaw => (Stage::Thaw, r.thaw().await),
+            Step::PostScript => (Stage::PostScript, r.post_script().await),
+            Step::AwaitGroup => (Stage::AwaitGroup, r.await_group().await),
+            Step::Tag => (Stage::Tag, r.tag().await),
+            Step::Done => unreachable!("loop ends at Done"),
+        };
+        r.report.add_stage(stage, started.elapsed());
+        step = next;
+    }
+    r.finish()
+}
+
+/// The state carried from step to step.
+struct Run<'a> {
+    env: &'a RunEnv,
+    job: &'a Job,
+    opts: RunOptions,
+    report: RunReport,
+    /// The first failure's code (a thaw failure overrides everything).
+    failure: Option<Outcome>,
+    /// What the snapshot can still claim; lowered as steps fall short.
+    consistency: Consistency,
+    selected: Vec<Disk>,
+    plan: Option<Plan>,
+    request: Option<CreateSnapshotGroup>,
+    script_ctx: ScriptContext,
+    /// Both hooks configured and valid: they run.
+    hooks: bool,
+    lock_holders: Option<ProcessGroup>,
+    guard: Option<FreezeGuard>,
+    frozen: Option<Frozen>,
+    /// Holds every log line in memory from just before FIFREEZE to just after FITHAW.
+    hold: Option<crate::logging::OutputHold>,
+    /// The instance-wide freeze permit, from before FIFREEZE to after FITHAW.
+    permit: Option<crate::schedule::FreezePermit>,
+    /// Present from the pre-script to the end of the post-script.
+    critical: Option<CriticalSection>,
+    /// Errors seen while frozen, logged after the thaw.
+    frozen_errors: Vec<(Outcome, String)>,
+    group_id: Option<String>,
+    /// CreateSnapshotGroup ran out of time: the group may exist anyway.
+    create_timed_out: bool,
+    group: Option<SnapshotGroup>,
+}
+
+impl<'a> Run<'a> {
+    fn new(env: &'a RunEnv, job: &'a Job, opts: RunOptions) -> Run<'a> {
+        let now = chrono::Utc::now();
+        let run_id = format!(
+            "{}-{}",
+            now.format("%Y%m%dT%H%M%SZ"),
+            &crate::cloud::sign::nonce()[..8]
+        );
+        Run {
+            env,
+            job,
+            opts,
+            report: RunReport {
+                job: job.name.to_string(),
+                run_id,
+                started_at: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                exit_code: 0,
+                group_id: None,
+                group_name: None,
+                consistency: Consistency::None,
+                frozen_ms: None,
+                stages: Vec::new(),
+                warnings: Vec::new(),
+                errors: Vec::new(),
+            },
+            failure: None,
+            consistency: Consistency::App,
+            selected: Vec::new(),
+            plan: None,
+            request: None,
+            script_ctx: ScriptContext::default(),
+            hooks: false,
+            lock_holders: None,
+            guard: None,
+            frozen: None,
+            hold: None,
+            permit: None,
+            critical: None,
+            frozen_errors: Vec::new(),
+            group_id: None,
+            create_timed_out: false,
+            group: None,
+        }
+    }
+
+    fn fail(&mut self, outcome: Outcome, msg: String) {
+        warn!(job = %self.job.name, run_id = %self.report.run_id, code = outcome.code(), "{msg}");
+        self.report.errors.push(msg);
+        if self.failure.is_none() || outcome == Outcome::ThawFailed {
+            self.failure = Some(outcome);
+        }
+    }
+
+    fn warn(&mut self, msg: String) {
+        warn!(job = %self.job.name, run_id = %self.report.run_id, "{msg}");
+        self.report.warnings.push(msg);
+    }
+
+    fn call_deadline() -> Instant {
+        Instant::now() + CALL_BUDGET
+    }
+
+    // ---- Preflight: nothing is touched before every check has passed.
+
+    async fn preflight(&mut self) -> Step {
+        let job = self.job;
+        let ecs = &self.env.ecs;
+        // Credentials that outlive the freeze window and the API call.
+        let validity = job.freeze_timeout + CALL_BUDGET;
+        if let Err(e) = ecs.credentials().ensure_valid_for(validity).await {
+            self.fail(Outcome::NoRamRole, format!("no usable credentials: {e}"));
+            return Step::Done;
+        }
+        let disks = match ecs
+            .describe_disks(&self.env.instance_id, &[], Self::call_deadline())
+            .await
+        {
+            Ok(d) => d,
+            Err(e) => {
+                let outcome = api_outcome(&e, Outcome::ConditionsNotMet);
+                self.fail(outcome, format!("DescribeDisks: {e}"));
+                return Step::Done;
+            }
+        };
+        let selected = match select_disks(
+            &job.disks,
+            &self.env.instance_id,
+            &disks,
+            self.env.max_disks_per_group,
+        ) {
+            Ok(s) => s,
+            Err(problems) => {
+                // "all" with nothing usable is the vendor's "no ESSDs attached" (3).
+                let none_usable = matches!(job.disks, DiskSelection::All { .. })
+                    && problems
+                        .iter()
+                        .any(|p| p.disk.is_none() && p.reason.starts_with("no disk"));
+                let outcome = if none_usable {
+                    Outcome::NoDisksOrPermission
+                } else {
+                    Outcome::ConditionsNotMet
+                };
+                for p in &problems {
+                    self.fail(outcome, p.to_string());
+                }
+                return Step::Done;
+            }
+        };
+        for w in selected.warnings.iter().chain(&selected.skipped) {
+            self.warn(w.to_string());
+        }
+        let selected: Vec<(DiskId, Disk)> = selected
+            .disks
+            .into_iter()
+            .filter_map(|d| DiskId::parse(&d.disk_id).ok().map(|id| (id, d)))
+            .collect();
+
+        // A snapshot still being created on one of our disks: code 16, before any freeze.
+        let filter = SnapshotFilter {
+            instance_id: Some(self.env.instance_id.clone()),
+            status: Some("progressing".into()),
+            ..SnapshotFilter::default()
+        };
+        match ecs.describe_snapshots(&filter, Self::call_deadline()).await {
+            Ok(progressing) => {
+                let busy: Vec<String> = progressing
+                    .iter()
+                    .filter(|s| {
+                        selected
+                            .iter()
+                            .any(|(id, _)| id.as_str() == s.source_disk_id)
+                    })
+                    .map(|s| format!("{} on {}", s.snapshot_id, s.source_disk_id))
+                    .collect();
+                if !busy.is_empty() {
+                    self.fail(
+                        Outcome::PreviousSnapshotInProgress,
+                        format!(
+                            "a previous snapshot is still being created: {}",
+                            busy.join(", ")
+                        ),
+                    );
+                    return Step::Done;
+                }
+            }
+            Err(e) => {
+                let outcome = api_outcome(&e, Outcome::ConditionsNotMet);
+                self.fail(outcome, format!("DescribeSnapshots: {e}"));
+                return Step::Done;
+            }
+        }
+
+        // The freeze plan (refusals: code 1).
+        let requests: Vec<DiskRequest> = selected
+            .iter()
+            .map(|(id, d)| DiskRequest {
+                id: id.clone(),
+                serial: (!d.serial_number.is_empty()).then(|| d.serial_number.clone()),
+            })
+            .collect();
+        let plan = match HostView::read(&self.env.host_paths)
+            .and_then(|view| host::build_plan(&view, &requests, &self.env.run_dir))
+        {
+            Ok(p) => p,
+            Err(e) => {
+                self.fail(Outcome::ConditionsNotMet, format!("freeze plan: {e}"));
+                return Step::Done;
+            }
+        };
+        for w in &plan.warnings {
+            self.warn(format!("plan: {w}"));
+        }
+        for s in &plan.skipped {
+            info!(job = %job.name, "not frozen: {} ({}): {}", s.mount_point.display(), s.fs_type, s.reason);
+        }
+
+        // Hooks: both configured and valid, or neither runs (never lock without a way to unlock).
+        self.hooks = self.check_hooks();
+        if !self.hooks {
+            self.consistency = Consistency::Fs;
+        }
+        if !job.fs_freeze || plan.entries.is_empty() {
+            if !job.fs_freeze {
+                info!(job = %job.name, "fs_freeze = false: file systems will not be frozen");
+            }
+            if !self.hooks {
+                self.consistency = Consistency::Crash;
+            }
+        }
+
+        // The request, built once with its ClientToken, so a retry never makes two groups.
+        let name = self.opts.group_name.clone().unwrap_or_else(|| {
+            format!(
+                "{}-{}",
+                job.name,
+                chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+            )
+        });
+        let mut tags = vec![
+            Tag::new(TAG_JOB, job.name.as_str()),
+            Tag::new(TAG_INSTANCE, self.env.instance_id.as_str()),
+        ];
+        tags.extend(
+            job.tags
+                .iter()
+                .map(|(k, v)| Tag::new(k.as_str(), v.as_str())),
+        );
+        let request = CreateSnapshotGroup {
+            instance_id: self.env.instance_id.clone(),
+            disks: GroupDisks::Only(selected.iter().map(|(id, _)| id.clone()).collect()),
+            name: name.clone(),
+            description: job.description.clone(),
+            tags,
+            resource_group_id: None,
+            client_token: ClientToken::generate(),
+        };
+        if let Err(e) = request.params(ecs.region_id()) {
+            self.fail(Outcome::InvalidParameters, e.to_string());
+            return Step::Done;
+        }
+        self.report.group_name = Some(name);
+        self.script_ctx = ScriptContext {
+            job: job.name.to_string(),
+            disk_ids: selected.iter().map(|(id, _)| id.to_string()).collect(),
+            mountpoints: plan.entries.iter().map(|e| e.mount_point.clone()).collect(),
+            freeze_deadline_epoch: 0,
+        };
+
+        if self.opts.dry_run {
+            self.print_dry_run(&plan, &request);
+            self.selected = selected.into_iter().map(|(_, d)| d).collect();
+            self.plan = Some(plan);
+            return Step::Done;
+        }
+        // The connection is opened now, so the frozen window is one round trip.
+        if let Err(e) = ecs.warm(Self::call_deadline()).await {
+            self.fail(Outcome::ConditionsNotMet, format!("cannot reach ECS: {e}"));
+            return Step::Done;
+        }
+        self.selected = selected.into_iter().map(|(_, d)| d).collect();
+        self.plan = Some(plan);
+        self.request = Some(request);
+        Step::PreScript
+    }
+
+    fn check_hooks(&mut self) -> bool {
+        let (pre, post) = (self.job.prescript.clone(), self.job.postscript.clone());
+        let mut ok = true;
+        for (what, path) in [("prescript", &pre), ("postscript", &post)] {
+            match path {
+                None => {
+                    ok = false;
+                }
+                Some(p) => {
+                    if let Err(e) = check_script(p) {
+                        self.warn(format!(
+                            "{what} not used, snapshot will be file-system-consistent: {e}"
+                        ));
+                        ok = false;
+                    }
+                }
+            }
+        }
+        if !ok && (pre.is_some() || post.is_some()) && (pre.is_none() || post.is_none()) {
+            self.warn(
+                "application-consistent snapshots need both prescript and postscript; neither runs"
+                    .to_string(),
+            );
+        }
+        ok
+    }
+
+    fn print_dry_run(&self, plan: &Plan, request: &CreateSnapshotGroup) {
+        println!(
+            "dry run of job {:?}: nothing is frozen, created or run",
+            self.job.name.as_str()
+        );
+        println!("disks: {}", self.script_ctx.disk_ids.join(", "));
+        print!("{}", plan.render());
+        if self.hooks {
+            println!(
+                "would run prescript {}",
+                self.job
+                    .prescript
+                    .as_ref()
+                    .map_or(String::new(), |p| p.display().to_string())
+            );
+        }
+        if self.job.fs_freeze && !plan.entries.is_empty() {
+            println!(
+                "would freeze {} file system(s) for at most {}s",
+                plan.entries.len(),
+                self.job.freeze_timeout.as_secs()
+            );
+        }
+        println!("would call CreateSnapshotGroup:");
+        if let Ok(params) = request.params(self.env.ecs.region_id()) {
+            for (k, v) in params {
+                println!("  {k}={v}");
+            }
+        }
+        if self.hooks {
+            println!(
+                "would run postscript {}",
+                self.job
+                    .postscript
+                    .as_ref()
+                    .map_or(String::new(), |p| p.display().to_string())
+            );
+        }
+        println!("consistency: {}", self.consistency.as_str());
+    }
+
+    // ---- PreScript
+
+    async fn pre_script(&mut self) -> Step {
+        if let Some(sd) = &self.opts.shutdown {
+            if sd.is_requested() {
+                self.fail(
+                    Outcome::Unknown,
+                    "the daemon is stopping: run abandoned before the pre-script".into(),
+                );
+                return Step::Done;
+            }
+            self.critical = Some(sd.enter());
+        }
+        if !self.hooks {
+            return Step::Freeze;
+        }
+        let path = self.job.prescript.clone().expect("hooks imply a prescript");
+        self.script_ctx.freeze_deadline_epoch =
+            epoch_after(self.job.script_timeout + self.job.freeze_timeout);
+        let run = run_script(
+            &path,
+            Phase::Pre,
+            &self.script_ctx,
+            self.job.script_timeout,
+            DEFAULT_KILL_GRACE,
+        )
+        .await;
+        self.log_script(Phase::Pre, &run);
+        if !run.status.succeeded() {
+            self.consistency = weakest(self.consistency, Consistency::Fs);
+            self.fail(
+                Outcome::PreScriptFailed,
+                format!(
+                    "prescript {}: {}; snapshot will be file-system-consistent",
+                    path.display(),
+                    describe(&run)
+                ),
+            );
+        }
+        self.lock_holders = run.leftovers;
+        if let Some(g) = &self.lock_holders {
+            info!(job = %self.job.name, "prescript left process group {} running (lock holders); ended after the postscript", g.id());
+        }
+        Step::Freeze
+    }
+
+    fn log_script(&self, phase: Phase, run: &ScriptRun) {
+        info!(
+            job = %self.job.name, run_id = %self.report.run_id, phase = phase.as_str(),
+            took_ms = run.duration.as_millis() as u64,
+            "{} script: {}; output: {}", phase.as_str(), describe(run), run.output.trim_end()
+        );
+    }
+
+    // ---- Freeze
+
+    async fn freeze(&mut self) -> Step {
+        let plan = self.plan.as_ref().expect("preflight made a plan");
+        if self
+            .opts
+            .shutdown
+            .as_ref()
+            .is_some_and(Shutdown::is_requested)
+        {
+            self.fail(
+                Outcome::Unknown,
+                "the daemon is stopping: run abandoned before the freeze".into(),
+            );
+            return Step::PostScript;
+        }
+        if !self.job.fs_freeze || plan.entries.is_empty() {
+            return Step::Snapshot;
+        }
+        if let Some(gate) = &self.opts.freeze_gate {
+            self.permit = Some(gate.acquire().await);
+        }
+        // Credentials must not expire inside the window (the pre-script may have taken long).
+        if let Err(e) = self
+            .env
+            .ecs
+            .credentials()
+            .ensure_valid_for(self.job.freeze_timeout + CALL_BUDGET)
+            .await
+        {
+            self.fail(
+                Outcome::NoRamRole,
+                format!("credentials before freezing: {e}"),
+            );
+            return Step::PostScript;
+        }
+        let deadline = self.job.freeze_timeout;
+        let spawned = match &self.env.guard_exe {
+            Some(exe) => FreezeGuard::spawn_exe(exe, plan.targets(), deadline, &self.env.run_dir),
+            None => FreezeGuard::spawn(plan, deadline, &self.env.run_dir),
+        };
+        let mut guard = match spawned {
+            Ok(g) => g,
+            Err(e) => {
+                self.fail(Outcome::FreezeFailed, format!("cannot suspend I/O: {e}"));
+                return Step::PostScript;
+            }
+        };
+        self.script_ctx.freeze_deadline_epoch = epoch_after(deadline);
+        self.hold = Some(crate::logging::hold());
+        // The guard's protocol is blocking I/O on a pipe: keep it off the async workers.
+        let joined = tokio::task::spawn_blocking(move || {
+            let r = guard.freeze();
+            (guard, r)
+        })
+        .await;
+        let (guard, result) = match joined {
+            Ok(x) => x,
+            Err(e) => {
+                // The guard moved into the failed task was dropped: its stdin closed, so it thawed.
+                self.hold = None;
+                self.fail(Outcome::FreezeFailed, format!("freeze task failed: {e}"));
+                return Step::PostScript;
+            }
+        };
+        match result {
+            Ok(frozen) => {
+                self.guard = Some(guard);
+                self.frozen = Some(frozen);
+                Step::Snapshot
+            }
+            Err(e) => {
+                drop(guard);
+                self.hold = None;
+                self.fail(Outcome::FreezeFailed, format!("cannot suspend I/O: {e}"));
+                self.consistency = weakest(self.consistency, Consistency::Fs);
+                Step::PostScript
+            }
+        }
+    }
+
+    // ---- Snapshot: the only thing done while frozen. No logging here.
+
+    async fn snapshot(&mut self) -> Step {
+        let request = self.request.as_ref().expect("preflight built the request");
+        let deadline = match &self.frozen {
+            Some(f) => Instant::from_std(f.thaw_by) - api_margin(self.job.freeze_timeout),
+            None => Instant::now() + self.job.freeze_timeout,
+        };
+        match self.env.ecs.create_snapshot_group(request, deadline).await {
+            Ok(id) => self.group_id = Some(id),
+            Err(e) => {
+                let outcome = create_outcome(&e);
+                if outcome == Outcome::GroupCreateTimeout {
+                    self.create_timed_out = true;
+                }
+                self.frozen_errors
+                    .push((outcome, format!("CreateSnapshotGroup: {e}")));
+            }
+        }
+        Step::Thaw
+    }
+
+    // ---- Thaw: the instant the API has answered.
+
+    async fn thaw(&mut self) -> Step {
+        let Some(guard) = self.guard.take() else {
+            self.after_window();
+            return Step::PostScript;
+        };
+        let joined = tokio::task::spawn_blocking(move || guard.thaw()).await;
+        // Thawed (or the guard is gone and its deadline rules): logging is safe again.
+        self.hold = None;
+        self.permit = None;
+        self.after_window();
+        match joined {
+            Ok(Ok(report)) => {
+                let max_us = report
+                    .filesystems
+                    .iter()
+                    .map(|f| f.suspended_us)
+                    .max()
+                    .unwrap_or(0);
+                self.report.frozen_ms = Some(max_us / 1000);
+                for fs in &report.filesystems {
+                    info!(job = %self.job.name, "thawed {} after {} ms", fs.mount_point.display(), fs.suspended_us / 1000);
+                }
+                if report.cause == ThawCause::Deadline {
+                    self.consistency = Consistency::Crash;
+                    self.fail(
+                        Outcome::GroupCreateTimeout,
+                        format!(
+                            "the freeze deadline ({}s) thawed the file systems before ECS answered; the group is crash-consistent at best",
+                            self.job.freeze_timeout.as_secs()
+                        ),
+                    );
+                }
+            }
+            Ok(Err(e)) => self.fail(Outcome::ThawFailed, format!("cannot resume I/O: {e}")),
+            Err(e) => self.fail(Outcome::ThawFailed, format!("thaw task failed: {e}")),
+        }
+        Step::PostScript
+    }
+
+    /// Logs what happened inside the window, now that logging is safe.
+    fn after_window(&mut self) {
+        for (outcome, msg) in std::mem::take(&mut self.frozen_errors) {
+            if outcome == Outcome::GroupCreateTimeout {
+                self.consistency = Consistency::Crash;
+            }
+            self.fail(outcome, msg);
+        }
+        if let Some(id) = &self.group_id {
+            info!(job = %self.job.name, run_id = %self.report.run_id, snapshot_group = %id, "snapshot group accepted");
+        }
+    }
+
+    // ---- PostScript, then the lock holders end.
+
+    async fn post_script(&mut self) -> Step {
+        if self.hooks {
+            let path = self
+                .job
+                .postscript
+                .clone()
+                .expect("hooks imply a postscript");
+            let run = run_script(
+                &path,
+                Phase::Post,
+                &self.script_ctx,
+                self.job.script_timeout,
+                DEFAULT_KILL_GRACE,
+            )
+            .await;
+            self.log_script(Phase::Post, &run);
+            if !run.status.succeeded() {
+                self.fail(
+                    Outcome::PostScriptFailed,
+                    format!("postscript {}: {}", path.display(), describe(&run)),
+                );
+            }
+            if let Some(left) = run.leftovers {
+                self.warn(format!(
+                    "postscript left process group {} running; ending it",
+                    left.id()
+                ));
+                left.terminate(DEFAULT_KILL_GRACE).await;
+            }
+        }
+        if let Some(holders) = self.lock_holders.take() {
+            let id = holders.id();
+            if holders.terminate(DEFAULT_KILL_GRACE).await {
+                self.warn(format!(
+                    "lock holders (process group {id}) ignored SIGTERM and were killed"
+                ));
+            }
+        }
+        if self.group_id.is_some() || self.create_timed_out {
+            Step::AwaitGroup
+        } else {
+            Step::Done
+        }
+    }
+
+    // ---- AwaitGroup
+
+    async fn await_group(&mut self) -> Step {
+        let ecs = &self.env.ecs;
+        let Some(id) = self.group_id.clone() else {
+            // The call timed out: a group with our name may exist anyway; it is crash-consistent at best.
+            let filter = SnapshotGroupFilter {
+                instance_id: Some(self.env.instance_id.clone()),
+                name: self.report.group_name.clone(),
+                ..SnapshotGroupFilter::default()
+            };
+            if let Ok(groups) = ecs
+                .describe_snapshot_groups(&filter, Self::call_deadline())
+                .await
+            {
+                if let Some(g) = groups.into_iter().next() {
+                    self.warn(format!(
+                        "group {} appeared after the timeout; tagged crash-consistent",
+                        g.snapshot_group_id
+                    ));
+                    self.consistency = Consistency::Crash;
+                    self.group_id = Some(g.snapshot_group_id.clone());
+                    self.group = Some(g);
+                    return Step::Tag;
+                }
+            }
+            return Step::Done;
+        };
+        let filter = SnapshotGroupFilter {
+            ids: vec![id.clone()],
+            ..SnapshotGroupFilter::default()
+        };
+        let until = Instant::now() + self.env.await_timeout;
+        loop {
+            match ecs
+                .describe_snapshot_groups(&filter, Self::call_deadline().min(until))
+                .await
+            {
+                Ok(groups) => match groups.into_iter().find(|g| g.snapshot_group_id == id) {
+                    Some(g) if g.status == "accomplished" => {
+                        if let Some(s) = g
+                            .snapshots
+                            .iter()
+                            .find(|s| !s.available && s.progress != "100%")
+                        {
+                            self.fail(
+                                Outcome::GroupSnapshotBadState,
+                                format!(
+                                    "snapshot {} of group {id} is not complete ({})",
+                                    s.snapshot_id, s.progress
+                                ),
+                            );
+                        }
+                        self.group = Some(g);
+                        return Step::Tag;
+                    }
+                    Some(g) if g.status == "failed" => {
+                        self.fail(
+                            Outcome::GroupBadState,
+                            format!("snapshot group {id} failed"),
+                        );
+                        self.group = Some(g);
+                        return Step::Done;
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.fail(
+                            Outcome::GroupBadState,
+                            format!("snapshot group {id} is not listed by DescribeSnapshotGroups"),
+                        );
+                        return Step::Done;
+                    }
+                },
+                Err(e) if Instant::now() >= until => {
+                    self.fail(
+                        Outcome::GroupBadState,
+                        format!("waiting for group {id}: {e}"),
+                    );
+                    return Step::Done;
+                }
+                Err(e) => warn!(job = %self.job.name, "waiting for group {id}: {e}; retrying"),
+            }
+            if Instant::now() + self.env.poll_interval > until {
+                self.fail(
+                    Outcome::GroupBadState,
+                    format!(
+                        "snapshot group {id} not accomplished within {}s",
+                        self.env.await_timeout.as_secs()
+                    ),
+                );
+                return Step::Done;
+            }
+            tokio::time::sleep(self.env.poll_interval).await;
+        }
+    }
+
+    // ---- Tag the snapshots with the consistency achieved.
+
+    async fn tag(&mut self) -> Step {
+        let Some(group) = &self.group else {
+            return Step::Done;
+        };
+        let ids: Vec<String> = group
+            .snapshots
+            .iter()
+            .map(|s| s.snapshot_id.clone())
+            .collect();
+        if ids.is_empty() {
+            self.fail(
+                Outcome::GroupSnapshotBadState,
+                format!("group {} lists no snapshots", group.snapshot_group_id),
+            );
+            return Step::Done;
+        }
+        let mut tags = vec![
+            Tag::new(TAG_JOB, self.job.name.as_str()),
+            Tag::new(TAG_CONSISTENCY, self.consistency.as_str()),
+        ];
+        if let Some((k, v)) = vendor_tag(self.consistency) {
+            tags.push(Tag::new(k, v));
+        }
+        let mut failed = None;
+        for chunk in ids.chunks(crate::cloud::ecs::MAX_TAG_RESOURCES) {
+            if let Err(e) = self
+                .env
+                .ecs
+                .tag_resources("snapshot", chunk, &tags, Self::call_deadline())
+                .await
+            {
+                failed = Some(e);
+                break;
+            }
+        }
+        if let Some(e) = failed {
+            let outcome = api_outcome(&e, Outcome::TagFailed);
+            self.fail(outcome, format!("TagResources: {e}"));
+        }
+        Step::Done
+    }
+
+    fn finish(mut self) -> RunReport {
+        let outcome = self.failure.unwrap_or(Outcome::Success);
+        self.report.exit_code = outcome.code();
+        self.report.group_id = self.group_id.clone();
+        self.report.consistency = if self.group_id.is_some() {
+            self.consistency
+        } else {
+            Consistency::None
+        };
+        info!(
+            job = %self.job.name, run_id = %self.report.run_id,
+            exit_code = outcome.code(),
+            snapshot_group = self.report.group_id.as_deref().unwrap_or(""),
+            consistency = self.report.consistency.as_str(),
+            frozen_ms = self.report.frozen_ms.unwrap_or(0),
+            "run finished: {}", outcome
+        );
+        self.report
+    }
+}
+
+/// Epoch seconds `d` from now (what scripts see as the freeze deadline).
+fn epoch_after(d: Duration) -> u64 {
+    (std::time::SystemTime::now() + d)
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_secs())
+}
+
+fn describe(run: &ScriptRun) -> String {
+    use super::scripts::ScriptStatus::*;
+    match &run.status {
+        Exited(0) => "succeeded".into(),
+        Exited(c) => format!("exited with {c}"),
+        Signaled(s) => format!("killed by signal {s}"),
+        TimedOut => format!(
+            "timed out after {}s; its process group was killed",
+            run.duration.as_secs()
+        ),
+        SpawnFailed(e) => format!("could not be started: {e}"),
+    }
+}
+
+/// Vendor codes for API errors that are not the step's own failure.
+fn api_outcome(e: &EcsError, otherwise: Outcome) -> Outcome {
+    match e.code() {
+        Some(c)
+            if c.starts_with("Forbidden")
+                || c.contains("NoPermission")
+                || c == "InvalidAccessKeyId.NotFound" =>
+        {
+            Outcome::NoDisksOrPermission
+        }
+        Some(c) if c.starts_with("InvalidSecurityToken") => Outcome::NoRamRole,
+        _ if matches!(e, EcsError::Credentials(_)) => Outcome::NoRamRole,
+        _ => otherwise,
+    }
+}
+
+/// Vendor codes for CreateSnapshotGroup failures.
+fn create_outcome(e: &EcsError) -> Outcome {
+    match e.code() {
+        Some("QuotaExceed.Snapshot") => Outcome::QuotaExceeded,
+        Some("IncorrectDiskStatus.CreatingSnapshot") => Outcome::PreviousSnapshotInProgress,
+        _ if matches!(e, EcsError::DeadlineExceeded { .. }) => Outcome::GroupCreateTimeout,
+        _ => api_outcome(e, Outcome::GroupCreateFailed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn margin_leaves_room_before_the_guard_deadline() {
+        assert_eq!(api_margin(Duration::from_secs(30)), Duration::from_secs(2));
+        assert_eq!(api_margin(Duration::from_secs(5)), Duration::from_secs(1));
+        assert_eq!(
+            api_margin(Duration::from_secs(1)),
+            Duration::from_millis(300)
+        );
+    }
+}

@@ -1,0 +1,317 @@
+//! The real binary's cloud subcommands against a local server that plays both
+//! the metadata service and ECS (every ECS request's signature is re-derived).
+
+mod cloud_support;
+
+use cloud_support::*;
+use serde_json::json;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const AK: &str = "LTAI-list-test";
+const SECRET: &str = "list-secret-value-42";
+
+async fn imds(server: &MockServer) {
+    Mock::given(method("PUT"))
+        .and(path("/latest/api/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("imds-tok"))
+        .mount(server)
+        .await;
+    for (item, v) in [
+        ("meta-data/instance-id", "i-bp1test"),
+        ("meta-data/region-id", "cn-hangzhou"),
+        ("meta-data/zone-id", "cn-hangzhou-i"),
+    ] {
+        Mock::given(method("GET"))
+            .and(path(format!("/latest/{item}")))
+            .respond_with(ResponseTemplate::new(200).set_body_string(v))
+            .mount(server)
+            .await;
+    }
+}
+
+fn policy(dir: &std::path::Path, server: &MockServer, jobs: &str) -> std::path::PathBuf {
+    let f = dir.join("appsnap.toml");
+    std::fs::write(
+        &f,
+        format!(
+            "[cloud]\nendpoint = \"{0}\"\nmetadata_endpoint = \"{0}\"\n\n{jobs}",
+            server.uri()
+        ),
+    )
+    .unwrap();
+    f
+}
+
+async fn appsnap(config: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    run(config, args, true).await
+}
+
+async fn run(
+    config: &std::path::Path,
+    args: &[&str],
+    env_keys: bool,
+) -> (Option<i32>, String, String) {
+    run_with(config, args, env_keys, &[]).await
+}
+
+async fn run_with(
+    config: &std::path::Path,
+    args: &[&str],
+    env_keys: bool,
+    extra_env: &[(&str, &str)],
+) -> (Option<i32>, String, String) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_appsnap"));
+    cmd.envs(extra_env.iter().copied());
+    cmd.arg("-c")
+        .arg(config)
+        .args(["--config-dir", "/nonexistent"])
+        .args(args)
+        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_ID")
+        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+        .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN");
+    if env_keys {
+        cmd.env("ALIBABA_CLOUD_ACCESS_KEY_ID", AK)
+            .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", SECRET);
+    }
+    let out = cmd.output().await.unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn groups() -> serde_json::Value {
+    json!({"NextToken": "", "SnapshotGroups": {"SnapshotGroup": [
+        {"SnapshotGroupId": "ssg-older", "Name": "mysql-20250101T000000Z", "Status": "accomplished",
+         "CreationTime": "2025-01-01T00:00:00Z",
+         "Tags": {"Tag": [{"Key": "appsnap:job", "Value": "mysql"}, {"Key": "AppConsistent", "Value": "True"}]},
+         "Snapshots": {"Snapshot": [{"SnapshotId": "s-1", "SourceDiskId": "d-bp1a", "Progress": "100%", "Available": true}]}},
+        {"SnapshotGroupId": "ssg-foreign", "Name": "manual", "Status": "accomplished",
+         "CreationTime": "2025-01-03T00:00:00Z", "Tags": {"Tag": []}, "Snapshots": {"Snapshot": []}},
+        {"SnapshotGroupId": "ssg-newer", "Name": "mysql-20250102T000000Z", "Status": "progressing",
+         "CreationTime": "2025-01-02T00:00:00Z",
+         "Tags": {"Tag": [{"Key": "appsnap:job", "Value": "mysql"}]},
+         "Snapshots": {"Snapshot": [{"SnapshotId": "s-2", "SourceDiskId": "d-bp1a", "Progress": "40%", "Available": false}]}}
+    ]}})
+}
+
+#[tokio::test]
+async fn list_shows_appsnap_groups_newest_first() {
+    let server = MockServer::start().await;
+    imds(&server).await;
+    Mock::given(ActionIs("DescribeSnapshotGroups"))
+        .respond_with(ecs_ok(groups()))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = policy(dir.path(), &server, "");
+    let (code, out, err) = appsnap(&cfg, &["list"]).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("GROUP"), "{out}");
+    assert!(
+        lines[1].starts_with("ssg-newer") && lines[1].contains("progressing"),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with("ssg-older") && lines[2].contains("application"),
+        "{out}"
+    );
+    assert!(!out.contains("ssg-foreign"), "{out}");
+
+    let (code, out, err) = appsnap(&cfg, &["list", "--job", "mysql", "--json"]).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["id"], "ssg-newer");
+    assert_eq!(v[1]["disks"][0], "d-bp1a");
+
+    let keys = KeyRing::new().with(AK, SECRET, None);
+    let seen = assert_all_signed(&server, &keys).await;
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].params["InstanceId"], "i-bp1test");
+    assert_eq!(seen[0].params["RegionId"], "cn-hangzhou");
+    assert_eq!(seen[1].params["Tag.1.Key"], "appsnap:job");
+    assert_eq!(seen[1].params["Tag.1.Value"], "mysql");
+    assert!(!format!("{out}{err}").contains(SECRET));
+}
+
+#[tokio::test]
+async fn list_reports_ecs_errors_with_their_code() {
+    let server = MockServer::start().await;
+    imds(&server).await;
+    Mock::given(ActionIs("DescribeSnapshotGroups"))
+        .respond_with(ecs_error(
+            403,
+            "Forbidden.RAM",
+            "User not authorized to operate on the specified resource.",
+        ))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = policy(dir.path(), &server, "");
+    let (code, out, err) = appsnap(&cfg, &["list"]).await;
+    assert_eq!(code, Some(3), "{out}{err}");
+    assert!(err.contains("Forbidden.RAM"), "{err}");
+}
+
+const ROLE_SECRET: &str = "role-secret-for-check-77";
+const ROLE_TOKEN: &str = "role-sts-token-for-check-88";
+
+async fn role(server: &MockServer) {
+    Mock::given(method("GET"))
+        .and(path("/latest/meta-data/ram/security-credentials/"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("SnapRole"))
+        .mount(server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/latest/meta-data/ram/security-credentials/SnapRole"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_string(role_credentials_json(
+                "STS.check",
+                ROLE_SECRET,
+                ROLE_TOKEN,
+                chrono::Duration::hours(6),
+            )),
+        )
+        .mount(server)
+        .await;
+}
+
+async fn disks(server: &MockServer) {
+    Mock::given(ActionIs("DescribeDisks"))
+        .respond_with(ecs_ok(json!({"NextToken": "", "Disks": {"Disk": [
+            {"DiskId": "d-bp1sys", "Category": "cloud_essd", "Type": "system", "MultiAttach": "Disabled"},
+            {"DiskId": "d-bp1data", "Category": "cloud_auto", "Type": "data", "MultiAttach": "Disabled"},
+            {"DiskId": "d-bp1old", "Category": "cloud_efficiency", "Type": "data", "MultiAttach": "Disabled"},
+            {"DiskId": "d-bp1shared", "Category": "cloud_essd", "Type": "data", "MultiAttach": "Enabled"}
+        ]}})))
+        .mount(server)
+        .await;
+}
+
+const JOBS: &str = r#"
+[[job]]
+name = "good"
+schedule = "30 2 * * *"
+disks = ["d-bp1data"]
+
+[[job]]
+name = "bad"
+schedule = "30 3 * * *"
+disks = ["d-bp1data", "d-bp1old", "d-bp1shared", "d-bp1gone"]
+
+[[job]]
+name = "everything"
+schedule = "30 4 * * *"
+disks = "all"
+exclude_disks = ["d-bp1sys"]
+"#;
+
+#[tokio::test]
+async fn check_preflights_every_job_against_the_cloud() {
+    let server = MockServer::start().await;
+    imds(&server).await;
+    role(&server).await;
+    disks(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = policy(dir.path(), &server, JOBS);
+    let (code, out, err) = run(&cfg, &["check"], false).await;
+    assert_eq!(code, Some(1), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains("metadata ok: instance i-bp1test, region cn-hangzhou"),
+        "{out}"
+    );
+    assert!(
+        out.contains("credentials ok: RAM role SnapRole, valid until "),
+        "{out}"
+    );
+    assert!(out.contains("4 disk(s) attached to i-bp1test"), "{out}");
+    assert!(
+        out.contains("job \"good\": ok: 1 disk(s): d-bp1data"),
+        "{out}"
+    );
+    assert!(
+        out.contains("job \"everything\": ok: 1 disk(s): d-bp1data"),
+        "{out}"
+    );
+    // stderr also carries log lines; the failure report is the `job ...` lines.
+    let failures: Vec<&str> = err.lines().filter(|l| l.starts_with("job ")).collect();
+    assert_eq!(failures.len(), 3, "{err}");
+    assert!(
+        failures[0].starts_with("job \"bad\": disk d-bp1old: category cloud_efficiency"),
+        "{err}"
+    );
+    assert!(
+        failures[1].starts_with("job \"bad\": disk d-bp1shared: multi-attach"),
+        "{err}"
+    );
+    assert!(
+        failures[2].starts_with("job \"bad\": disk d-bp1gone: not attached"),
+        "{err}"
+    );
+    for s in [ROLE_SECRET, ROLE_TOKEN, "imds-tok"] {
+        assert!(!out.contains(s) && !err.contains(s), "{s} printed");
+    }
+    let keys = KeyRing::new().with("STS.check", ROLE_SECRET, Some(ROLE_TOKEN));
+    let seen = assert_all_signed(&server, &keys).await;
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].params["InstanceId"], "i-bp1test");
+}
+
+#[tokio::test]
+async fn check_without_a_ram_role_exits_13() {
+    let server = MockServer::start().await;
+    imds(&server).await;
+    Mock::given(method("GET"))
+        .and(path("/latest/meta-data/ram/security-credentials/"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = policy(dir.path(), &server, "");
+    let (code, out, err) = run(&cfg, &["check"], false).await;
+    assert_eq!(code, Some(13), "{out}{err}");
+    assert!(err.contains("no RAM role"), "{err}");
+}
+
+/// The metadata client never goes through a proxy, whatever the environment
+/// says (the ECS client honours proxies except for loopback endpoints like this one).
+#[tokio::test]
+async fn metadata_ignores_proxy_environment() {
+    let server = MockServer::start().await;
+    imds(&server).await;
+    role(&server).await;
+    disks(&server).await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let proxy = format!("http://{dead}");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("appsnap.toml");
+    let port = server.address().port();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[cloud]\nendpoint = \"http://localhost:{port}\"\nmetadata_endpoint = \"http://127.0.0.1:{port}\"\n"
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run_with(
+        &cfg,
+        &["check"],
+        false,
+        &[
+            ("HTTP_PROXY", proxy.as_str()),
+            ("http_proxy", proxy.as_str()),
+            ("ALL_PROXY", proxy.as_str()),
+            ("NO_PROXY", ""),
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("metadata ok"), "{out}");
+    assert!(out.contains("credentials ok"), "{out}");
+}

@@ -1,0 +1,665 @@
+//! The ECS client against a local HTTP server that recomputes the signature of
+//! every request, as ECS does.
+
+mod cloud_support;
+
+use std::time::Duration;
+
+use appsnap::cloud::credentials::{AccessKey, Credentials};
+use appsnap::cloud::ecs::{
+    ClientToken, CreateSnapshotGroup, DeleteOutcome, EcsClient, EcsError, GroupDisks,
+    SnapshotGroupFilter, Tag,
+};
+use appsnap::cloud::retry::{Backoff, RetryPolicy};
+use appsnap::cloud::secret::Secret;
+use appsnap::cloud::tls;
+use appsnap::policy::types::{CloudSettings, DiskId, SignatureVersion};
+use cloud_support::*;
+use serde_json::json;
+use tokio::time::Instant;
+use wiremock::matchers::any;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const AK: &str = "STS.TestAccessKeyId1";
+const SECRET: &str = "test-secret-3e1f0a7c";
+const TOKEN: &str = "CAIS+test/token==secret-9d2b";
+
+fn keys() -> KeyRing {
+    KeyRing::new().with(AK, SECRET, Some(TOKEN))
+}
+
+fn sts_credentials() -> Credentials {
+    Credentials::from_static(AccessKey {
+        access_key_id: AK.into(),
+        access_key_secret: Secret::new(SECRET),
+        security_token: Some(Secret::new(TOKEN)),
+        expiration: Some(chrono::Utc::now() + chrono::Duration::hours(6)),
+    })
+}
+
+fn fast_retries() -> RetryPolicy {
+    RetryPolicy {
+        normal: Backoff {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(50),
+        },
+        throttling: Backoff {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(100),
+        },
+        max_attempts: 8,
+        attempt_timeout: Duration::from_secs(10),
+    }
+}
+
+fn client(server: &MockServer, version: SignatureVersion) -> EcsClient {
+    tls::install_provider();
+    let settings = CloudSettings {
+        endpoint: Some(server.uri()),
+        signature_version: version,
+        ..CloudSettings::default()
+    };
+    EcsClient::new(&settings, "cn-hangzhou", sts_credentials())
+        .unwrap()
+        .with_retry_policy(fast_retries())
+}
+
+fn disk(s: &str) -> DiskId {
+    DiskId::parse(s).unwrap()
+}
+
+fn csg_request() -> CreateSnapshotGroup {
+    CreateSnapshotGroup {
+        instance_id: "i-bp1abcdefghijklmnop0".into(),
+        disks: GroupDisks::Only(vec![disk("d-bp1aaaa"), disk("d-bp1bbbb")]),
+        name: "mysql-20250102T030405Z".into(),
+        description: Some("nightly MySQL: fsfreeze /data, /log; 100% *ok* ~ü".into()),
+        tags: vec![
+            Tag::new("appsnap:job", "mysql"),
+            Tag::new("appsnap:consistency", "application"),
+            Tag::new("env", ""),
+        ],
+        resource_group_id: None,
+        client_token: ClientToken::parse("appsnap-0123456789abcdef0123456789abcdef").unwrap(),
+    }
+}
+
+fn soon(secs: u64) -> Instant {
+    Instant::now() + Duration::from_secs(secs)
+}
+
+async fn create_group_with_exact_params(version: SignatureVersion) {
+    let server = MockServer::start().await;
+    Mock::given(ActionIs("CreateSnapshotGroup"))
+        .and(SignedBy(keys()))
+        .respond_with(ecs_ok(json!({"SnapshotGroupId": "ssg-abc123"})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let id = client(&server, version)
+        .create_snapshot_group(&csg_request(), soon(10))
+        .await
+        .unwrap();
+    assert_eq!(id, "ssg-abc123");
+    let seen = assert_all_signed(&server, &keys()).await;
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].action, "CreateSnapshotGroup");
+    let want: std::collections::BTreeMap<String, String> = [
+        ("RegionId", "cn-hangzhou"),
+        ("InstanceId", "i-bp1abcdefghijklmnop0"),
+        ("DiskId.1", "d-bp1aaaa"),
+        ("DiskId.2", "d-bp1bbbb"),
+        ("Name", "mysql-20250102T030405Z"),
+        (
+            "Description",
+            "nightly MySQL: fsfreeze /data, /log; 100% *ok* ~ü",
+        ),
+        ("Tag.1.Key", "appsnap:job"),
+        ("Tag.1.Value", "mysql"),
+        ("Tag.2.Key", "appsnap:consistency"),
+        ("Tag.2.Value", "application"),
+        ("Tag.3.Key", "env"),
+        ("Tag.3.Value", ""),
+        ("ClientToken", "appsnap-0123456789abcdef0123456789abcdef"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(seen[0].params, want, "exact CreateSnapshotGroup parameters");
+}
+
+#[tokio::test]
+async fn create_snapshot_group_v3_sends_exact_signed_parameters() {
+    create_group_with_exact_params(SignatureVersion::V3).await;
+}
+
+#[tokio::test]
+async fn create_snapshot_group_v1_sends_exact_signed_parameters() {
+    create_group_with_exact_params(SignatureVersion::V1).await;
+}
+
+#[tokio::test]
+async fn exclude_disks_use_exclude_disk_id() {
+    let server = MockServer::start().await;
+    Mock::given(ActionIs("CreateSnapshotGroup"))
+        .respond_with(ecs_ok(json!({"SnapshotGroupId": "ssg-x"})))
+        .mount(&server)
+        .await;
+    let mut req = csg_request();
+    req.disks = GroupDisks::AllExcept(vec![disk("d-bp1cccc")]);
+    client(&server, SignatureVersion::V3)
+        .create_snapshot_group(&req, soon(10))
+        .await
+        .unwrap();
+    let seen = assert_all_signed(&server, &keys()).await;
+    let p = &seen[0].params;
+    assert_eq!(
+        p.get("ExcludeDiskId.1").map(String::as_str),
+        Some("d-bp1cccc")
+    );
+    assert!(!p.keys().any(|k| k.starts_with("DiskId.")));
+}
+
+#[tokio::test]
+async fn throttling_burst_is_retried_within_the_deadline_with_one_client_token() {
+    let server = MockServer::start().await;
+    Mock::given(ActionIs("CreateSnapshotGroup"))
+        .and(SignedBy(keys()))
+        .respond_with(Sequence::new(vec![
+            ecs_error(
+                400,
+                "Throttling.User",
+                "Request was denied due to user flow control.",
+            ),
+            ecs_error(
+                403,
+                "Throttling",
+                "Request was denied due to user flow control.",
+            ),
+            ecs_error(
+                503,
+                "ServiceUnavailable",
+                "The request has failed due to a temporary failure of the server.",
+            ),
+            ecs_error(
+                400,
+                "Throttling.Api",
+                "Request was denied due to api flow control.",
+            ),
+            ecs_ok(json!({"SnapshotGroupId": "ssg-after-burst"})),
+        ]))
+        .expect(5)
+        .mount(&server)
+        .await;
+    let id = client(&server, SignatureVersion::V3)
+        .create_snapshot_group(&csg_request(), soon(30))
+        .await
+        .unwrap();
+    assert_eq!(id, "ssg-after-burst");
+    let seen = assert_all_signed(&server, &keys()).await; // also: fresh nonce per attempt
+    assert_eq!(seen.len(), 5);
+    for s in &seen {
+        assert_eq!(
+            s.params["ClientToken"], "appsnap-0123456789abcdef0123456789abcdef",
+            "every retry reuses the ClientToken"
+        );
+    }
+}
+
+#[tokio::test]
+async fn deadline_expiring_during_backoff_is_a_clean_error_and_sends_nothing_more() {
+    let server = MockServer::start().await;
+    Mock::given(ActionIs("CreateSnapshotGroup"))
+        .respond_with(ecs_error(400, "Throttling.User", "flow control"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // Throttling backoff (>= 30 s) cannot fit in the 5 s left before the deadline.
+    let policy = RetryPolicy {
+        throttling: Backoff {
+            initial: Duration::from_secs(60),
+            max: Duration::from_secs(60),
+        },
+        ..fast_retries()
+    };
+    let ecs = client(&server, SignatureVersion::V3).with_retry_policy(policy);
+    let err = ecs
+        .create_snapshot_group(&csg_request(), soon(5))
+        .await
+        .unwrap_err();
+    match &err {
+        EcsError::DeadlineExceeded { attempts, last, .. } => {
+            assert_eq!(*attempts, 1);
+            assert!(
+                matches!(last.as_deref(), Some(EcsError::Api { code, .. }) if code == "Throttling.User")
+            );
+        }
+        other => panic!("expected DeadlineExceeded, got {other:?}"),
+    }
+    assert_eq!(err.code(), Some("Throttling.User"));
+    assert!(err.to_string().contains("deadline"), "{err}");
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn deadline_already_past_sends_no_request() {
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ecs_ok(json!({})))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let past = Instant::now();
+    let err = client(&server, SignatureVersion::V3)
+        .create_snapshot_group(&csg_request(), past)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, EcsError::DeadlineExceeded { attempts: 0, .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn slow_answer_times_out_within_the_deadline_and_is_retried() {
+    let server = MockServer::start().await;
+    Mock::given(ActionIs("DescribeDisks"))
+        .respond_with(ecs_ok(json!({"Disks": {"Disk": []}})).set_delay(Duration::from_secs(5)))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(ActionIs("DescribeDisks"))
+        .respond_with(ecs_ok(
+            json!({"Disks": {"Disk": [{"DiskId": "d-x", "Category": "cloud_essd"}]}}),
+        ))
+        .mount(&server)
+        .await;
+    let policy = RetryPolicy {
+        attempt_timeout: Duration::from_secs(1),
+        ..fast_retries()
+    };
+    let disks = client(&server, SignatureVersion::V3)
+        .with_retry_policy(policy)
+        .describe_disks("i-1", &[], soon(20))
+        .await
+        .unwrap();
+    assert_eq!(disks.len(), 1);
+    // The slow first attempt was abandoned and retried (a very slow machine may retry more).
+    assert!(assert_all_signed(&server, &keys()).await.len() >= 2);
+}
+
+#[tokio::test]
+async fn quota_exceeded_is_not_retried_and_keeps_its_code() {
+    let server = MockServer::start().await;
+    Mock::given(ActionIs("CreateSnapshotGroup"))
+        .respond_with(ecs_error(
+            403,
+            "QuotaExceed.Snapshot",
+            "The snapshot quota exceeds.",
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let err = client(&server, SignatureVersion::V3)
+        .create_snapshot_group(&csg_request(), soon(30))
+        .await
+        .unwrap_err();
+    match &err {
+        EcsError::Api {
+            code,
+            message,
+            request_id,
+            http_status,
+            ..
+        } => {
+            assert_eq!(code, "QuotaExceed.Snapshot");
+            assert_eq!(message, "The snapshot quota exceeds.");
+            assert_eq!(request_id.as_deref(), Some("req-QuotaExceed.Snapshot"));
+            assert_eq!(*http_status, 403);
+        }
+        other => panic!("expected Api, got {other:?}"),
+    }
+    assert!(!err.is_retryable());
+    assert!(err.to_string().contains("QuotaExceed.Snapshot"));
+}
+
+#[tokio::test]
+async fn connection_refused_is_retried_until_the_deadline() {
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    tls::install_provider();
+    let settings = CloudSettings {
+        endpoint: Some(format!("http://127.0.0.1:{port}")),
+        ..CloudSettings::default()
+    };
+    let ecs = EcsClient::new(&settings, "cn-hangzhou", sts_credentials())
+        .unwrap()
+        .with_retry_policy(RetryPolicy {
+            max_attempts: 3,
+            ..fast_retries()
+        });
+    let err = ecs.describe_disks("i-1", &[], soon(20)).await.unwrap_err();
+    assert!(matches!(err, EcsError::Transport { .. }), "{err:?}");
+    assert!(err.is_retryable());
+    // The one-line message says why, not just "error sending request".
+    assert!(err.to_string().contains("Connection refused"), "{err}");
+}
+
+#[tokio::test]
+async fn describe_disks_follows_next_token() {
+    let server = MockServer::start().await;
+    Mock::given(ActionIs("DescribeDisks"))
+        .and(wiremock::matchers::query_param("NextToken", "page2"))
+        .respond_with(ecs_ok(json!({
+            "NextToken": "",
+            "Disks": {"Disk": [{"DiskId": "d-b", "Category": "cloud", "Type": "data", "Size": 20,
+                                "Status": "In_use", "InstanceId": "i-1", "MultiAttach": "Disabled"}]}
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(ActionIs("DescribeDisks"))
+        .respond_with(ecs_ok(json!({
+            "NextToken": "page2",
+            "Disks": {"Disk": [{"DiskId": "d-a", "Category": "cloud_essd", "Type": "system", "Size": 40,
+                                "Status": "In_use", "InstanceId": "i-1", "SerialNumber": "bp1a",
+                                "MultiAttach": "Disabled"}]}
+        })))
+        .mount(&server)
+        .await;
+    let disks = client(&server, SignatureVersion::V3)
+        .describe_disks("i-1", &[disk("d-a"), disk("d-b")], soon(10))
+        .await
+        .unwrap();
+    assert_eq!(disks.len(), 2);
+    assert_eq!(disks[0].disk_id, "d-a");
+    assert!(disks[0].supports_snapshot_group());
+    assert!(!disks[1].supports_snapshot_group());
+    assert_eq!(disks[0].serial_number, "bp1a");
+    let seen = assert_all_signed(&server, &keys()).await;
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].params["DiskIds"], r#"["d-a","d-b"]"#);
+    assert_eq!(seen[0].params["InstanceId"], "i-1");
+    assert!(!seen[0].params.contains_key("NextToken"));
+    assert_eq!(seen[1].params["NextToken"], "page2");
+}
+
+#[tokio::test]
+async fn snapshot_groups_parse_tags_and_snapshots() {
+    let server = MockServer::start().await;
+    Mock::given(ActionIs("DescribeSnapshotGroups"))
+        .respond_with(ecs_ok(json!({
+            "NextToken": "",
+            "SnapshotGroups": {"SnapshotGroup": [{
+                "SnapshotGroupId": "ssg-1", "Name": "mysql-x", "Status": "accomplished",
+                "InstanceId": "i-1", "CreationTime": "2025-01-02T03:04:05Z",
+                "Tags": {"Tag": [{"Key": "appsnap:job", "Value": "mysql"}]},
+                "Snapshots": {"Snapshot": [{"SnapshotId": "s-1", "SourceDiskId": "d-a",
+                    "SourceDiskType": "data", "Progress": "100%", "Available": true}]}
+            }]}
+        })))
+        .mount(&server)
+        .await;
+    let filter = SnapshotGroupFilter {
+        instance_id: Some("i-1".into()),
+        tags: vec![Tag::new("appsnap:job", "mysql")],
+        ..Default::default()
+    };
+    let groups = client(&server, SignatureVersion::V1)
+        .describe_snapshot_groups(&filter, soon(10))
+        .await
+        .unwrap();
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0].tag("appsnap:job"), Some("mysql"));
+    assert_eq!(groups[0].snapshots[0].progress, "100%");
+    assert!(groups[0].snapshots[0].available);
+    let seen = assert_all_signed(&server, &keys()).await;
+    assert_eq!(seen[0].params["Tag.1.Key"], "appsnap:job");
+    assert_eq!(seen[0].params["InstanceId"], "i-1");
+}
+
+#[tokio::test]
+async fn tag_and_delete() {
+    let server = MockServer::start().await;
+    Mock::given(ActionIs("TagResources"))
+        .respond_with(ecs_ok(json!({})))
+        .mount(&server)
+        .await;
+    Mock::given(ActionIs("DeleteSnapshotGroup"))
+        .and(wiremock::matchers::query_param(
+            "SnapshotGroupId",
+            "ssg-gone",
+        ))
+        .respond_with(ecs_error(
+            404,
+            "InvalidSnapshotGroupId.NotFound",
+            "not found",
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(ActionIs("DeleteSnapshotGroup"))
+        .respond_with(ecs_ok(json!({"OperationProgressSet": {"OperationProgress": [
+            {"OperationStatus": "Success", "RelatedItemSet": {"RelatedItem": [{"Name": "SnapshotId", "Value": "s-1"}]}},
+            {"OperationStatus": "Failed", "ErrorCode": "InvalidSnapshot.ImageUsing", "ErrorMsg": "used by image",
+             "RelatedItemSet": {"RelatedItem": [{"Name": "SnapshotId", "Value": "s-2"}]}}
+        ]}})))
+        .mount(&server)
+        .await;
+    let ecs = client(&server, SignatureVersion::V3);
+    ecs.tag_resources(
+        "snapshot",
+        &["s-1".to_string(), "s-2".to_string()],
+        &[Tag::new("appsnap:job", "mysql")],
+        soon(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        ecs.delete_snapshot_group("ssg-gone", soon(10))
+            .await
+            .unwrap(),
+        DeleteOutcome::AlreadyGone
+    );
+    assert_eq!(
+        ecs.delete_snapshot_group("ssg-1", soon(10)).await.unwrap(),
+        DeleteOutcome::Partial(vec![(
+            "s-2".into(),
+            "InvalidSnapshot.ImageUsing".into(),
+            "used by image".into()
+        )])
+    );
+    let seen = assert_all_signed(&server, &keys()).await;
+    assert_eq!(seen[0].params["ResourceType"], "snapshot");
+    assert_eq!(seen[0].params["ResourceId.2"], "s-2");
+    assert_eq!(seen[0].params["Tag.1.Value"], "mysql");
+}
+
+#[test]
+fn https_is_required_except_for_loopback() {
+    tls::install_provider();
+    let creds = sts_credentials();
+    let with = |e: &str| CloudSettings {
+        endpoint: Some(e.to_string()),
+        ..CloudSettings::default()
+    };
+    for bad in [
+        "http://ecs.cn-hangzhou.aliyuncs.com",
+        "http://10.0.0.1:8080",
+        "ftp://x",
+    ] {
+        let err = EcsClient::new(&with(bad), "cn-hangzhou", creds.clone()).unwrap_err();
+        assert!(matches!(err, EcsError::Endpoint { .. }), "{bad}: {err:?}");
+    }
+    for ok in [
+        "http://127.0.0.1:9",
+        "http://localhost:9",
+        "http://[::1]:9",
+        "https://ecs.example.com",
+    ] {
+        EcsClient::new(&with(ok), "cn-hangzhou", creds.clone()).unwrap();
+    }
+    let default = EcsClient::new(&CloudSettings::default(), "cn-beijing", creds).unwrap();
+    assert_eq!(
+        default.endpoint(),
+        "https://ecs-vpc.cn-beijing.aliyuncs.com/"
+    );
+}
+
+/// Secrets never reach logs or error strings, including the server's echo of
+/// the string-to-sign (which in v1 contains the STS token).
+#[tokio::test(flavor = "current_thread")]
+async fn secrets_absent_from_logs_and_errors() {
+    let (_guard, logs) = capture_logs();
+    let server = MockServer::start().await;
+    let echoed = format!(
+        "Specified signature is not matched with our calculation. server string to sign is:POST&%2F&AccessKeyId%3D{AK}%26SecurityToken%3D{}",
+        appsnap::cloud::sign::percent_encode(&appsnap::cloud::sign::percent_encode(TOKEN))
+    );
+    Mock::given(ActionIs("DescribeDisks"))
+        .respond_with(ecs_error(400, "SignatureDoesNotMatch", &echoed))
+        .mount(&server)
+        .await;
+    Mock::given(ActionIs("CreateSnapshotGroup"))
+        .respond_with(ecs_error(
+            403,
+            "InvalidSecurityToken.Malformed",
+            &format!("bad token {TOKEN} for secret {SECRET}"),
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(ActionIs("DescribeSnapshots"))
+        .respond_with(
+            ResponseTemplate::new(502).set_body_string(format!("<html>proxy saw {TOKEN}</html>")),
+        )
+        .mount(&server)
+        .await;
+    let mut errors = Vec::new();
+    for version in [SignatureVersion::V1, SignatureVersion::V3] {
+        let ecs = client(&server, version).with_retry_policy(RetryPolicy {
+            max_attempts: 2,
+            ..fast_retries()
+        });
+        errors.push(ecs.describe_disks("i-1", &[], soon(10)).await.unwrap_err());
+        errors.push(
+            ecs.create_snapshot_group(&csg_request(), soon(10))
+                .await
+                .unwrap_err(),
+        );
+        errors.push(
+            ecs.describe_snapshots(&Default::default(), soon(10))
+                .await
+                .unwrap_err(),
+        );
+        tracing::info!(client = ?ecs, "client state");
+    }
+    // A transport error on a v1 URL (which carries the token in its query).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dead = EcsClient::new(
+        &CloudSettings {
+            endpoint: Some(format!("http://127.0.0.1:{port}")),
+            signature_version: SignatureVersion::V1,
+            ..CloudSettings::default()
+        },
+        "cn-hangzhou",
+        sts_credentials(),
+    )
+    .unwrap()
+    .with_retry_policy(RetryPolicy {
+        max_attempts: 2,
+        ..fast_retries()
+    });
+    errors.push(dead.describe_disks("i-1", &[], soon(10)).await.unwrap_err());
+
+    assert_eq!(errors[0].code(), Some("SignatureDoesNotMatch"));
+    assert!(
+        errors[0]
+            .to_string()
+            .contains("string to sign is:<redacted>"),
+        "{}",
+        errors[0]
+    );
+    let enc = appsnap::cloud::sign::percent_encode(TOKEN);
+    let enc2 = appsnap::cloud::sign::percent_encode(&enc);
+    let forbidden = [SECRET, TOKEN, enc.as_str(), enc2.as_str()];
+    let log_text = logs.text();
+    assert!(
+        log_text.contains("retrying") || log_text.contains("ECS"),
+        "logs were captured: {log_text}"
+    );
+    for e in &errors {
+        let shown = format!("{e} | {e:?} | {:?}", std::error::Error::source(e));
+        for f in forbidden {
+            assert!(!shown.contains(f), "secret {f:?} in error: {shown}");
+        }
+    }
+    for f in forbidden {
+        assert!(!log_text.contains(f), "secret {f:?} in logs:\n{log_text}");
+    }
+}
+
+/// The verifier is not a rubber stamp: a wrong secret, a tampered parameter or
+/// a missing token are all rejected, in both schemes.
+#[tokio::test]
+async fn verifier_rejects_bad_signatures() {
+    for version in [SignatureVersion::V3, SignatureVersion::V1] {
+        let server = MockServer::start().await;
+        Mock::given(any())
+            .respond_with(ecs_ok(json!({"SnapshotGroupId": "ssg-1"})))
+            .mount(&server)
+            .await;
+        client(&server, version)
+            .create_snapshot_group(&csg_request(), soon(10))
+            .await
+            .unwrap();
+        let req = &server.received_requests().await.unwrap()[0];
+        assert!(verify(req, &keys()).is_ok());
+        let wrong_secret = KeyRing::new().with(AK, "other-secret", Some(TOKEN));
+        assert!(verify(req, &wrong_secret)
+            .unwrap_err()
+            .contains("SignatureDoesNotMatch"));
+        let wrong_token = KeyRing::new().with(AK, SECRET, Some("other-token"));
+        assert!(verify(req, &wrong_token).is_err());
+        let mut tampered = req.clone();
+        let q = tampered
+            .url
+            .query()
+            .unwrap()
+            .replace("d-bp1bbbb", "d-bp1zzzz");
+        tampered.url.set_query(Some(&q));
+        assert!(verify(&tampered, &keys())
+            .unwrap_err()
+            .contains("SignatureDoesNotMatch"));
+    }
+}
+
+/// `warm()` opens the connection ahead of time; the signed call that follows
+/// reuses it (one TCP connection for both).
+#[tokio::test]
+async fn warm_opens_the_connection_before_the_call() {
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::method("HEAD"))
+        .respond_with(ResponseTemplate::new(404))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(ActionIs("CreateSnapshotGroup"))
+        .respond_with(ecs_ok(json!({"SnapshotGroupId": "ssg-warm"})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let ecs = client(&server, SignatureVersion::V3);
+    ecs.warm(soon(5)).await.unwrap();
+    ecs.create_snapshot_group(&csg_request(), soon(5))
+        .await
+        .unwrap();
+    let reqs = server.received_requests().await.unwrap();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[0].method.as_str(), "HEAD");
+}

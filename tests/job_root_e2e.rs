@@ -1,0 +1,488 @@
+//! End to end: the real `appsnap` binary, the emulator over real HTTP, and
+//! real ext4/xfs loop file systems. Each test builds its own world (loop
+//! disks, mounts, by-id links, emulator, policy) and tears it down thaw →
+//! unmount → detach, even when it fails. Root only; skips with a reason.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::world::*;
+use common::{appsnap_bin, skip_reason};
+use serde_json::Value;
+
+macro_rules! root_or_skip {
+    () => {
+        if let Some(why) = skip_reason() {
+            eprintln!("SKIP {}: {why}", module_path!());
+            return;
+        }
+    };
+}
+
+#[test]
+fn consistency_proof_app_consistent_run_with_a_live_writer() {
+    root_or_skip!();
+    let w = World::new("e2e-happy", Setup::default());
+    let marker = w.lab.dir.join("fsynced-before-pre-returned");
+    let pre = w.script(
+        "pre.sh",
+        &format!(
+            "wc -l < \"{e}/journal.log\" > \"{m}.ext\"; wc -l < \"{x}/journal.log\" > \"{m}.xfs\"; echo quiesced",
+            e = w.ext.display(),
+            x = w.xfs.display(),
+            m = marker.display()
+        ),
+    );
+    let post = w.script("post.sh", "echo resumed");
+    let policy = std::fs::read_to_string(&w.policy).unwrap()
+        + &format!(
+            "prescript = \"{}\"\npostscript = \"{}\"\n",
+            pre.display(),
+            post.display()
+        );
+    std::fs::write(&w.policy, policy).unwrap();
+
+    let mut writers = [start_writer(&w.ext), start_writer(&w.xfs)];
+    std::thread::sleep(Duration::from_millis(500));
+    let out = w.appsnap(&["run", "db"]);
+    for wr in writers.iter_mut() {
+        let _ = wr.kill();
+        let _ = wr.wait();
+    }
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("[message=\"Finish whole Processes of Snapshot successfully\"]"),
+        "{t}"
+    );
+
+    let groups = w.groups();
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    let g = &groups[0];
+    let id = g["id"].as_str().unwrap();
+    assert!(stdout.contains(&format!("[snapshotgroup=\"{id}\"]")), "{t}");
+    assert_eq!(g["status"], "accomplished");
+    let frozen = &g["frozen_at_accept"];
+    assert_eq!(
+        frozen.to_string().matches("\"frozen\":true").count(),
+        2,
+        "both file systems frozen at accept: {frozen}"
+    );
+    for tags in snapshot_tags(g) {
+        assert!(has_tag(&tags, "AppConsistent", "True"), "{tags:?}");
+        assert!(has_tag(&tags, "appsnap:job", "db"), "{tags:?}");
+        assert!(has_tag(&tags, "appsnap:consistency", "app"), "{tags:?}");
+    }
+    assert!(
+        g["tags"].to_string().contains("appsnap:job"),
+        "group tagged at creation: {}",
+        g["tags"]
+    );
+
+    // State recorded for `appsnap status`.
+    let st: Value = serde_json::from_str(
+        &std::fs::read_to_string(w.lab.dir.join("state/jobs/db.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(st["exit_code"], 0);
+    assert_eq!(st["consistency"], "app");
+    assert_eq!(st["snapshot_group_id"], id);
+    let frozen_ms = st["frozen_ms"].as_u64().expect("frozen_ms recorded");
+    eprintln!("I/O suspended {frozen_ms} ms (emulator default latency)");
+
+    // The copied images: clean, and holding every record fsynced before the pre-script returned.
+    let snapdir = w.lab.dir.join("snapshots").join(id);
+    for (disk, fs, name) in [(EXT_DISK, "ext4", "ext"), (XFS_DISK, "xfs", "xfs")] {
+        let want: usize = std::fs::read_to_string(format!("{}.{name}", marker.display()))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let (lines, clean, report) =
+            check_image(&w.lab, &snapdir.join(format!("{disk}.img")), fs, name);
+        assert!(clean, "{fs} image not clean:\n{report}");
+        assert!(want > 0, "the writer wrote before the pre-script");
+        assert!(
+            lines >= want,
+            "{fs}: image has {lines} records, {want} were fsynced before the pre-script returned"
+        );
+    }
+    assert_writable(&w.ext);
+    assert_writable(&w.xfs);
+}
+
+#[test]
+fn without_freeze_the_group_is_crash_consistent_and_we_report_what_checkers_say() {
+    root_or_skip!();
+    let w = World::new(
+        "e2e-nofreeze",
+        Setup {
+            job_extra: "fs_freeze = false\n".into(),
+            ..Setup::default()
+        },
+    );
+    let mut writers = [start_writer(&w.ext), start_writer(&w.xfs)];
+    std::thread::sleep(Duration::from_millis(500));
+    let out = w.appsnap(&["run", "db"]);
+    for wr in writers.iter_mut() {
+        let _ = wr.kill();
+        let _ = wr.wait();
+    }
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let g = &w.groups()[0];
+    for tags in snapshot_tags(g) {
+        assert!(has_tag(&tags, "appsnap:consistency", "crash"), "{tags:?}");
+        assert!(
+            !tags
+                .iter()
+                .any(|(k, _)| k == "FsConsistent" || k == "AppConsistent"),
+            "{tags:?}"
+        );
+    }
+    let id = g["id"].as_str().unwrap();
+    let snapdir = w.lab.dir.join("snapshots").join(id);
+    for (disk, fs, name) in [(EXT_DISK, "ext4", "ext"), (XFS_DISK, "xfs", "xfs")] {
+        let (lines, clean, _) = check_image(&w.lab, &snapdir.join(format!("{disk}.img")), fs, name);
+        eprintln!(
+            "fs_freeze = false: {fs} image {} ({lines} records)",
+            if clean {
+                "checks clean"
+            } else {
+                "FLAGGED by the checker"
+            }
+        );
+    }
+}
+
+#[test]
+fn api_hang_past_the_freeze_deadline_thaws_and_exits_6() {
+    root_or_skip!();
+    let w = World::new(
+        "e2e-hang",
+        Setup {
+            freeze_timeout: 3,
+            sim_extra: "[faults.actions.CreateSnapshotGroup]\nhang_secs = 8\nhang_times = 1\n"
+                .into(),
+            ..Setup::default()
+        },
+    );
+    let started = Instant::now();
+    let out = w.appsnap(&["run", "db"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(6), "{t}");
+    assert!(started.elapsed() < Duration::from_secs(60), "{t}");
+    assert_writable(&w.ext);
+    assert_writable(&w.xfs);
+    assert!(
+        !w.lab.run_dir().join("frozen.json").exists(),
+        "record removed after thaw"
+    );
+    // Whatever group appears later is never called app- or fs-consistent.
+    std::thread::sleep(Duration::from_secs(7));
+    for g in w.groups() {
+        for tags in snapshot_tags(&g) {
+            assert!(
+                !tags
+                    .iter()
+                    .any(|(k, _)| k == "AppConsistent" || k == "FsConsistent"),
+                "{tags:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn throttling_bursts_are_retried_within_the_freeze_window() {
+    root_or_skip!();
+    let w = World::new(
+        "e2e-throttle",
+        Setup {
+            sim_extra: "[faults.actions.CreateSnapshotGroup]\nerror = { code = \"Throttling.User\", status = 400, times = 3 }\n".into(),
+            ..Setup::default()
+        },
+    );
+    let out = w.appsnap(&["run", "db"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        w.groups().len(),
+        1,
+        "one group despite retries (ClientToken)"
+    );
+    let calls = w.create_calls();
+    assert!(
+        calls.len() >= 4,
+        "3 throttled + 1 accepted: {}",
+        calls.len()
+    );
+    let tokens: std::collections::BTreeSet<String> = calls
+        .iter()
+        .map(|c| c["params"]["ClientToken"].to_string())
+        .collect();
+    assert_eq!(
+        tokens.len(),
+        1,
+        "every retry reuses the ClientToken: {tokens:?}"
+    );
+}
+
+#[test]
+fn previous_snapshot_in_progress_is_16_and_nothing_is_frozen() {
+    root_or_skip!();
+    let w = World::new(
+        "e2e-busy",
+        Setup {
+            accomplish_secs: 120.0,
+            ..Setup::default()
+        },
+    );
+    // A first run whose group stays `progressing` for two minutes; it waits for
+    // it in the background while the second run starts.
+    let _first = KillOnDrop(
+        Command::new(appsnap_bin())
+            .arg("-c")
+            .arg(&w.policy)
+            .args(["--config-dir", "/nonexistent", "run", "db"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let start = Instant::now();
+    while w.groups().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the first run made no group"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Let the first run thaw and reach its await.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(w.create_calls().len(), 1);
+    let out = w.appsnap(&["run", "db"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(16), "{t}");
+    assert!(
+        t.contains("previous snapshot is still being created"),
+        "{t}"
+    );
+    assert_eq!(
+        w.create_calls().len(),
+        1,
+        "no CreateSnapshotGroup (so no freeze) on the second run"
+    );
+    assert!(t.contains("I/O suspended not at all"), "{t}");
+}
+
+#[test]
+fn invalid_scripts_downgrade_to_fs_consistent_with_the_reason() {
+    root_or_skip!();
+    let w = World::new("e2e-scripts", Setup::default());
+    let pre = w.script("pre.sh", "exit 0");
+    std::fs::set_permissions(&pre, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let post = w.script("post.sh", "exit 0");
+    nix::unistd::chown(&post, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+    let policy = std::fs::read_to_string(&w.policy).unwrap()
+        + &format!(
+            "prescript = \"{}\"\npostscript = \"{}\"\n",
+            pre.display(),
+            post.display()
+        );
+    std::fs::write(&w.policy, policy).unwrap();
+    let out = w.appsnap(&["run", "db"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("has mode 0755, must be exactly 0700"), "{t}");
+    assert!(
+        t.contains("is owned by uid 65534, must be owned by root"),
+        "{t}"
+    );
+    for tags in snapshot_tags(&w.groups()[0]) {
+        assert!(has_tag(&tags, "FsConsistent", "True"), "{tags:?}");
+    }
+}
+
+#[test]
+fn missing_script_downgrades_to_fs_consistent() {
+    root_or_skip!();
+    let w = World::new("e2e-missing", Setup::default());
+    let post = w.script("post.sh", "exit 0");
+    let policy = std::fs::read_to_string(&w.policy).unwrap()
+        + &format!(
+            "prescript = \"{}/absent.sh\"\npostscript = \"{}\"\n",
+            w.lab.dir.display(),
+            post.display()
+        );
+    std::fs::write(&w.policy, policy).unwrap();
+    let out = w.appsnap(&["run", "db"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("absent.sh: does not exist"), "{t}");
+    for tags in snapshot_tags(&w.groups()[0]) {
+        assert!(has_tag(&tags, "FsConsistent", "True"), "{tags:?}");
+    }
+}
+
+#[test]
+fn pre_script_timeout_kills_the_tree_and_exits_9_with_a_fs_consistent_snapshot() {
+    root_or_skip!();
+    let w = World::new(
+        "e2e-pretimeout",
+        Setup {
+            job_extra: "script_timeout_secs = 2\n".into(),
+            ..Setup::default()
+        },
+    );
+    let pidfile = w.lab.dir.join("grandchild.pid");
+    let post_ran = w.lab.dir.join("post-ran");
+    let pre = w.script(
+        "pre.sh",
+        &format!("sh -c 'trap \"\" TERM; echo $$ > {}; while :; do sleep 1; done' &\nwhile :; do sleep 1; done", pidfile.display()),
+    );
+    let post = w.script("post.sh", &format!("touch {}", post_ran.display()));
+    let policy = std::fs::read_to_string(&w.policy).unwrap()
+        + &format!(
+            "prescript = \"{}\"\npostscript = \"{}\"\n",
+            pre.display(),
+            post.display()
+        );
+    std::fs::write(&w.policy, policy).unwrap();
+    let out = w.appsnap(&["run", "db"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(9), "{t}");
+    assert!(
+        post_ran.exists(),
+        "the post-script runs after a failed pre-script"
+    );
+    let gc: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let alive =
+        std::fs::read_to_string(format!("/proc/{gc}/stat")).is_ok_and(|s| !s.contains(") Z "));
+    assert!(!alive, "grandchild {gc} ignoring SIGTERM survived");
+    for tags in snapshot_tags(&w.groups()[0]) {
+        assert!(has_tag(&tags, "FsConsistent", "True"), "{tags:?}");
+    }
+}
+
+#[test]
+fn post_script_failure_exits_10_and_the_snapshot_stands() {
+    root_or_skip!();
+    let w = World::new("e2e-postfail", Setup::default());
+    let pre = w.script("pre.sh", "exit 0");
+    let post = w.script("post.sh", "echo cannot resume >&2; exit 4");
+    let policy = std::fs::read_to_string(&w.policy).unwrap()
+        + &format!(
+            "prescript = \"{}\"\npostscript = \"{}\"\n",
+            pre.display(),
+            post.display()
+        );
+    std::fs::write(&w.policy, policy).unwrap();
+    let out = w.appsnap(&["run", "db"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(10), "{t}");
+    assert!(t.contains("exited with 4"), "{t}");
+    let g = &w.groups()[0];
+    assert_eq!(g["status"], "accomplished");
+    for tags in snapshot_tags(g) {
+        assert!(
+            has_tag(&tags, "AppConsistent", "True"),
+            "the snapshot was taken quiesced: {tags:?}"
+        );
+    }
+}
+
+#[test]
+fn appsnap_sigkilled_mid_freeze_leaves_nothing_frozen() {
+    root_or_skip!();
+    let w = World::new(
+        "e2e-sigkill",
+        Setup {
+            freeze_timeout: 60,
+            sim_extra: "[faults.actions.CreateSnapshotGroup]\nhang_secs = 30\nhang_times = 1\n"
+                .into(),
+            ..Setup::default()
+        },
+    );
+    let mut child = Command::new(appsnap_bin())
+        .arg("-c")
+        .arg(&w.policy)
+        .args(["--config-dir", "/nonexistent", "run", "db"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the freeze is on: the guard writes its record just before FIFREEZE,
+    // and CreateSnapshotGroup then hangs in the emulator for 30 s.
+    let start = Instant::now();
+    while !w.lab.run_dir().join("frozen.json").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the run never froze"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = Instant::now();
+    // The guard sees stdin EOF and thaws at once, far before the 60 s deadline.
+    assert_writable(&w.ext);
+    assert_writable(&w.xfs);
+    assert!(
+        killed.elapsed() < Duration::from_secs(15),
+        "thawed {:?} after SIGKILL",
+        killed.elapsed()
+    );
+}
+
+#[test]
+fn plugin_takes_the_vendor_sample_string() {
+    root_or_skip!();
+    let w = World::new("e2e-plugin", Setup::default());
+    // The vendor's sample, verbatim: its /tmp scripts do not exist here, so the
+    // run is file-system-consistent, exactly as the vendor plugin behaves.
+    let sample = r#"-RamRoleName="AppSnapshotRoleName",-EnableFsFreeze=true,-TimeoutInSeconds=30,-PreScriptPath="/tmp/prescript.sh",-PostScriptPath="/tmp/postscript.sh",-ExcludeDiskId="",-Name="LinuxApp1""#;
+    if Path::new("/tmp/prescript.sh").exists() || Path::new("/tmp/postscript.sh").exists() {
+        eprintln!("SKIP: this machine has /tmp/prescript.sh or /tmp/postscript.sh of its own");
+        return;
+    }
+    let out = w.appsnap(&["plugin", &format!("--params={sample}")]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    let g = &w.groups()[0];
+    assert_eq!(g["name"], "LinuxApp1");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!(
+        "[snapshotgroup=\"{}\"]",
+        g["id"].as_str().unwrap()
+    )));
+    for tags in snapshot_tags(g) {
+        assert!(has_tag(&tags, "FsConsistent", "True"), "{tags:?}");
+    }
+    let mut f = std::fs::File::create(w.ext.join("after")).unwrap();
+    f.write_all(b"writable").unwrap();
+}
+
+#[test]
+fn plugin_rejects_bad_parameters_with_code_2_naming_the_culprit() {
+    // No root needed: parameters are checked before anything else.
+    let out = Command::new(appsnap_bin())
+        .args([
+            "-c",
+            "/nonexistent/appsnap.toml",
+            "plugin",
+            "--params=-RamRoleName=\"r\",-Name=\"a1\",-Bogus=1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown parameter -Bogus"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("[snapshotgroup=\"\"][message="));
+}

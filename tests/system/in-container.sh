@@ -5,7 +5,7 @@
 # the operator's path with the .deb, then with the .rpm. Every command run in
 # the container is echoed with its output, so the log is the transcript.
 set -euo pipefail
-: "${work:?}" "${machine:?}" "${rootfs:?}" "${repo:?}"
+: "${work:?}" "${machine:?}" "${rootfs:?}" "${repo:?}" "${sim:?}"
 
 declare -a timings=()
 step_name= step_start=$SECONDS
@@ -29,6 +29,36 @@ truncate -s 64M "$work/data.img"
 mkfs.ext4 -q -F "$work/data.img"
 mkdir -p "$work/data"
 mount -o loop "$work/data.img" "$work/data"
+loopdev=$(findmnt -n -o SOURCE "$work/data")
+
+# The emulator on the host's loopback (the container shares the host's
+# network): one data disk backed by data.img, its serial linked in a by-id
+# dir bound into the container, like udev's /dev/disk/by-id on ECS.
+disk=d-bp1systemlane0000001
+cat >"$work/sim.toml" <<EOF
+listen = "127.0.0.1"
+region_id = "cn-hangzhou"
+zone_id = "cn-hangzhou-i"
+instance_id = "i-bp1appsnapsystem0001"
+ram_role = "AppSnapshotRoleName"
+http_tokens = "required"
+snapshot_dir = "$work/snapshots"
+time_to_accomplish_secs = 2
+[[disk]]
+id = "$disk"
+type = "data"
+size_gib = 1
+backing = "$work/data.img"
+probe_mounts = ["$work/data"]
+EOF
+"$sim" --config "$work/sim.toml" --ready-file "$work/sim.ready" >"$work/sim.out" 2>"$work/sim.err" &
+sim_pid=$!
+for _ in $(seq 100); do [[ -s $work/sim.ready ]] && break; sleep 0.1; done
+[[ -s $work/sim.ready ]] || { cat "$work/sim.err" >&2; echo "ecs-sim did not start" >&2; exit 1; }
+imds=$(sed -n 's/.*imds=\([^ ]*\).*/\1/p' "$work/sim.ready")
+ecs=$(sed -n 's/.*ecs=\([^ ]*\).*/\1/p' "$work/sim.ready")
+mkdir -p "$work/by-id"
+ln -s "$loopdev" "$work/by-id/virtio-${disk#d-}"
 
 nspawn= cp1=
 cleanup() {
@@ -42,6 +72,7 @@ cleanup() {
     kill -0 "$cp1" 2>/dev/null && kill -KILL "$cp1" 2>/dev/null
   fi
   [[ -n $nspawn ]] && kill -0 "$nspawn" 2>/dev/null && kill -KILL "$nspawn" 2>/dev/null
+  [[ -n ${sim_pid:-} ]] && kill "$sim_pid" 2>/dev/null
   wait 2>/dev/null || true
   if ((rc != 0)); then
     echo "--- nspawn console (last 40 lines):"
@@ -58,7 +89,8 @@ trap cleanup EXIT
 
 step "boot"
 systemd-nspawn -D "$work/merged" -M "$machine" -b --register=no --keep-unit \
-  --console=read-only --bind="$work/data:/srv/data" >"$work/nspawn.log" 2>&1 &
+  --console=read-only --bind="$work/data:/srv/data" \
+  --bind-ro="$work/by-id:/srv/by-id" --bind="$loopdev" >"$work/nspawn.log" 2>&1 &
 nspawn=$!
 for _ in $(seq 100); do
   cp1=$(pgrep -P "$nspawn" -x systemd || true)
@@ -151,8 +183,14 @@ if fsfreeze -f "$work/data" 2>/dev/null; then
 fi
 q test -e /run/appsnap/frozen.json || fail "no frozen-set record"
 echo "guard $guard killed with /srv/data frozen; record: $(q cat /run/appsnap/frozen.json)"
-c systemctl start appsnap || true # fails until the daemon exists; ExecStopPost runs either way
-c systemctl stop appsnap || true
+# A policy that does not load makes the daemon exit before its own
+# start-up recovery, so only ExecStopPost can thaw: the operator's typo
+# must not keep a file system frozen.
+q cp /etc/appsnap.toml /root/appsnap.toml.orig
+q sh -c 'echo "bogus_key = 1" >>/etc/appsnap.toml'
+c systemctl start appsnap && fail "started with a broken policy"
+c systemctl stop appsnap
+q cp /root/appsnap.toml.orig /etc/appsnap.toml
 fsfreeze -f "$work/data" 2>/dev/null || fail "/srv/data still frozen after systemctl start/stop"
 fsfreeze -u "$work/data"
 q test ! -e /run/appsnap/frozen.json || fail "frozen-set record left after ExecStopPost"
@@ -160,39 +198,58 @@ q journalctl -u appsnap -b --no-pager -o cat | grep -q '^  thawed /srv/data (ext
   fail "no 'thawed /srv/data' from ExecStopPost in the journal"
 q systemctl reset-failed appsnap >/dev/null 2>&1 || true
 
-step "deb: start, stop"
-daemon=1
-if ! c systemctl start appsnap; then
-  if q journalctl -u appsnap -b --no-pager | grep -q '`daemon` is not available yet'; then
-    daemon=0
-    echo "NOTE: this build has no daemon yet; the start/run/reload checks below are TODO"
-  else
-    c journalctl -u appsnap -b --no-pager
-    fail "systemctl start appsnap"
-  fi
-fi
-if ((daemon)); then
-  c systemctl status appsnap --no-pager
-  main_pid=$(q systemctl show -P MainPID appsnap)
-  c systemctl reload appsnap
-  [[ $(q systemctl is-active appsnap) == active ]] || fail "not active after reload"
-  [[ $(q systemctl show -P MainPID appsnap) == "$main_pid" ]] || fail "reload restarted the daemon"
-  # TODO(daemon, emulator): point the policy at ecs-sim on the host (the
-  # container shares the host network), bind a host loop fs into the
-  # container, let a scheduled job run, and assert `journalctl -u appsnap -o
-  # json` has its lines with APPSNAP_JOB/APPSNAP_PHASE; `systemctl stop`
-  # during the freeze window leaves nothing frozen.
-  c systemctl stop appsnap
-else
-  q systemctl stop appsnap >/dev/null 2>&1 || true
-  echo "TODO(daemon): reload (SIGHUP), a scheduled job against the emulator with its APPSNAP_* journal fields, stop leaving nothing frozen"
-fi
-q systemctl reset-failed appsnap >/dev/null 2>&1 || true
-c journalctl -u appsnap -b --no-pager -o cat
-# ExecStopPost ran `appsnap thaw --all` inside the unit, after every stop.
+step "deb: a scheduled job runs under systemd"
+# The policy an operator would write, with the cloud endpoints pointed at
+# the emulator and the by-id dir at the one bound in.
+q sh -c "cat >/etc/appsnap.toml" <<EOF
+[cloud]
+endpoint = "$ecs"
+metadata_endpoint = "$imds"
+[host]
+by_id_dir = "/srv/by-id"
+[[job]]
+name = "systest"
+schedule = "*/10 * * * * *"
+timezone = "UTC"
+disks = ["$disk"]
+description = "system lane"
+EOF
+c appsnap check --offline
+q sh -c 'echo committed-before-snapshot >/srv/data/marker; sync'
+c systemctl start appsnap
+c systemctl status appsnap --no-pager --lines=0
+main_pid=$(q systemctl show -P MainPID appsnap)
+[[ $(q readlink "/proc/$main_pid/ns/mnt") == "$init_ns" ]] || fail "the daemon runs in a private mount namespace"
+ok=
+for _ in $(seq 60); do
+  if q appsnap status --json 2>/dev/null | grep -q '"ssg-'; then ok=1; break; fi
+  sleep 1
+done
+c appsnap status
+[[ -n $ok ]] || { c journalctl -u appsnap -b --no-pager -o cat; fail "no scheduled run recorded a snapshot group within 60 s"; }
+c sh -c 'journalctl -u appsnap -b -o verbose APPSNAP_JOB=systest | grep -E "^ +(MESSAGE|APPSNAP_[A-Z_]+)=" | head -n 40'
+# journalctl APPSNAP_JOB=... found them; each also names its run.
+q journalctl -u appsnap -b -o export APPSNAP_JOB=systest | grep -q '^APPSNAP_RUN_ID=' ||
+  fail "journal entries lack APPSNAP_RUN_ID"
+q journalctl -u appsnap -b -o cat APPSNAP_JOB=systest | grep -q '^run finished: 0 ' ||
+  fail "no 'run finished: 0' for the job in the journal"
+ls "$work"/snapshots/ssg-*/"$disk".img >/dev/null || fail "the emulator holds no snapshot image"
+
+step "deb: reload, stop"
+q sed -i 's/^description = "system lane"$/description = "system lane, reloaded"/' /etc/appsnap.toml
+c systemctl reload appsnap
+sleep 1
+[[ $(q systemctl is-active appsnap) == active ]] || fail "not active after reload"
+[[ $(q systemctl show -P MainPID appsnap) == "$main_pid" ]] || fail "reload restarted the daemon"
+q journalctl -u appsnap -b --no-pager -o cat | grep -q 'policy reloaded' || fail "no 'policy reloaded' in the journal"
+c systemctl stop appsnap
+c journalctl -u appsnap -b --no-pager -o cat --lines=15
+# Nothing frozen: probe without writing (EBUSY would mean frozen).
+fsfreeze -f "$work/data" 2>/dev/null || fail "/srv/data frozen after systemctl stop"
+fsfreeze -u "$work/data"
+q test ! -e /run/appsnap/frozen.json || fail "a frozen-set record is left"
 q journalctl -u appsnap -b --no-pager -o cat | grep -q '^nothing to thaw: no frozen-set record in /run/appsnap$' ||
   fail "ExecStopPost (appsnap thaw --all) left no line in the journal"
-q test ! -e /run/appsnap/frozen.json || fail "a frozen-set record is left"
 
 step "deb: upgrade keeps the operator's policy"
 q sh -c 'echo "# edited by the operator" >>/etc/appsnap.toml'
@@ -216,15 +273,9 @@ q test -d /etc/appsnap.d || fail "no /etc/appsnap.d"
 c appsnap check --offline
 
 step "rpm: start, stop"
-if c systemctl start appsnap; then
-  c systemctl stop appsnap
-elif ((daemon)); then
-  fail "systemctl start appsnap (rpm)"
-else
-  q systemctl stop appsnap >/dev/null 2>&1 || true
-  echo "TODO(daemon): as for the .deb"
-fi
-q systemctl reset-failed appsnap >/dev/null 2>&1 || true
+c systemctl start appsnap
+[[ $(q systemctl is-active appsnap) == active ]] || fail "rpm: unit not active"
+c systemctl stop appsnap
 
 step "rpm: upgrade keeps the operator's policy"
 q sh -c 'echo "# edited by the operator" >>/etc/appsnap.toml'

@@ -87,6 +87,9 @@ pub enum Command {
     /// Internal: the freeze guard process the daemon starts (plan on stdin, events on stdout).
     #[command(hide = true, name = "freeze-guard")]
     FreezeGuard,
+    /// Internal: write the man pages and shell completions the packages ship.
+    #[command(hide = true, name = "generate-assets")]
+    GenerateAssets(AssetsArgs),
 }
 
 /// `run`.
@@ -148,6 +151,13 @@ pub struct ThawArgs {
     /// Where the record is (default: the policy's `host.run_dir`); for tests and rescue.
     #[arg(long, value_name = "DIR", hide = true)]
     pub run_dir: Option<PathBuf>,
+}
+
+/// `generate-assets`.
+#[derive(Debug, Args)]
+pub struct AssetsArgs {
+    /// Output directory (gets `man/` and `completions/`).
+    pub dir: PathBuf,
 }
 
 /// `plugin`.

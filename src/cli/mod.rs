@@ -2,6 +2,7 @@
 //! and turns typed errors into operator messages and exit codes.
 
 pub mod args;
+mod assets;
 mod check;
 mod cloud;
 mod freeze_guard;
@@ -18,8 +19,12 @@ use args::{Cli, Command, LogFormatArg};
 
 /// Dispatches the parsed command line; returns the process exit code.
 pub fn dispatch(cli: Cli) -> ExitCode {
-    // The freeze guard logs nothing and opens nothing it does not need.
-    if !matches!(cli.command, Command::FreezeGuard) {
+    // The freeze guard logs nothing and opens nothing it does not need;
+    // generate-assets runs at package build time, where there is nothing to log to.
+    if !matches!(
+        cli.command,
+        Command::FreezeGuard | Command::GenerateAssets(_)
+    ) {
         init_logging(&cli);
     }
     let code = match &cli.command {
@@ -35,6 +40,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Thaw(a) => thaw::run(&cli, a),
         Command::Plugin(a) => run::plugin(&cli, a),
         Command::FreezeGuard => freeze_guard::run(),
+        Command::GenerateAssets(a) => assets::run(a),
     };
     ExitCode::from(code)
 }

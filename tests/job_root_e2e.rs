@@ -39,13 +39,7 @@ fn consistency_proof_app_consistent_run_with_a_live_writer() {
         ),
     );
     let post = w.script("post.sh", "echo resumed");
-    let policy = std::fs::read_to_string(&w.policy).unwrap()
-        + &format!(
-            "prescript = \"{}\"\npostscript = \"{}\"\n",
-            pre.display(),
-            post.display()
-        );
-    std::fs::write(&w.policy, policy).unwrap();
+    w.use_hooks(&pre, &post);
 
     let writers = [start_writer(&w.ext), start_writer(&w.xfs)];
     std::thread::sleep(Duration::from_millis(500));
@@ -281,13 +275,7 @@ fn invalid_scripts_downgrade_to_fs_consistent_with_the_reason() {
     std::fs::set_permissions(&pre, std::fs::Permissions::from_mode(0o755)).unwrap();
     let post = w.script("post.sh", "exit 0");
     nix::unistd::chown(&post, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
-    let policy = std::fs::read_to_string(&w.policy).unwrap()
-        + &format!(
-            "prescript = \"{}\"\npostscript = \"{}\"\n",
-            pre.display(),
-            post.display()
-        );
-    std::fs::write(&w.policy, policy).unwrap();
+    w.use_hooks(&pre, &post);
     let out = w.appsnap(&["run", "db"]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
@@ -339,13 +327,7 @@ fn pre_script_timeout_kills_the_tree_and_exits_9_with_a_fs_consistent_snapshot()
         &format!("sh -c 'trap \"\" TERM; echo $$ > {}; while :; do sleep 1; done' &\nwhile :; do sleep 1; done", pidfile.display()),
     );
     let post = w.script("post.sh", &format!("touch {}", post_ran.display()));
-    let policy = std::fs::read_to_string(&w.policy).unwrap()
-        + &format!(
-            "prescript = \"{}\"\npostscript = \"{}\"\n",
-            pre.display(),
-            post.display()
-        );
-    std::fs::write(&w.policy, policy).unwrap();
+    w.use_hooks(&pre, &post);
     let out = w.appsnap(&["run", "db"]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(9), "{t}");
@@ -372,13 +354,7 @@ fn post_script_failure_exits_10_and_the_snapshot_stands() {
     let w = World::new("e2e-postfail", Setup::default());
     let pre = w.script("pre.sh", "exit 0");
     let post = w.script("post.sh", "echo cannot resume >&2; exit 4");
-    let policy = std::fs::read_to_string(&w.policy).unwrap()
-        + &format!(
-            "prescript = \"{}\"\npostscript = \"{}\"\n",
-            pre.display(),
-            post.display()
-        );
-    std::fs::write(&w.policy, policy).unwrap();
+    w.use_hooks(&pre, &post);
     let out = w.appsnap(&["run", "db"]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(10), "{t}");
@@ -499,13 +475,7 @@ fn credentials_expiring_mid_run_are_refreshed_before_the_freeze() {
     );
     let pre = w.script("pre.sh", "sleep 62; echo quiesced");
     let post = w.script("post.sh", "echo resumed");
-    let policy = std::fs::read_to_string(&w.policy).unwrap()
-        + &format!(
-            "prescript = \"{}\"\npostscript = \"{}\"\n",
-            pre.display(),
-            post.display()
-        );
-    std::fs::write(&w.policy, policy).unwrap();
+    w.use_hooks(&pre, &post);
     let out = w.appsnap(&["run", "db"]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");

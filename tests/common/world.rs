@@ -153,6 +153,17 @@ freeze_timeout_secs = {freeze}
         p
     }
 
+    /// Points the job's `prescript`/`postscript` at these files.
+    pub fn use_hooks(&self, pre: &Path, post: &Path) {
+        let policy = std::fs::read_to_string(&self.policy).unwrap()
+            + &format!(
+                "prescript = \"{}\"\npostscript = \"{}\"\n",
+                pre.display(),
+                post.display()
+            );
+        std::fs::write(&self.policy, policy).unwrap();
+    }
+
     pub fn appsnap(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(appsnap_bin());
         cmd.arg("-c")

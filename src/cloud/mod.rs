@@ -58,6 +58,30 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// The vendor exit code an ECS error stands for, or `otherwise` when it is
+/// just the calling step's own failure. The CLI and the job both use this, so
+/// the same answer from ECS always ends with the same code.
+pub fn ecs_outcome(
+    e: &EcsError,
+    otherwise: crate::job::outcome::Outcome,
+) -> crate::job::outcome::Outcome {
+    use crate::job::outcome::Outcome;
+    match e.code() {
+        Some(c)
+            if c.starts_with("Forbidden")
+                || c.contains("NoPermission")
+                || c == "InvalidAccessKeyId.NotFound" =>
+        {
+            Outcome::NoDisksOrPermission
+        }
+        Some(c) if c.starts_with("InvalidSecurityToken") => Outcome::NoRamRole,
+        Some("QuotaExceed.Snapshot") => Outcome::QuotaExceeded,
+        Some("IncorrectDiskStatus.CreatingSnapshot") => Outcome::PreviousSnapshotInProgress,
+        _ if matches!(e, EcsError::Credentials(_)) => Outcome::NoRamRole,
+        _ => otherwise,
+    }
+}
+
 /// Why the cloud side could not be set up or reached.
 #[derive(Debug, thiserror::Error)]
 pub enum CloudError {
@@ -91,12 +115,8 @@ impl CloudError {
         if self.is_no_role() {
             return Outcome::NoRamRole;
         }
-        match self.ecs_code() {
-            Some(c) if c.starts_with("Forbidden") || c.starts_with("NoPermission") => {
-                Outcome::NoDisksOrPermission
-            }
-            Some("QuotaExceed.Snapshot") => Outcome::QuotaExceeded,
-            Some("IncorrectDiskStatus.CreatingSnapshot") => Outcome::PreviousSnapshotInProgress,
+        match self {
+            CloudError::Ecs(e) => ecs_outcome(e, Outcome::ConditionsNotMet),
             _ => Outcome::ConditionsNotMet,
         }
     }

@@ -26,7 +26,7 @@ use crate::cloud::ecs::{
     SnapshotGroup, SnapshotGroupFilter, Tag,
 };
 use crate::cloud::preflight::select_disks;
-use crate::cloud::{TAG_INSTANCE, TAG_JOB};
+use crate::cloud::{ecs_outcome, TAG_INSTANCE, TAG_JOB};
 use crate::host::{self, DiskRequest, FreezeGuard, Frozen, HostPaths, HostView, Plan, ThawCause};
 use crate::policy::{DiskId, DiskSelection, Job};
 
@@ -198,7 +198,6 @@ struct Run<'a> {
     failure: Option<Outcome>,
     /// What the snapshot can still claim; lowered as steps fall short.
     consistency: Consistency,
-    selected: Vec<Disk>,
     plan: Option<Plan>,
     request: Option<CreateSnapshotGroup>,
     script_ctx: ScriptContext,
@@ -248,7 +247,6 @@ impl<'a> Run<'a> {
             },
             failure: None,
             consistency: Consistency::App,
-            selected: Vec::new(),
             plan: None,
             request: None,
             script_ctx: ScriptContext::default(),
@@ -300,7 +298,7 @@ impl<'a> Run<'a> {
         {
             Ok(d) => d,
             Err(e) => {
-                let outcome = api_outcome(&e, Outcome::ConditionsNotMet);
+                let outcome = ecs_outcome(&e, Outcome::ConditionsNotMet);
                 self.fail(outcome, format!("DescribeDisks: {e}"));
                 return Step::Done;
             }
@@ -367,7 +365,7 @@ impl<'a> Run<'a> {
                 }
             }
             Err(e) => {
-                let outcome = api_outcome(&e, Outcome::ConditionsNotMet);
+                let outcome = ecs_outcome(&e, Outcome::ConditionsNotMet);
                 self.fail(outcome, format!("DescribeSnapshots: {e}"));
                 return Step::Done;
             }
@@ -451,7 +449,6 @@ impl<'a> Run<'a> {
 
         if self.opts.dry_run {
             self.print_dry_run(&plan, &request);
-            self.selected = selected.into_iter().map(|(_, d)| d).collect();
             self.plan = Some(plan);
             return Step::Done;
         }
@@ -460,7 +457,6 @@ impl<'a> Run<'a> {
             self.fail(Outcome::ConditionsNotMet, format!("cannot reach ECS: {e}"));
             return Step::Done;
         }
-        self.selected = selected.into_iter().map(|(_, d)| d).collect();
         self.plan = Some(plan);
         self.request = Some(request);
         Step::PreScript
@@ -926,7 +922,7 @@ impl<'a> Run<'a> {
             }
         }
         if let Some(e) = failed {
-            let outcome = api_outcome(&e, Outcome::TagFailed);
+            let outcome = ecs_outcome(&e, Outcome::TagFailed);
             self.fail(outcome, format!("TagResources: {e}"));
         }
         Step::Done
@@ -974,35 +970,62 @@ fn describe(run: &ScriptRun) -> String {
     }
 }
 
-/// Vendor codes for API errors that are not the step's own failure.
-fn api_outcome(e: &EcsError, otherwise: Outcome) -> Outcome {
-    match e.code() {
-        Some(c)
-            if c.starts_with("Forbidden")
-                || c.contains("NoPermission")
-                || c == "InvalidAccessKeyId.NotFound" =>
-        {
-            Outcome::NoDisksOrPermission
-        }
-        Some(c) if c.starts_with("InvalidSecurityToken") => Outcome::NoRamRole,
-        _ if matches!(e, EcsError::Credentials(_)) => Outcome::NoRamRole,
-        _ => otherwise,
-    }
-}
-
-/// Vendor codes for CreateSnapshotGroup failures.
+/// Vendor codes for CreateSnapshotGroup failures: running out of the freeze
+/// window is "timed out" (6) unless ECS said something more specific.
 fn create_outcome(e: &EcsError) -> Outcome {
-    match e.code() {
-        Some("QuotaExceed.Snapshot") => Outcome::QuotaExceeded,
-        Some("IncorrectDiskStatus.CreatingSnapshot") => Outcome::PreviousSnapshotInProgress,
-        _ if matches!(e, EcsError::DeadlineExceeded { .. }) => Outcome::GroupCreateTimeout,
-        _ => api_outcome(e, Outcome::GroupCreateFailed),
+    let o = ecs_outcome(e, Outcome::GroupCreateFailed);
+    if o == Outcome::GroupCreateFailed && matches!(e, EcsError::DeadlineExceeded { .. }) {
+        Outcome::GroupCreateTimeout
+    } else {
+        o
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn api(code: &str) -> EcsError {
+        EcsError::Api {
+            action: "CreateSnapshotGroup".into(),
+            code: code.into(),
+            message: String::new(),
+            request_id: None,
+            http_status: 403,
+        }
+    }
+
+    #[test]
+    fn create_failures_map_to_the_vendor_codes() {
+        assert_eq!(
+            create_outcome(&api("QuotaExceed.Snapshot")),
+            Outcome::QuotaExceeded
+        );
+        assert_eq!(
+            create_outcome(&api("IncorrectDiskStatus.CreatingSnapshot")),
+            Outcome::PreviousSnapshotInProgress
+        );
+        assert_eq!(
+            create_outcome(&api("Forbidden.RAM")),
+            Outcome::NoDisksOrPermission
+        );
+        assert_eq!(
+            create_outcome(&api("InternalError")),
+            Outcome::GroupCreateFailed
+        );
+        let late = EcsError::DeadlineExceeded {
+            action: "CreateSnapshotGroup".into(),
+            attempts: 3,
+            last: Some(Box::new(api("Throttling.User"))),
+        };
+        assert_eq!(create_outcome(&late), Outcome::GroupCreateTimeout);
+        let quota_late = EcsError::DeadlineExceeded {
+            action: "CreateSnapshotGroup".into(),
+            attempts: 1,
+            last: Some(Box::new(api("QuotaExceed.Snapshot"))),
+        };
+        assert_eq!(create_outcome(&quota_late), Outcome::QuotaExceeded);
+    }
 
     #[test]
     fn margin_leaves_room_before_the_guard_deadline() {

@@ -3,8 +3,10 @@
 //! It exists so that file systems are thawed even when the daemon hangs,
 //! panics or is SIGKILLed (ARCHITECTURE.md §2). Sequence: read the request on
 //! stdin; open every mount root and check its identity; write the frozen-set
-//! record; `mlockall`; report `armed`; on `freeze`: syncfs, arm the deadline
-//! (a dedicated thaw thread owning dup'ed fds), FIFREEZE in order; report
+//! record; `mlockall`; report `armed`; on `freeze`: syncfs (twice, in
+//! parallel, so FIFREEZE has little left to flush), arm the deadline (a
+//! dedicated thaw thread owning dup'ed fds), FIFREEZE independent file
+//! systems in parallel, children before parents ([`super::stages`]); report
 //! `frozen` (or the failing mount after thawing); wait for `thaw`, stdin EOF
 //! or the deadline; FITHAW in reverse; report per-fs suspension; remove the
 //! record. Between the first FIFREEZE and the last FITHAW it does no file
@@ -17,7 +19,9 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering::SeqCst};
+use std::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering::SeqCst,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -27,6 +31,8 @@ use nix::sys::signal::{signal, SigHandler, Signal};
 use super::freeze::{self, Thawed};
 use super::protocol::{FsThaw, GuardEvent, GuardRequest, ThawCause, VERSION};
 use super::record::{self, FrozenRecord};
+use super::round_pool::{Round, RoundPool};
+use super::stages::freeze_stages;
 
 /// Exit status: thawed cleanly (or never froze).
 pub const EXIT_OK: u8 = 0;
@@ -47,6 +53,7 @@ const NO_ERRNO: i32 = 0;
 const CAUSE_NONE: u8 = 0;
 const CAUSE_WOKEN: u8 = 1;
 const CAUSE_DEADLINE: u8 = 2;
+const NO_FAILURE: usize = usize::MAX;
 
 /// State shared by the freezing thread and the thaw thread; all preallocated,
 /// touched only with atomics while frozen.
@@ -54,11 +61,15 @@ struct Shared {
     base: Instant,
     state: Vec<AtomicU8>,
     freeze_start_ns: Vec<AtomicU64>,
+    freeze_end_ns: Vec<AtomicU64>,
     thaw_end_ns: Vec<AtomicU64>,
     thaw_errno: Vec<AtomicI32>,
     /// Set by the thaw thread before it thaws: no more freezes may start.
     abort: AtomicBool,
     cause: AtomicU8,
+    /// The first target whose FIFREEZE failed ([`NO_FAILURE`] if none): no more freezes start.
+    failed: AtomicUsize,
+    failed_errno: AtomicI32,
 }
 
 impl Shared {
@@ -80,6 +91,36 @@ impl Shared {
             self.thaw_errno[i].store(errno, SeqCst);
             self.thaw_end_ns[i].store(self.now_ns(), SeqCst);
             self.state[i].store(DONE, SeqCst);
+        }
+    }
+
+    /// Freezes target `i` unless freezing was abandoned; runs on any pool thread.
+    fn freeze_one(&self, i: usize, fd: BorrowedFd<'_>) {
+        if self.abort.load(SeqCst) || self.failed.load(SeqCst) != NO_FAILURE {
+            return;
+        }
+        self.freeze_start_ns[i].store(self.now_ns(), SeqCst);
+        self.state[i].store(FREEZING, SeqCst);
+        let frozen = freeze::freeze(fd);
+        self.freeze_end_ns[i].store(self.now_ns(), SeqCst);
+        match frozen {
+            Ok(()) => {
+                self.state[i].store(FROZEN, SeqCst);
+                if self.abort.load(SeqCst) {
+                    // The deadline passed while this FIFREEZE was running: thaw it here.
+                    self.thaw_one(i, fd);
+                }
+            }
+            Err(e) => {
+                self.state[i].store(NOT_FROZEN, SeqCst);
+                if self
+                    .failed
+                    .compare_exchange(NO_FAILURE, i, SeqCst, SeqCst)
+                    .is_ok()
+                {
+                    self.failed_errno.store(e as i32, SeqCst);
+                }
+            }
         }
     }
 }
@@ -220,11 +261,30 @@ fn armed_phase(req: &GuardRequest, fds: Vec<OwnedFd>, thaw_fds: Vec<OwnedFd>) ->
         base: Instant::now(),
         state: (0..n).map(|_| AtomicU8::new(NOT_FROZEN)).collect(),
         freeze_start_ns: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        freeze_end_ns: (0..n).map(|_| AtomicU64::new(0)).collect(),
         thaw_end_ns: (0..n).map(|_| AtomicU64::new(0)).collect(),
         thaw_errno: (0..n).map(|_| AtomicI32::new(NO_ERRNO)).collect(),
         abort: AtomicBool::new(false),
         cause: AtomicU8::new(CAUSE_NONE),
+        failed: AtomicUsize::new(NO_FAILURE),
+        failed_errno: AtomicI32::new(NO_ERRNO),
     });
+    // Threads for the parallel rounds exist before anything is frozen.
+    let stages = freeze_stages(&req.targets);
+    let fds = Arc::new(fds);
+    let pool = {
+        let (shared, fds) = (Arc::clone(&shared), Arc::clone(&fds));
+        let work = Arc::new(move |round: Round, i: usize| match round {
+            Round::All => {
+                let _ = freeze::syncfs(fds[i].as_fd());
+            }
+            Round::Stage(_) => shared.freeze_one(i, fds[i].as_fd()),
+        });
+        match RoundPool::spawn(&stages, work) {
+            Ok(p) => p,
+            Err(e) => return fail("thread", e.to_string()),
+        }
+    };
     let (wake_r, wake_w) = match pipe() {
         Ok(p) => p,
         Err(e) => return fail("pipe", e.to_string()),
@@ -251,9 +311,9 @@ fn armed_phase(req: &GuardRequest, fds: Vec<OwnedFd>, thaw_fds: Vec<OwnedFd>) ->
         }
         None => return EXIT_OK,
     }
-    for fd in &fds {
-        let _ = freeze::syncfs(fd.as_fd());
-    }
+    // The second pass flushes only what writers dirtied during the first.
+    pool.run(Round::All);
+    pool.run(Round::All);
     // syncfs can take long: if the parent gave up meanwhile (stdin closed or
     // anything sent early), do not start freezing at all.
     let mut pfd = [libc::pollfd {
@@ -279,29 +339,17 @@ fn armed_phase(req: &GuardRequest, fds: Vec<OwnedFd>, thaw_fds: Vec<OwnedFd>) ->
     };
     write_all(libc::STDOUT_FILENO, &freezing_line);
 
-    // 6. FIFREEZE in plan order. ---- no allocation, no file I/O from here ----
-    let mut failed: Option<(usize, Errno)> = None;
-    for (i, fd) in fds.iter().enumerate() {
-        if shared.abort.load(SeqCst) {
+    // 6. FIFREEZE, stage by stage. ---- no allocation, no file I/O from here ----
+    for stage in 0..stages.len() {
+        if shared.abort.load(SeqCst) || shared.failed.load(SeqCst) != NO_FAILURE {
             break;
         }
-        shared.freeze_start_ns[i].store(shared.now_ns(), SeqCst);
-        shared.state[i].store(FREEZING, SeqCst);
-        match freeze::freeze(fd.as_fd()) {
-            Ok(()) => {
-                shared.state[i].store(FROZEN, SeqCst);
-                if shared.abort.load(SeqCst) {
-                    // The deadline passed while this FIFREEZE was running: thaw it ourselves.
-                    shared.thaw_one(i, fd.as_fd());
-                }
-            }
-            Err(e) => {
-                shared.state[i].store(NOT_FROZEN, SeqCst);
-                failed = Some((i, e));
-                break;
-            }
-        }
+        pool.run(Round::Stage(stage));
     }
+    let failed = match shared.failed.load(SeqCst) {
+        NO_FAILURE => None,
+        i => Some((i, Errno::from_raw(shared.failed_errno.load(SeqCst)))),
+    };
     let interrupted = shared.abort.load(SeqCst);
     if failed.is_none() && !interrupted {
         write_all(libc::STDOUT_FILENO, &frozen_line);
@@ -367,6 +415,7 @@ fn armed_phase(req: &GuardRequest, fds: Vec<OwnedFd>, thaw_fds: Vec<OwnedFd>) ->
         emit(&GuardEvent::Thawed {
             cause,
             filesystems: fs,
+            window_us: window_us(&shared),
         });
         return if bad { EXIT_THAW_FAILED } else { EXIT_OK };
     }
@@ -392,21 +441,43 @@ fn armed_phase(req: &GuardRequest, fds: Vec<OwnedFd>, thaw_fds: Vec<OwnedFd>) ->
 }
 
 fn report(shared: &Shared, req: &GuardRequest) -> Vec<FsThaw> {
-    let mut out = Vec::new();
-    for i in (0..req.targets.len()).rev() {
-        if shared.state[i].load(SeqCst) != DONE {
-            continue;
-        }
-        let start = shared.freeze_start_ns[i].load(SeqCst);
-        let end = shared.thaw_end_ns[i].load(SeqCst);
-        let e = shared.thaw_errno[i].load(SeqCst);
-        out.push(FsThaw {
-            mount_point: PathBuf::from(&req.targets[i].mount_point),
-            suspended_us: end.saturating_sub(start) / 1000,
-            errno: (e != NO_ERRNO).then_some(e),
-        });
+    let done = |i: &usize| shared.state[*i].load(SeqCst) == DONE;
+    let first = (0..req.targets.len())
+        .filter(done)
+        .map(|i| shared.freeze_start_ns[i].load(SeqCst))
+        .min()
+        .unwrap_or(0);
+    (0..req.targets.len())
+        .rev()
+        .filter(done)
+        .map(|i| {
+            let start = shared.freeze_start_ns[i].load(SeqCst);
+            let frozen = shared.freeze_end_ns[i].load(SeqCst);
+            let end = shared.thaw_end_ns[i].load(SeqCst);
+            let e = shared.thaw_errno[i].load(SeqCst);
+            FsThaw {
+                mount_point: PathBuf::from(&req.targets[i].mount_point),
+                suspended_us: end.saturating_sub(start) / 1000,
+                errno: (e != NO_ERRNO).then_some(e),
+                freeze_began_us: start.saturating_sub(first) / 1000,
+                freeze_took_us: frozen.saturating_sub(start) / 1000,
+            }
+        })
+        .collect()
+}
+
+/// First FIFREEZE start to last FITHAW end over the targets that were frozen.
+fn window_us(shared: &Shared) -> u64 {
+    let done = (0..shared.state.len()).filter(|&i| shared.state[i].load(SeqCst) == DONE);
+    let first = done
+        .clone()
+        .map(|i| shared.freeze_start_ns[i].load(SeqCst))
+        .min();
+    let last = done.map(|i| shared.thaw_end_ns[i].load(SeqCst)).max();
+    match (first, last) {
+        (Some(a), Some(b)) => b.saturating_sub(a) / 1000,
+        _ => 0,
     }
-    out
 }
 
 /// Waits for a wake byte or the deadline, then thaws every frozen target in reverse.

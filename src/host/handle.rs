@@ -123,6 +123,8 @@ pub struct ThawReport {
     pub cause: ThawCause,
     /// Per file system, in thaw order, with how long its writers were held.
     pub filesystems: Vec<FsThaw>,
+    /// First FIFREEZE to last FITHAW, in microseconds.
+    pub window_us: u64,
 }
 
 /// A running freeze guard.
@@ -284,8 +286,16 @@ impl FreezeGuard {
         let ev = self.next_event(GRACE + GRACE);
         self.stdin = None;
         match ev {
-            Ok(GuardEvent::Thawed { cause, filesystems }) => {
-                let report = ThawReport { cause, filesystems };
+            Ok(GuardEvent::Thawed {
+                cause,
+                filesystems,
+                window_us,
+            }) => {
+                let report = ThawReport {
+                    cause,
+                    filesystems,
+                    window_us,
+                };
                 let failed: Vec<FsThaw> = report
                     .filesystems
                     .iter()

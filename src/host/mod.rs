@@ -17,6 +17,8 @@ pub mod mounts;
 pub mod plan;
 pub mod protocol;
 pub mod record;
+mod round_pool;
+pub mod stages;
 
 pub use handle::{FreezeError, FreezeGuard, Frozen, ThawError, ThawReport};
 pub use plan::{build as build_plan, DiskRequest, HostPaths, HostView, Plan, PlanError};

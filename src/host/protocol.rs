@@ -64,6 +64,13 @@ pub struct FsThaw {
     pub suspended_us: u64,
     /// `None` = thawed; `Some(errno)` = FITHAW failed (EINVAL means it was not frozen).
     pub errno: Option<i32>,
+    /// When its FIFREEZE began, counted from the first FIFREEZE of the run: shows
+    /// which file systems froze in parallel and that children froze first.
+    #[serde(default)]
+    pub freeze_began_us: u64,
+    /// How long its FIFREEZE call took (the kernel's flush with writers blocked).
+    #[serde(default)]
+    pub freeze_took_us: u64,
 }
 
 /// Messages from the guard.
@@ -96,6 +103,10 @@ pub enum GuardEvent {
         cause: ThawCause,
         /// Per target, in thaw order.
         filesystems: Vec<FsThaw>,
+        /// First FIFREEZE start to last FITHAW end: the job's I/O pause
+        /// (file systems freeze in parallel, so no single one spans it).
+        #[serde(default)]
+        window_us: u64,
     },
     /// The guard could not prepare (bad request, identity mismatch, record not written).
     Error {

@@ -701,13 +701,7 @@ impl<'a> Run<'a> {
         self.after_window();
         match joined {
             Ok(Ok(report)) => {
-                let max_us = report
-                    .filesystems
-                    .iter()
-                    .map(|f| f.suspended_us)
-                    .max()
-                    .unwrap_or(0);
-                self.report.frozen_ms = Some(max_us / 1000);
+                self.report.frozen_ms = Some(report.window_us / 1000);
                 for fs in &report.filesystems {
                     info!(job = %self.job.name, "thawed {} after {} ms", fs.mount_point.display(), fs.suspended_us / 1000);
                 }

@@ -192,3 +192,60 @@ fn daemon_refuses_a_broken_policy_at_start_with_code_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("minute must be 0-59"));
 }
+
+#[test]
+fn stopping_during_a_slow_pre_script_cancels_it_instead_of_waiting_out_its_timeout() {
+    root_or_skip!();
+    let w = World::new("dstop", Setup { ..Setup::default() });
+    let started = w.lab.dir.join("pre-started");
+    let post_ran = w.lab.dir.join("post-ran");
+    let pre = w.script(
+        "pre.sh",
+        &format!("echo $$ > {}\nsleep 600", started.display()),
+    );
+    let post = w.script(
+        "post.sh",
+        &format!("echo resumed >> {}", post_ran.display()),
+    );
+    let policy = std::fs::read_to_string(&w.policy)
+        .unwrap()
+        .replace("30 2 * * *", "*/2 * * * * *")
+        + "script_timeout_secs = 600\n";
+    std::fs::write(&w.policy, policy).unwrap();
+    w.use_hooks(&pre, &post);
+
+    let mut d = start_daemon(&w);
+    wait_for("the pre-script to start", Duration::from_secs(60), || {
+        started.exists()
+    });
+    let pre_pid: i32 = std::fs::read_to_string(&started)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    sig(&d.0, nix::sys::signal::Signal::SIGTERM);
+    // Far less than the 600 s script timeout: the stop grace cancels it.
+    wait_for("the daemon to exit", Duration::from_secs(120), || {
+        d.0.try_wait().unwrap().is_some()
+    });
+    let log = daemon_log(&w);
+    assert!(
+        log.contains("because the daemon is stopping"),
+        "the cancel is reported: {log}"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pre_pid}")).exists(),
+        "the pre-script's process is gone"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&post_ran)
+            .unwrap_or_default()
+            .lines()
+            .count(),
+        1,
+        "the post-script still ran to undo a partial quiesce"
+    );
+    assert!(w.create_calls().is_empty(), "nothing was snapshotted");
+    assert_writable(&w.ext);
+    assert_writable(&w.xfs);
+}

@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use appsnap::job::scripts::{run_script, Phase, ScriptContext, ScriptStatus};
+use appsnap::job::scripts::{run_script, run_script_until, Phase, ScriptContext, ScriptStatus};
 
 fn write_script(dir: &Path, name: &str, body: &str) -> PathBuf {
     let p = dir.join(name);
@@ -129,6 +129,66 @@ async fn timeout_kills_the_tree_including_a_term_ignoring_grandchild() {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("grandchild {gc} survived the timeout");
+}
+
+#[tokio::test]
+async fn cancel_ends_the_whole_tree_long_before_the_timeout() {
+    let d = tempfile::tempdir().unwrap();
+    let pidfile = d.path().join("grandchild.pid");
+    let s = write_script(
+        d.path(),
+        "slow.sh",
+        &format!(
+            "sh -c 'trap \"\" TERM; echo $$ > {}; while :; do sleep 1; done' &\nwhile :; do sleep 1; done",
+            pidfile.display()
+        ),
+    );
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let cancel = async move {
+        let _ = rx.await;
+    };
+    let started = std::time::Instant::now();
+    let run = tokio::spawn({
+        let s = s.clone();
+        async move {
+            run_script_until(
+                &s,
+                Phase::Pre,
+                &ctx(),
+                LONG,
+                Duration::from_millis(500),
+                cancel,
+            )
+            .await
+        }
+    });
+    // Cancel once the grandchild exists, as a daemon stop would mid-script.
+    while !pidfile.exists() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tx.send(()).unwrap();
+    let run = run.await.unwrap();
+    assert_eq!(run.status, ScriptStatus::Cancelled);
+    assert!(
+        run.leftovers.is_none(),
+        "a cancelled group is not kept as lock holders"
+    );
+    assert!(
+        started.elapsed() < LONG,
+        "ended by the cancel, not by the {LONG:?} timeout"
+    );
+    let gc: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for _ in 0..100 {
+        if !pid_alive(gc) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("grandchild {gc} survived the cancel");
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@ use super::outcome::Outcome;
 use super::report::{vendor_tag, weakest, Consistency, RunReport, Stage};
 use super::script_check::check_script;
 use super::scripts::{
-    run_script, Phase, ProcessGroup, ScriptContext, ScriptRun, DEFAULT_KILL_GRACE,
+    run_script_until, Phase, ProcessGroup, ScriptContext, ScriptRun, DEFAULT_KILL_GRACE,
 };
 use crate::cloud::ecs::{
     ClientToken, CreateSnapshotGroup, Disk, EcsClient, EcsError, GroupDisks, SnapshotFilter,
@@ -99,7 +99,7 @@ pub struct RunOptions {
 /// finishes that part before the daemon exits (so nothing stays locked or frozen).
 #[derive(Debug, Clone, Default)]
 pub struct Shutdown {
-    requested: Arc<std::sync::atomic::AtomicBool>,
+    requested: Arc<tokio::sync::watch::Sender<bool>>,
     critical: Arc<tokio::sync::watch::Sender<usize>>,
 }
 
@@ -111,13 +111,22 @@ impl Shutdown {
 
     /// Asks runs to stop before freezing.
     pub fn request(&self) {
-        self.requested
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.requested.send_replace(true);
     }
 
     /// Whether stopping was asked for.
     pub fn is_requested(&self) -> bool {
-        self.requested.load(std::sync::atomic::Ordering::SeqCst)
+        *self.requested.borrow()
+    }
+
+    /// Completes `grace` after stopping was asked for: how long a running
+    /// script may still take before it is cancelled.
+    async fn requested_for(&self, grace: Duration) {
+        let mut rx = self.requested.subscribe();
+        if rx.wait_for(|r| *r).await.is_err() {
+            return std::future::pending().await;
+        }
+        tokio::time::sleep(grace).await;
     }
 
     /// Waits until no run is between its pre-script and the end of its post-script.
@@ -141,6 +150,13 @@ impl Drop for CriticalSection {
         self.0.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
+
+/// How long a running pre-script may go on once the daemon is asked to stop;
+/// the run is abandoned before the freeze anyway, so there is little to wait for.
+const PRESCRIPT_STOP_GRACE: Duration = Duration::from_secs(10);
+/// The same for the post-script, which undoes the pre-script's work and so gets
+/// longer; both stay well inside the unit's TimeoutStopSec.
+const POSTSCRIPT_STOP_GRACE: Duration = Duration::from_secs(60);
 
 /// The steps, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -549,12 +565,13 @@ impl<'a> Run<'a> {
         let path = self.job.prescript.clone().expect("hooks imply a prescript");
         self.script_ctx.freeze_deadline_epoch =
             epoch_after(self.job.script_timeout + self.job.freeze_timeout);
-        let run = run_script(
+        let run = run_script_until(
             &path,
             Phase::Pre,
             &self.script_ctx,
             self.job.script_timeout,
             DEFAULT_KILL_GRACE,
+            self.stop_requested_for(PRESCRIPT_STOP_GRACE),
         )
         .await;
         self.log_script(Phase::Pre, &run);
@@ -574,6 +591,17 @@ impl<'a> Run<'a> {
             info!(job = %self.job.name, "prescript left process group {} running (lock holders); ended after the postscript", g.id());
         }
         Step::Freeze
+    }
+
+    /// Completes `grace` after the daemon is asked to stop; never without a daemon.
+    fn stop_requested_for(&self, grace: Duration) -> impl std::future::Future<Output = ()> {
+        let sd = self.opts.shutdown.clone();
+        async move {
+            match sd {
+                Some(sd) => sd.requested_for(grace).await,
+                None => std::future::pending().await,
+            }
+        }
     }
 
     fn log_script(&self, phase: Phase, run: &ScriptRun) {
@@ -744,12 +772,13 @@ impl<'a> Run<'a> {
                 .postscript
                 .clone()
                 .expect("hooks imply a postscript");
-            let run = run_script(
+            let run = run_script_until(
                 &path,
                 Phase::Post,
                 &self.script_ctx,
                 self.job.script_timeout,
                 DEFAULT_KILL_GRACE,
+                self.stop_requested_for(POSTSCRIPT_STOP_GRACE),
             )
             .await;
             self.log_script(Phase::Post, &run);
@@ -961,6 +990,10 @@ fn describe(run: &ScriptRun) -> String {
             run.duration.as_secs()
         ),
         SpawnFailed(e) => format!("could not be started: {e}"),
+        Cancelled => format!(
+            "cancelled after {}s because the daemon is stopping; its process group was killed",
+            run.duration.as_secs()
+        ),
     }
 }
 

@@ -65,6 +65,9 @@ pub enum ScriptStatus {
     Signaled(i32),
     /// It ran past the script timeout; its whole group was killed.
     TimedOut,
+    /// The daemon is stopping and the script did not finish within the stop
+    /// grace; its whole group was killed.
+    Cancelled,
     /// It could not be started.
     SpawnFailed(String),
 }
@@ -210,6 +213,20 @@ pub async fn run_script(
     timeout: Duration,
     grace: Duration,
 ) -> ScriptRun {
+    run_script_until(path, phase, ctx, timeout, grace, std::future::pending()).await
+}
+
+/// [`run_script`] that also ends the script's group when `cancel` completes
+/// (the daemon is stopping: `systemctl stop` must not wait out a 30-minute
+/// script timeout).
+pub async fn run_script_until(
+    path: &Path,
+    phase: Phase,
+    ctx: &ScriptContext,
+    timeout: Duration,
+    grace: Duration,
+    cancel: impl std::future::Future<Output = ()>,
+) -> ScriptRun {
     let started = Instant::now();
     let mut cmd = Command::new(path);
     cmd.stdin(Stdio::null())
@@ -262,7 +279,11 @@ pub async fn run_script(
             .map(|e| tokio::spawn(pump(e, tail.clone()))),
     ];
 
-    let status = match tokio::time::timeout(timeout, child.wait()).await {
+    let waited = tokio::select! {
+        w = tokio::time::timeout(timeout, child.wait()) => w.map_err(|_| ScriptStatus::TimedOut),
+        () = cancel => Err(ScriptStatus::Cancelled),
+    };
+    let status = match waited {
         Ok(Ok(st)) => {
             use std::os::unix::process::ExitStatusExt;
             match (st.code(), st.signal()) {
@@ -272,10 +293,10 @@ pub async fn run_script(
             }
         }
         Ok(Err(e)) => ScriptStatus::SpawnFailed(e.to_string()),
-        Err(_) => {
+        Err(ended) => {
             terminate_group(pgid, grace).await;
             let _ = child.wait().await;
-            ScriptStatus::TimedOut
+            ended
         }
     };
     let duration = started.elapsed();
@@ -295,8 +316,8 @@ pub async fn run_script(
 
     // From here on the caller owns whatever is left in the group.
     guard.0 = None;
-    let leftovers =
-        (status != ScriptStatus::TimedOut && group_alive(pgid)).then_some(ProcessGroup { pgid });
+    let killed = matches!(status, ScriptStatus::TimedOut | ScriptStatus::Cancelled);
+    let leftovers = (!killed && group_alive(pgid)).then_some(ProcessGroup { pgid });
     ScriptRun {
         status,
         output,

@@ -275,6 +275,29 @@ async fn check_preflights_every_job_against_the_cloud() {
 }
 
 #[tokio::test]
+async fn check_exits_3_when_all_disks_leaves_nothing_snapshottable() {
+    let server = MockServer::start().await;
+    imds(&server).await;
+    role(&server).await;
+    disks(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Left after the exclusions: a cloud_efficiency disk and a multi-attach one.
+    let jobs = "[[job]]\nname = \"nothing\"\nschedule = \"30 4 * * *\"\ndisks = \"all\"\nexclude_disks = [\"d-bp1sys\", \"d-bp1data\"]\n";
+    let cfg = policy(dir.path(), &server, jobs);
+    let (code, out, err) = run(&cfg, &["check"], false).await;
+    assert_eq!(
+        code,
+        Some(3),
+        "the vendor's 'no supported disks' code, as a run would exit:\n{out}\n{err}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("job \"nothing\": no disk of instance i-bp1test")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn check_without_a_ram_role_exits_13() {
     let server = MockServer::start().await;
     imds(&server).await;

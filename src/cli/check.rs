@@ -7,7 +7,7 @@ use anyhow::Result;
 use appsnap::cloud::credentials::Credentials;
 use appsnap::cloud::ecs::EcsClient;
 use appsnap::cloud::metadata::MetadataClient;
-use appsnap::cloud::preflight::select_disks;
+use appsnap::cloud::preflight::{refusal_outcome, select_disks};
 use appsnap::cloud::CloudError;
 use appsnap::job::outcome::Outcome;
 use appsnap::policy::{self, DiskSelection, Job, Policy};
@@ -135,10 +135,14 @@ async fn preflight(policy: &Policy) -> Outcome {
                 );
             }
             Err(problems) => {
-                for p in problems {
+                for p in &problems {
                     eprintln!("job {name:?}: {p}");
                 }
-                result = Outcome::ConditionsNotMet;
+                // The most specific code wins when several jobs are refused.
+                let code = refusal_outcome(&job.disks, &problems);
+                if result == Outcome::Success || code == Outcome::NoDisksOrPermission {
+                    result = code;
+                }
             }
         }
     }

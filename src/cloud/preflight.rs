@@ -5,6 +5,7 @@
 use std::fmt;
 
 use super::ecs::{Disk, SUPPORTED_CATEGORIES};
+use crate::job::outcome::Outcome;
 use crate::policy::types::{DiskId, DiskSelection};
 
 /// One reason a job's disk set is not usable (or worth a warning).
@@ -53,6 +54,21 @@ pub fn unsupported_reason(d: &Disk) -> Option<String> {
         ));
     }
     None
+}
+
+/// The vendor exit code for a refused disk set, the same for `check` and a
+/// run: `disks = "all"` with nothing usable is "no supported disks" (3),
+/// anything else is a condition not met (1).
+pub fn refusal_outcome(selection: &DiskSelection, problems: &[DiskProblem]) -> Outcome {
+    let none_usable = matches!(selection, DiskSelection::All { .. })
+        && problems
+            .iter()
+            .any(|p| p.disk.is_none() && p.reason.starts_with("no disk"));
+    if none_usable {
+        Outcome::NoDisksOrPermission
+    } else {
+        Outcome::ConditionsNotMet
+    }
 }
 
 /// Resolves `selection` against `instance_disks` (DescribeDisks for this

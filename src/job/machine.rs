@@ -25,10 +25,10 @@ use crate::cloud::ecs::{
     ClientToken, CreateSnapshotGroup, Disk, EcsClient, EcsError, GroupDisks, SnapshotFilter,
     SnapshotGroup, SnapshotGroupFilter, Tag,
 };
-use crate::cloud::preflight::select_disks;
+use crate::cloud::preflight::{refusal_outcome, select_disks};
 use crate::cloud::{ecs_outcome, TAG_INSTANCE, TAG_JOB};
 use crate::host::{self, DiskRequest, FreezeGuard, Frozen, HostPaths, HostView, Plan, ThawCause};
-use crate::policy::{DiskId, DiskSelection, Job};
+use crate::policy::{DiskId, Job};
 
 /// Tag key with the consistency appsnap achieved (`app`, `fs`, `crash`).
 pub const TAG_CONSISTENCY: &str = "appsnap:consistency";
@@ -327,16 +327,7 @@ impl<'a> Run<'a> {
         ) {
             Ok(s) => s,
             Err(problems) => {
-                // "all" with nothing usable is the vendor's "no ESSDs attached" (3).
-                let none_usable = matches!(job.disks, DiskSelection::All { .. })
-                    && problems
-                        .iter()
-                        .any(|p| p.disk.is_none() && p.reason.starts_with("no disk"));
-                let outcome = if none_usable {
-                    Outcome::NoDisksOrPermission
-                } else {
-                    Outcome::ConditionsNotMet
-                };
+                let outcome = refusal_outcome(&job.disks, &problems);
                 for p in &problems {
                     self.fail(outcome, p.to_string());
                 }

@@ -185,17 +185,31 @@ const CALL_BUDGET: Duration = Duration::from_secs(60);
 pub async fn run(env: &RunEnv, job: &Job, opts: RunOptions) -> RunReport {
     let mut r = Run::new(env, job, opts);
     let mut step = Step::Preflight;
+    let span = tracing::Span::current();
     while step != Step::Done {
         let started = Instant::now();
-        let (stage, next) = match step {
-            Step::Preflight => (Stage::Preflight, r.preflight().await),
-            Step::PreScript => (Stage::PreScript, r.pre_script().await),
-            Step::Freeze => (Stage::Freeze, r.freeze().await),
-            Step::Snapshot => (Stage::Snapshot, r.snapshot().await),
-            Step::Thaw => (Stage::Thaw, r.thaw().await),
-            Step::PostScript => (Stage::PostScript, r.post_script().await),
-            Step::AwaitGroup => (Stage::AwaitGroup, r.await_group().await),
-            Step::Tag => (Stage::Tag, r.tag().await),
+        let stage = match step {
+            Step::Preflight => Stage::Preflight,
+            Step::PreScript => Stage::PreScript,
+            Step::Freeze => Stage::Freeze,
+            Step::Snapshot => Stage::Snapshot,
+            Step::Thaw => Stage::Thaw,
+            Step::PostScript => Stage::PostScript,
+            Step::AwaitGroup => Stage::AwaitGroup,
+            Step::Tag => Stage::Tag,
+            Step::Done => unreachable!("loop ends at Done"),
+        };
+        // Every journal line of the run carries the step it came from.
+        crate::logging::set_phase(&span, stage.as_str());
+        let next = match step {
+            Step::Preflight => r.preflight().await,
+            Step::PreScript => r.pre_script().await,
+            Step::Freeze => r.freeze().await,
+            Step::Snapshot => r.snapshot().await,
+            Step::Thaw => r.thaw().await,
+            Step::PostScript => r.post_script().await,
+            Step::AwaitGroup => r.await_group().await,
+            Step::Tag => r.tag().await,
             Step::Done => unreachable!("loop ends at Done"),
         };
         r.report.add_stage(stage, started.elapsed());

@@ -231,6 +231,9 @@ c sh -c 'journalctl -u appsnap -b -o verbose APPSNAP_JOB=systest | grep -E "^ +(
 # journalctl APPSNAP_JOB=... found them; each also names its run.
 q journalctl -u appsnap -b -o export APPSNAP_JOB=systest | grep -q '^APPSNAP_RUN_ID=' ||
   fail "journal entries lack APPSNAP_RUN_ID"
+# ...and the step it came from: the thaw line is filed under APPSNAP_PHASE=thaw.
+q journalctl -u appsnap -b -o export APPSNAP_JOB=systest APPSNAP_PHASE=thaw | grep -q '^MESSAGE=thawed ' ||
+  fail "the thaw line lacks APPSNAP_PHASE=thaw"
 q journalctl -u appsnap -b -o cat APPSNAP_JOB=systest | grep -q '^run finished: 0 ' ||
   fail "no 'run finished: 0' for the job in the journal"
 ls "$work"/snapshots/ssg-*/"$disk".img >/dev/null || fail "the emulator holds no snapshot image"

@@ -55,6 +55,7 @@ fn a_directory_that_is_not_the_planned_mount_is_refused_before_anything() {
         dev_major: 0,
         dev_minor: 0,
         fs_type: "ext4".into(),
+        st_dev: None,
     };
     let err = FreezeGuard::spawn_exe(&bin(), vec![t], Duration::from_secs(30), &run).unwrap_err();
     match &err {

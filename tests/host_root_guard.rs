@@ -526,3 +526,65 @@ fn a_hanging_fifreeze_does_not_stop_the_deadline_thawing_the_others() {
     );
     drop(g);
 }
+
+#[test]
+fn thaw_all_from_another_mount_namespace_recognises_the_superblock() {
+    root_or_skip!();
+    let lab = Lab::new("gns", Duration::from_secs(90));
+    let dev = lab.loop_dev("n", 512);
+    lab.mkfs(&dev, "ext4");
+    let mp = lab.mount(&dev, "n");
+    lab.link("hostgns", &dev);
+    let plan = plan_for(&lab, &["d-hostgns"]).unwrap();
+    let mut g = spawn(&lab, &plan, LONG);
+    g.freeze().unwrap();
+    let rec = record::read(&lab.run_dir()).unwrap().expect("record");
+    let (maj, min) = rec.targets[0].st_dev.expect("the guard records st_dev");
+    let pid = g.pid().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let start = Instant::now();
+    while pid_alive(pid) && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut w = writer(&mp, "w.txt");
+    assert!(still_blocked_after(&mut w, Duration::from_millis(500)));
+    // A new mount namespace (as a unit's ExecStopPost with ProtectSystem= gets):
+    // every mount id differs there, the superblock does not.
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "unchanged"])
+        .arg(appsnap_bin())
+        .args(["thaw", "--all", "--run-dir"])
+        .arg(lab.run_dir())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "thaw --all in another namespace: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("thawed {}", mp.display())),
+        "{stdout}"
+    );
+    assert!(finishes_within(&mut w, Duration::from_secs(20)));
+    assert_eq!(
+        std::fs::metadata(&mp)
+            .map(|m| {
+                use std::os::linux::fs::MetadataExt;
+                let d = m.st_dev();
+                (
+                    nix::sys::stat::major(d) as u32,
+                    nix::sys::stat::minor(d) as u32,
+                )
+            })
+            .unwrap(),
+        (maj, min)
+    );
+    drop(g);
+}

@@ -176,6 +176,59 @@ pub fn verify(fd: BorrowedFd<'_>, t: &Target, mountinfo: &Path) -> Result<(), Id
     Ok(())
 }
 
+fn statx_basic(fd: BorrowedFd<'_>, path: &str) -> Result<libc::statx, IdentityError> {
+    // SAFETY: zeroed statx is a valid out-parameter.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    let empty = c"";
+    // SAFETY: valid fd, empty path with AT_EMPTY_PATH, valid out pointer.
+    let r = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_BASIC_STATS,
+            &mut stx,
+        )
+    };
+    Errno::result(r).map_err(|errno| IdentityError::Stat {
+        path: path.to_string(),
+        errno,
+    })?;
+    Ok(stx)
+}
+
+/// `st_dev` of an opened mount root: names its superblock in every mount namespace.
+pub fn st_dev(fd: BorrowedFd<'_>, t: &Target) -> Result<(u32, u32), IdentityError> {
+    let stx = statx_basic(fd, &t.mount_point.display().to_string())?;
+    Ok((stx.stx_dev_major, stx.stx_dev_minor))
+}
+
+/// The check `thaw --all` falls back to when the mount id differs because it
+/// runs in another mount namespace than the guard that froze: the directory
+/// must be a mount root (the kernel must say so) on the very superblock the
+/// guard recorded (`st_dev`). Freezing is per superblock, so that is the
+/// identity that matters for a thaw.
+pub fn verify_same_superblock(fd: BorrowedFd<'_>, t: &Target) -> Result<(), IdentityError> {
+    let path = t.mount_point.display().to_string();
+    let Some(recorded) = t.st_dev else {
+        return Err(IdentityError::NotMountRoot { path });
+    };
+    let stx = statx_basic(fd, &path)?;
+    let root_flag = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    if stx.stx_attributes_mask & root_flag == 0 || stx.stx_attributes & root_flag == 0 {
+        return Err(IdentityError::NotMountRoot { path });
+    }
+    let found = (stx.stx_dev_major, stx.stx_dev_minor);
+    if found != recorded {
+        return Err(IdentityError::WrongDevice {
+            path,
+            found: format!("{}:{}", found.0, found.1),
+            expected: format!("{}:{}", recorded.0, recorded.1),
+        });
+    }
+    Ok(())
+}
+
 /// Opens a target and verifies its identity in one step.
 pub fn open_verified(t: &Target, mountinfo: &Path) -> Result<OwnedFd, IdentityError> {
     let fd = open_dir(&t.mount_point).map_err(|errno| IdentityError::Open {

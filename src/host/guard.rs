@@ -221,9 +221,15 @@ pub fn run_with_mountinfo(mountinfo: &Path) -> u8 {
     }
     // 1. Open and verify every target before anything is frozen.
     let mut fds = Vec::with_capacity(req.targets.len());
-    for t in &req.targets {
-        match freeze::open_verified(t, mountinfo) {
-            Ok(fd) => fds.push(fd),
+    let mut recorded = req.targets.clone();
+    for t in recorded.iter_mut() {
+        let opened = freeze::open_verified(t, mountinfo)
+            .and_then(|fd| freeze::st_dev(fd.as_fd(), t).map(|dev| (fd, dev)));
+        match opened {
+            Ok((fd, dev)) => {
+                t.st_dev = Some(dev);
+                fds.push(fd);
+            }
             Err(e) => return fail("identity", e.to_string()),
         }
     }
@@ -243,7 +249,7 @@ pub fn run_with_mountinfo(mountinfo: &Path) -> u8 {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
         deadline_ms: req.deadline_ms,
-        targets: req.targets.clone(),
+        targets: recorded,
     };
     if let Err(e) = record::write(&req.run_dir, &rec) {
         return fail("record", e.to_string());

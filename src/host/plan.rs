@@ -531,6 +531,7 @@ impl Plan {
                     dev_major: maj.parse().unwrap_or(0),
                     dev_minor: min.parse().unwrap_or(0),
                     fs_type: e.fs_type.clone(),
+                    st_dev: None,
                 }
             })
             .collect()

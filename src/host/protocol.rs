@@ -26,6 +26,13 @@ pub struct Target {
     pub dev_minor: u32,
     /// For messages.
     pub fs_type: String,
+    /// `st_dev` of the opened mount root as the guard saw it (filled in by the
+    /// guard for the record; the daemon sends `None`). Unlike the mount id it is
+    /// the same in every mount namespace, so `thaw --all` run from another one
+    /// (a unit's ExecStopPost with ProtectSystem=) can still recognise the
+    /// file system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub st_dev: Option<(u32, u32)>,
 }
 
 /// The first line the guard reads.

@@ -4,7 +4,7 @@
 //! start) thaws what it names, by identity, and removes it.
 
 use std::io::Write;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -161,6 +161,24 @@ pub struct Recovery {
     pub record_removed: bool,
 }
 
+/// Opens a recorded target for thawing: by the guard's own identity check, or,
+/// when only the mount id differs (another mount namespace: a unit's
+/// ExecStopPost, a daemon restarted under different sandboxing), by the
+/// recorded superblock.
+fn open_for_recovery(t: &Target, mountinfo: &Path) -> Result<OwnedFd, IdentityError> {
+    match freeze::open_verified(t, mountinfo) {
+        Err(IdentityError::WrongMount { .. }) if t.st_dev.is_some() => {
+            let fd = freeze::open_dir(&t.mount_point).map_err(|errno| IdentityError::Open {
+                path: t.mount_point.display().to_string(),
+                errno,
+            })?;
+            freeze::verify_same_superblock(fd.as_fd(), t)?;
+            Ok(fd)
+        }
+        other => other,
+    }
+}
+
 /// Thaws whatever the record names, in reverse order, each only after checking
 /// by identity that the mount point is still the recorded mount. Returns
 /// `Ok(None)` when there is no record.
@@ -171,7 +189,7 @@ pub fn recover(run_dir: &Path, mountinfo: &Path) -> Result<Option<Recovery>, Rec
     let mut actions = Vec::new();
     let mut failed = false;
     for t in rec.targets.iter().rev() {
-        let action = match freeze::open_verified(t, mountinfo) {
+        let action = match open_for_recovery(t, mountinfo) {
             Err(e) => RecoveryAction::NotThatMount(e),
             Ok(fd) => match freeze::thaw(fd.as_fd()) {
                 Ok(Thawed::Thawed) => RecoveryAction::Thawed,
@@ -217,6 +235,7 @@ mod tests {
                 dev_major: 253,
                 dev_minor: 16,
                 fs_type: "xfs".into(),
+                st_dev: None,
             }],
         };
         write(dir.path(), &rec).unwrap();
@@ -243,6 +262,43 @@ mod tests {
     }
 
     #[test]
+    fn the_namespace_fallback_still_needs_a_mount_root_on_the_recorded_device() {
+        let dir = tempfile::tempdir().unwrap();
+        use std::os::linux::fs::MetadataExt;
+        let d = std::fs::metadata(dir.path()).unwrap().st_dev();
+        let rec = FrozenRecord {
+            version: VERSION,
+            guard_pid: 1,
+            written_unix_ms: 1,
+            deadline_ms: 1,
+            // Same device as recorded, but a plain directory, not a mount root.
+            targets: vec![Target {
+                mount_point: dir.path().to_path_buf(),
+                mount_id: u64::MAX,
+                dev_major: 0,
+                dev_minor: 0,
+                fs_type: "ext4".into(),
+                st_dev: Some((
+                    nix::sys::stat::major(d) as u32,
+                    nix::sys::stat::minor(d) as u32,
+                )),
+            }],
+        };
+        write(dir.path(), &rec).unwrap();
+        let r = recover(dir.path(), Path::new("/proc/self/mountinfo"))
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(
+                r.actions[0].1,
+                RecoveryAction::NotThatMount(IdentityError::NotMountRoot { .. })
+            ),
+            "{:?}",
+            r.actions
+        );
+    }
+
+    #[test]
     fn recovery_leaves_a_mount_that_is_not_the_recorded_one() {
         let dir = tempfile::tempdir().unwrap();
         let rec = FrozenRecord {
@@ -257,6 +313,7 @@ mod tests {
                 dev_major: 0,
                 dev_minor: 0,
                 fs_type: "ext4".into(),
+                st_dev: None,
             }],
         };
         write(dir.path(), &rec).unwrap();

@@ -56,6 +56,7 @@ mod tests {
             dev_major: 7,
             dev_minor: 0,
             fs_type: "ext4".into(),
+            st_dev: None,
         }
     }
 

@@ -138,11 +138,12 @@ c appsnap check --offline
 out=$(q systemd-analyze verify --man=no /usr/lib/systemd/system/appsnap.service 2>&1) || fail "verify: $out"
 [[ -z $out ]] || fail "systemd-analyze verify (installed) printed: $out"
 
-step "deb: the unit shares the host's mount namespace"
-# The frozen-set record names mounts by mount ID, which differs in every
-# mount namespace: a sandbox option that gives the unit its own namespace
-# would make ExecStopPost's `thaw --all` refuse to thaw. Probe with an
-# ExecStartPre, which runs under exactly the unit's sandbox.
+step "deb: the unit runs in its own mount namespace"
+# ProtectSystem= and friends give every command of the unit a private mount
+# namespace, where every mount ID differs from PID 1's. The next step
+# freezes from PID 1's namespace and needs ExecStopPost, in the unit's, to
+# recognise the file system by its superblock. Probe with an ExecStartPre,
+# which runs under exactly the unit's sandbox.
 q mkdir -p /run/systemd/system/appsnap.service.d
 q sh -c 'printf "[Service]\nExecStartPre=/bin/sh -c \"readlink /proc/self/ns/mnt >/run/appsnap-ns-probe\"\n" >/run/systemd/system/appsnap.service.d/ns-probe.conf'
 q systemctl daemon-reload
@@ -150,7 +151,7 @@ q systemctl start appsnap >/dev/null 2>&1 || true
 unit_ns=$(q cat /run/appsnap-ns-probe)
 init_ns=$(q readlink /proc/1/ns/mnt)
 echo "unit mount ns: $unit_ns, PID 1's: $init_ns"
-[[ $unit_ns == "$init_ns" ]] || fail "the unit runs in a private mount namespace"
+[[ $unit_ns != "$init_ns" ]] || fail "the unit shares PID 1's mount namespace: its sandbox is off"
 q systemctl stop appsnap >/dev/null 2>&1 || true
 q systemctl reset-failed appsnap >/dev/null 2>&1 || true
 q rm -rf /run/systemd/system/appsnap.service.d /run/appsnap-ns-probe
@@ -160,7 +161,8 @@ step "deb: ExecStopPost thaws what a killed freeze guard left frozen"
 # The worst case the unit exists for: the guard is SIGKILLed while /srv/data
 # is frozen, so its deadline thread dies with it. The record it wrote first
 # must be enough for the unit's ExecStopPost to thaw, inside the unit's
-# sandbox. The request names /srv/data by the identity the guard checks.
+# sandbox: another mount namespace than the guard's, so by superblock. The
+# request names /srv/data by the identity the guard checks.
 read -r mnt_id majmin < <(q awk '$5 == "/srv/data" { print $1, $3 }' /proc/1/mountinfo)
 req=$(printf '{"version":1,"run_dir":"/run/appsnap","deadline_ms":300000,"targets":[{"mount_point":"/srv/data","mount_id":%s,"dev_major":%s,"dev_minor":%s,"fs_type":"ext4"}]}' \
   "$mnt_id" "${majmin%%:*}" "${majmin##*:}")
@@ -219,7 +221,7 @@ q sh -c 'echo committed-before-snapshot >/srv/data/marker; sync'
 c systemctl start appsnap
 c systemctl status appsnap --no-pager --lines=0
 main_pid=$(q systemctl show -P MainPID appsnap)
-[[ $(q readlink "/proc/$main_pid/ns/mnt") == "$init_ns" ]] || fail "the daemon runs in a private mount namespace"
+[[ $(q readlink "/proc/$main_pid/ns/mnt") != "$init_ns" ]] || fail "the daemon shares PID 1's mount namespace: its sandbox is off"
 ok=
 for _ in $(seq 60); do
   if q appsnap status --json 2>/dev/null | grep -q '"ssg-'; then ok=1; break; fi

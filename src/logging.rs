@@ -1053,6 +1053,26 @@ mod tests {
         (buf, output, sub)
     }
 
+    /// On a terminal stderr gets colours: building that subscriber panicked
+    /// when tracing-subscriber lacked its `ansi` feature, so every command
+    /// run by hand in a terminal died (found by the VM lane: ttyS1 is a tty).
+    #[test]
+    fn human_stderr_on_a_terminal_colours_instead_of_panicking() {
+        let buf = SharedBuf::default();
+        let output = Output::new(Box::new(buf.clone()), None);
+        let sub = build(
+            Chosen::stderr(LogFormat::Human),
+            true,
+            None,
+            filter_from("info").unwrap(),
+            output,
+        );
+        tracing::subscriber::with_default(sub, || tracing::warn!("coloured"));
+        let text = buf.text();
+        assert!(text.contains("coloured"), "{text}");
+        assert!(text.contains("\x1b["), "ANSI colour codes: {text:?}");
+    }
+
     #[test]
     fn held_stderr_lines_wait_for_the_thaw_and_keep_order() {
         let (buf, output, sub) = stderr_output(LogFormat::Human);

@@ -1,0 +1,185 @@
+#!/bin/bash
+# The VM lane's guest side (tests/vm/run puts it on the config disk; the
+# image's appsnap-vm-test runs it at boot with the output on ttyS1).
+#
+# On three virtio disks with real serials: an LVM VG over two of them with
+# an xfs LV, ext4 on the third; a writer on both; then `appsnap plan`,
+# `appsnap run` of a job over all three disks against the host's emulator,
+# and a job covering only one of the LVM disks, which must be refused. Every
+# check prints "VMTEST PASS: ..." or "VMTEST FAIL: ..."; the last line is
+# "VMTEST END pass=N fail=M". Lines starting "VMTEST LAYOUT" tell the host
+# where the LV lives on the disks, so it can reassemble it from the snapshots.
+set -u
+cfg=$(dirname "$(readlink -f "$0")")
+# shellcheck source=/dev/null
+. "$cfg/env" # IMDS_URL ECS_PORT DISK_A DISK_B DISK_E
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+pass=0 fail=0
+ok() { echo "VMTEST PASS: $*"; pass=$((pass + 1)); }
+bad() { echo "VMTEST FAIL: $*"; fail=$((fail + 1)); }
+check() { # check DESCRIPTION COMMAND...: PASS when the command succeeds
+  local what=$1
+  shift
+  if "$@"; then ok "$what"; else bad "$what"; fi
+}
+section() { printf '\n=== %s\n' "$*"; }
+show() { echo "+ $*"; "$@"; }
+by_id=/dev/disk/by-id
+A=virtio-${DISK_A#d-} B=virtio-${DISK_B#d-} E=virtio-${DISK_E#d-}
+
+section "disks (udev by-id links of the virtio serials)"
+show ls -l $by_id/
+for l in "$A" "$B" "$E"; do check "by-id link $l exists" test -b "$by_id/$l"; done
+
+section "LVM over $DISK_A and $DISK_B, xfs on the LV; ext4 on $DISK_E"
+show pvcreate -q -y "$by_id/$A" "$by_id/$B"
+show vgcreate -q -y vmvg "$by_id/$A" "$by_id/$B"
+show lvcreate -q -y -Wy -l 100%FREE -n data vmvg
+show lvs --segments -o lv_name,seg_start_pe,seg_size_pe,devices vmvg
+show mkfs.xfs -q -f /dev/vmvg/data
+show mkfs.ext4 -q -F "$by_id/$E"
+mkdir -p /mnt/lv /mnt/ext4
+show mount /dev/vmvg/data /mnt/lv
+show mount "$by_id/$E" /mnt/ext4
+dm=$(basename "$(readlink -f /dev/vmvg/data)")
+show ls /sys/block/"$dm"/slaves/
+check "the LV ($dm) spans both LVM disks" test "$(ls /sys/block/"$dm"/slaves | wc -l)" -eq 2
+# Where the LV's extents are on each disk, for the host's reassembly.
+ext=$(vgs --noheadings --units b --nosuffix -o vg_extent_size vmvg | tr -d ' ')
+echo "VMTEST LAYOUT extent $ext"
+pvs --noheadings --units b --nosuffix -o pv_name,pe_start | while read -r pv start; do
+  echo "VMTEST LAYOUT pestart $(basename "$(udevadm info -q property -n "$pv" | sed -n 's/^ID_SERIAL=//p')") $start"
+done
+lvs --segments --noheadings -o seg_start_pe,seg_pe_ranges vmvg/data | while read -r le ranges; do
+  pv=${ranges%%:*} r=${ranges#*:}
+  echo "VMTEST LAYOUT seg $le $(udevadm info -q property -n "$pv" | sed -n 's/^ID_SERIAL=//p') ${r%-*} ${r#*-}"
+done
+
+section "network: the host's emulator (ECS via a loopback forwarder, IMDS direct)"
+# appsnap sends plain http only to loopback, so ECS is forwarded to 127.0.0.1.
+socat TCP-LISTEN:"$ECS_PORT",bind=127.0.0.1,fork,reuseaddr TCP:10.0.2.2:"$ECS_PORT" &
+for _ in $(seq 1 60); do
+  (exec 3<>/dev/tcp/127.0.0.1/"$ECS_PORT") 2>/dev/null && break
+  sleep 1
+done
+check "emulator reachable from the guest" bash -c "exec 3<>/dev/tcp/127.0.0.1/$ECS_PORT"
+
+section "policy"
+mkdir -p /etc/appsnap /etc/appsnap.d
+install -m 0755 "$cfg/appsnap" /usr/local/bin/appsnap
+cat >/etc/appsnap.toml <<POLICY
+[cloud]
+endpoint = "http://127.0.0.1:$ECS_PORT"
+metadata_endpoint = "$IMDS_URL"
+
+[[job]]
+name = "vm"
+schedule = "30 2 * * *"
+timezone = "UTC"
+disks = ["$DISK_A", "$DISK_B", "$DISK_E"]
+prescript = "/etc/appsnap/pre.sh"
+postscript = "/etc/appsnap/post.sh"
+
+[[job]]
+name = "half"
+schedule = "30 3 * * *"
+timezone = "UTC"
+disks = ["$DISK_A", "$DISK_E"]
+POLICY
+cat /etc/appsnap.toml
+printf '#!/bin/sh\necho quiesced\n' >/etc/appsnap/pre.sh
+printf '#!/bin/sh\necho resumed\n' >/etc/appsnap/post.sh
+chmod 0700 /etc/appsnap/pre.sh /etc/appsnap/post.sh
+check "appsnap check --offline" show appsnap check --offline
+
+section "appsnap plan vm"
+show appsnap plan vm
+appsnap plan vm --json >/tmp/plan.json
+rc=$?
+check "plan vm exits 0" test $rc -eq 0
+cat /tmp/plan.json
+for pair in "$DISK_A:$A" "$DISK_B:$B" "$DISK_E:$E"; do
+  id=${pair%%:*} link=${pair#*:}
+  check "plan finds $id through $by_id/$link" \
+    test "$(jq -r --arg id "$id" '.plan.disks[] | select(.id == $id) | .found_by.by_id_link' /tmp/plan.json)" = "$by_id/$link"
+done
+check "plan: /mnt/lv is xfs on $dm over both LVM disks" \
+  test "$(jq -c '.plan.entries[] | select(.mount_point == "/mnt/lv") | [.fs_type, .devices[0], (.disks | sort)]' /tmp/plan.json)" \
+  = "$(jq -cn --arg dm "$dm" --arg a "$DISK_A" --arg b "$DISK_B" '["xfs", $dm, ([$a, $b] | sort)]')"
+check "plan: /mnt/ext4 is ext4 on $DISK_E" \
+  test "$(jq -c '.plan.entries[] | select(.mount_point == "/mnt/ext4") | [.fs_type, .disks]' /tmp/plan.json)" \
+  = "$(jq -cn --arg e "$DISK_E" '["ext4", [$e]]')"
+check "plan: exactly two file systems to freeze" test "$(jq '.plan.entries | length' /tmp/plan.json)" -eq 2
+
+section "data and a writer"
+echo committed-before-snapshot >/mnt/lv/marker
+echo committed-before-snapshot >/mnt/ext4/marker
+sync
+# Appends numbered records to both file systems, fsyncing each, until told
+# to stop; it blocks while they are frozen.
+(
+  i=0
+  while [[ ! -e /run/writer.stop ]]; do
+    echo "rec $i" >>/mnt/lv/w.log
+    echo "rec $i" >>/mnt/ext4/w.log
+    sync /mnt/lv/w.log /mnt/ext4/w.log
+    i=$((i + 1))
+  done
+) &
+writer=$!
+sleep 2
+before=$(wc -l </mnt/ext4/w.log)
+echo "writer at $before records"
+
+section "appsnap run vm (against the emulator)"
+start=$(date +%s%N)
+appsnap run vm >/tmp/run.out 2>/tmp/run.err
+rc=$?
+echo "+ appsnap run vm -> rc $rc in $(( ($(date +%s%N) - start) / 1000000 )) ms"
+sed 's/^/  stderr: /' /tmp/run.err
+sed 's/^/  stdout: /' /tmp/run.out
+check "run vm exits 0" test $rc -eq 0
+check "run vm: the LV's xfs was frozen and thawed" grep -q "thawed /mnt/lv after" /tmp/run.err
+check "run vm: the ext4 fs was frozen and thawed" grep -q "thawed /mnt/ext4 after" /tmp/run.err
+check "run vm: a snapshot group was created" grep -q 'snapshotgroup="ssg-' /tmp/run.out
+group=$(sed -n 's/.*snapshotgroup="\([^"]*\)".*/\1/p' /tmp/run.out)
+echo "VMTEST GROUP $group"
+show cat /var/lib/appsnap/jobs/vm.json
+check "run vm: recorded app-consistent" grep -q '"consistency": *"app"' /var/lib/appsnap/jobs/vm.json
+
+section "after the run: both file systems writable, the writer going on"
+echo written-after-snapshot >/mnt/lv/marker
+echo written-after-snapshot >/mnt/ext4/marker
+check "xfs on the LV writable (fsync within 20 s)" timeout 20 sync /mnt/lv/marker
+check "ext4 writable (fsync within 20 s)" timeout 20 sync /mnt/ext4/marker
+sleep 1
+after=$(wc -l </mnt/ext4/w.log)
+echo "writer at $after records"
+check "the writer went on after the run" test "$after" -gt "$before"
+touch /run/writer.stop
+timeout 30 tail --pid=$writer -f /dev/null
+check "the writer ended" bash -c "! kill -0 $writer 2>/dev/null"
+
+section "a job over only one of the LVM disks is refused"
+appsnap plan half >/tmp/plan-half.out 2>/tmp/plan-half.err
+rc=$?
+cat /tmp/plan-half.out /tmp/plan-half.err
+check "plan half exits 1" test $rc -eq 1
+appsnap run half >/tmp/half.out 2>/tmp/half.err
+rc=$?
+echo "+ appsnap run half -> rc $rc"
+sed 's/^/  stderr: /' /tmp/half.err
+sed 's/^/  stdout: /' /tmp/half.out
+check "run half exits 1 (conditions not met)" test $rc -eq 1
+check "run half names the spanning file system /mnt/lv (xfs)" grep -q "file system /mnt/lv (xfs) spans job disks \[$DISK_A\]" /tmp/half.err
+check "run half names the disk left out (serial ${DISK_B#d-})" grep -q "serial ${DISK_B#d-}" /tmp/half.err
+check "run half froze nothing" bash -c "! grep -q thawed /tmp/half.err"
+
+section "nothing left frozen"
+check "appsnap thaw --all" show appsnap thaw --all
+check "both file systems still writable" timeout 20 bash -c 'echo end >/mnt/lv/end && echo end >/mnt/ext4/end && sync /mnt/lv/end /mnt/ext4/end'
+show umount /mnt/lv /mnt/ext4
+show vgchange -q -an vmvg
+
+echo "VMTEST END pass=$pass fail=$fail"
+[[ $fail -eq 0 ]]

@@ -560,14 +560,16 @@ impl Plan {
         for (i, e) in self.entries.iter().enumerate() {
             let _ = writeln!(
                 s,
-                "  {}. {} {} ({}, mount id {}, dev {}) on {} -> disks {}",
+                // Devices top-down (holder first, then what it sits on); siblings such
+                // as an LV's physical volumes are side by side, not a chain.
+                "  {}. {} {} ({}, mount id {}, dev {}) on devices {} -> disks {}",
                 i + 1,
                 e.mount_point.display(),
                 e.fs_type,
                 e.source,
                 e.mount_id,
                 e.dev,
-                e.devices.join(" -> "),
+                e.devices.join(", "),
                 e.disks.join(", ")
             );
             for a in &e.also_mounted_at {

@@ -323,6 +323,20 @@ fn pid_alive(pid: u32) -> bool {
     }
 }
 
+/// SIGKILLs the guard (its deadline thread dies with it) and waits until it is gone.
+fn sigkill_guard(g: &FreezeGuard) {
+    let pid = g.pid().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let start = Instant::now();
+    while pid_alive(pid) && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn guard_sigkilled_while_frozen_then_thaw_all_recovers_from_the_record() {
     root_or_skip!();
@@ -334,16 +348,7 @@ fn guard_sigkilled_while_frozen_then_thaw_all_recovers_from_the_record() {
     let plan = plan_for(&lab, &["d-hostgk"]).unwrap();
     let mut g = spawn(&lab, &plan, LONG);
     g.freeze().unwrap();
-    let pid = g.pid().unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    let start = Instant::now();
-    while pid_alive(pid) && start.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    sigkill_guard(&g);
     let mut w = writer(&mp, "w.txt");
     assert!(
         still_blocked_after(&mut w, Duration::from_millis(700)),
@@ -540,16 +545,7 @@ fn thaw_all_from_another_mount_namespace_recognises_the_superblock() {
     g.freeze().unwrap();
     let rec = record::read(&lab.run_dir()).unwrap().expect("record");
     let (maj, min) = rec.targets[0].st_dev.expect("the guard records st_dev");
-    let pid = g.pid().unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    let start = Instant::now();
-    while pid_alive(pid) && start.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    sigkill_guard(&g);
     let mut w = writer(&mp, "w.txt");
     assert!(still_blocked_after(&mut w, Duration::from_millis(500)));
     // A new mount namespace (as a unit's ExecStopPost with ProtectSystem= gets):

@@ -36,6 +36,22 @@ fn pid_alive(pid: i32) -> bool {
     }
 }
 
+/// The process whose pid is in `pidfile` is gone within 5 s.
+fn assert_dies(pidfile: &Path, after: &str) {
+    let gc: i32 = std::fs::read_to_string(pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for _ in 0..100 {
+        if !pid_alive(gc) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("grandchild {gc} survived {after}");
+}
+
 const LONG: Duration = Duration::from_secs(60);
 const GRACE: Duration = Duration::from_secs(2);
 
@@ -117,18 +133,7 @@ async fn timeout_kills_the_tree_including_a_term_ignoring_grandchild() {
     .await;
     assert_eq!(run.status, ScriptStatus::TimedOut);
     assert!(run.leftovers.is_none());
-    let gc: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    for _ in 0..100 {
-        if !pid_alive(gc) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("grandchild {gc} survived the timeout");
+    assert_dies(&pidfile, "the timeout");
 }
 
 #[tokio::test]
@@ -177,18 +182,7 @@ async fn cancel_ends_the_whole_tree_long_before_the_timeout() {
         started.elapsed() < LONG,
         "ended by the cancel, not by the {LONG:?} timeout"
     );
-    let gc: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    for _ in 0..100 {
-        if !pid_alive(gc) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("grandchild {gc} survived the cancel");
+    assert_dies(&pidfile, "the cancel");
 }
 
 #[tokio::test]

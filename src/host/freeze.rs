@@ -118,23 +118,7 @@ pub enum IdentityError {
 /// that differ between mountinfo and st_dev, so only the mount id counts there.
 pub fn verify(fd: BorrowedFd<'_>, t: &Target, mountinfo: &Path) -> Result<(), IdentityError> {
     let path = t.mount_point.display().to_string();
-    // SAFETY: zeroed statx is a valid out-parameter.
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    let empty = c"";
-    // SAFETY: valid fd, empty path with AT_EMPTY_PATH, valid out pointer.
-    let r = unsafe {
-        libc::statx(
-            fd.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_EMPTY_PATH,
-            libc::STATX_BASIC_STATS | libc::STATX_MNT_ID,
-            &mut stx,
-        )
-    };
-    Errno::result(r).map_err(|errno| IdentityError::Stat {
-        path: path.clone(),
-        errno,
-    })?;
+    let stx = statx_fd(fd, &path, libc::STATX_BASIC_STATS | libc::STATX_MNT_ID)?;
     if stx.stx_mask & libc::STATX_MNT_ID != 0 {
         if stx.stx_mnt_id != t.mount_id {
             return Err(IdentityError::WrongMount {
@@ -176,7 +160,7 @@ pub fn verify(fd: BorrowedFd<'_>, t: &Target, mountinfo: &Path) -> Result<(), Id
     Ok(())
 }
 
-fn statx_basic(fd: BorrowedFd<'_>, path: &str) -> Result<libc::statx, IdentityError> {
+fn statx_fd(fd: BorrowedFd<'_>, path: &str, mask: u32) -> Result<libc::statx, IdentityError> {
     // SAFETY: zeroed statx is a valid out-parameter.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
     let empty = c"";
@@ -186,7 +170,7 @@ fn statx_basic(fd: BorrowedFd<'_>, path: &str) -> Result<libc::statx, IdentityEr
             fd.as_raw_fd(),
             empty.as_ptr(),
             libc::AT_EMPTY_PATH,
-            libc::STATX_BASIC_STATS,
+            mask,
             &mut stx,
         )
     };
@@ -199,7 +183,11 @@ fn statx_basic(fd: BorrowedFd<'_>, path: &str) -> Result<libc::statx, IdentityEr
 
 /// `st_dev` of an opened mount root: names its superblock in every mount namespace.
 pub fn st_dev(fd: BorrowedFd<'_>, t: &Target) -> Result<(u32, u32), IdentityError> {
-    let stx = statx_basic(fd, &t.mount_point.display().to_string())?;
+    let stx = statx_fd(
+        fd,
+        &t.mount_point.display().to_string(),
+        libc::STATX_BASIC_STATS,
+    )?;
     Ok((stx.stx_dev_major, stx.stx_dev_minor))
 }
 
@@ -213,7 +201,7 @@ pub fn verify_same_superblock(fd: BorrowedFd<'_>, t: &Target) -> Result<(), Iden
     let Some(recorded) = t.st_dev else {
         return Err(IdentityError::NotMountRoot { path });
     };
-    let stx = statx_basic(fd, &path)?;
+    let stx = statx_fd(fd, &path, libc::STATX_BASIC_STATS)?;
     let root_flag = libc::STATX_ATTR_MOUNT_ROOT as u64;
     if stx.stx_attributes_mask & root_flag == 0 || stx.stx_attributes & root_flag == 0 {
         return Err(IdentityError::NotMountRoot { path });

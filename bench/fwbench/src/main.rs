@@ -6,13 +6,14 @@
 //! fwbench now
 //! fwbench writer --out FILE --rate-mib R --dirty-mib D --block-kib B DIR...
 //! fwbench floor --hold-ms L [--parallel] [--watchdog-ms W] MOUNT...
-//! fwbench report --runs FILE --records FILE
+//! fwbench report --runs FILE --records FILE [--stamps FILE]
 //! ```
 
 mod clock;
 mod floor;
 mod fsops;
 mod report;
+mod stamps;
 mod writer;
 
 use std::path::PathBuf;
@@ -132,5 +133,8 @@ fn cmd_report(args: &[String]) -> Result<(), String> {
         .collect();
     records.sort_unstable();
     print!("{}", report::render(&runs, &records));
+    if o.get("stamps").is_some() {
+        print!("\n{}", stamps::render(&read("stamps")?));
+    }
     Ok(())
 }

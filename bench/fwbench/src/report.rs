@@ -152,7 +152,11 @@ pub fn render(runs: &[Run], records: &[Record]) -> String {
             _ => "—".into(),
         };
         let diff = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            (Some(a), Some(b)) => format!("{:+.0}", a - b),
+            // Rounded first, so a difference under 0.5 ms reads 0, not -0.
+            (Some(a), Some(b)) => match (a - b).round() {
+                d if d == 0.0 => "0".into(),
+                d => format!("{d:+.0}"),
+            },
             _ => "—".into(),
         };
         let _ = writeln!(

@@ -64,8 +64,15 @@ fn watchdog(fds: Vec<Arc<OwnedFd>>, done: Arc<AtomicBool>, after: Duration) {
     });
 }
 
-/// One floor run.
+/// One floor run. SIGINT/SIGTERM are ignored for its fraction of a second:
+/// dying between FIFREEZE and FITHAW would leave the file systems frozen
+/// (and the watchdog with them) until the harness's own cleanup.
 pub fn run(a: &FloorArgs) -> io::Result<FloorResult> {
+    // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGTERM, libc::SIG_IGN);
+    }
     let fds = open_all(&a.mounts)?;
     for fd in &fds {
         fsops::syncfs(fd)?;

@@ -153,10 +153,14 @@ pub fn render(runs: &[Run], records: &[Record]) -> String {
         };
         let diff = |a: Option<f64>, b: Option<f64>| match (a, b) {
             // Rounded first, so a difference under 0.5 ms reads 0, not -0.
-            (Some(a), Some(b)) => match (a - b).round() {
-                d if d == 0.0 => "0".into(),
-                d => format!("{d:+.0}"),
-            },
+            (Some(a), Some(b)) => {
+                let d = (a - b).round();
+                if d == 0.0 {
+                    "0".into()
+                } else {
+                    format!("{d:+.0}")
+                }
+            }
             _ => "—".into(),
         };
         let _ = writeln!(

@@ -1,17 +1,43 @@
 //! Embeds the git commit into the binary so `appsnap --version` says exactly what runs.
+use std::path::PathBuf;
 use std::process::Command;
 
-fn main() {
-    let commit = Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
+fn git(args: &[&str]) -> Option<String> {
+    Command::new("git")
+        .args(args)
         .output()
         .ok()
         .filter(|o| o.status.success())
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".to_string());
+}
+
+fn main() {
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=APPSNAP_GIT_COMMIT={commit}");
-    println!("cargo:rerun-if-changed=.git/HEAD");
-    println!("cargo:rerun-if-changed=.git/refs/heads");
+    // Ask git where HEAD lives: in a worktree `.git` is a file, and a
+    // rerun-if-changed on a path that does not exist reruns on every build.
+    match git(&["rev-parse", "--git-dir"]) {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            println!("cargo:rerun-if-changed={}", dir.join("HEAD").display());
+            println!(
+                "cargo:rerun-if-changed={}",
+                dir.join("refs/heads").display()
+            );
+            if let Some(common) = git(&["rev-parse", "--git-common-dir"]) {
+                let common = PathBuf::from(common);
+                println!(
+                    "cargo:rerun-if-changed={}",
+                    common.join("refs/heads").display()
+                );
+                println!(
+                    "cargo:rerun-if-changed={}",
+                    common.join("packed-refs").display()
+                );
+            }
+        }
+        None => println!("cargo:rerun-if-changed=build.rs"),
+    }
 }

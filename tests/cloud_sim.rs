@@ -60,6 +60,7 @@ fn start(dir: &std::path::Path) -> SimHandle {
         max_disks_per_group: 16,
         request_log: None,
         freeze_probe_timeout_ms: 300,
+        copy_images: true,
         faults: Default::default(),
         disks: vec![
             disk(dir, SYS, DiskType::System, "cloud_essd"),

@@ -107,6 +107,12 @@ pub struct SimConfig {
     /// system frozen, in milliseconds.
     #[serde(default = "default_probe_ms")]
     pub freeze_probe_timeout_ms: u64,
+    /// Copy each disk's bytes into an image at accept (the point in time).
+    /// `false` is for benchmarks only: the answer then comes after the
+    /// injected latency alone, not latency + copy time; the group and its
+    /// snapshots are still recorded, but their image files never exist.
+    #[serde(default = "default_true")]
+    pub copy_images: bool,
     /// Faults active from start-up.
     #[serde(default)]
     pub faults: FaultConfig,
@@ -214,6 +220,9 @@ fn default_quota() -> usize {
 }
 fn default_max_disks() -> usize {
     16
+}
+fn default_true() -> bool {
+    true
 }
 fn default_probe_ms() -> u64 {
     500

@@ -121,6 +121,37 @@ fn copy_failure_answers_internal_error_and_leaves_no_group() {
 }
 
 #[test]
+fn without_image_copies_the_group_is_recorded_but_nothing_is_read() {
+    // copy_images = false (benchmarks): a backing file that would fail the
+    // copy is never opened, and the group still exists with its snapshots.
+    let mut w = world();
+    w.cfg.copy_images = false;
+    let gone = w.path("missing.raw");
+    w.cfg
+        .disks
+        .iter_mut()
+        .find(|d| d.id == DATA2)
+        .unwrap()
+        .backing = gone;
+    let h = start(&w);
+    let c = client(&h, Scheme::V3);
+    let id = create_group(&c, &[]);
+    assert!(!w.cfg.snapshot_dir.join(&id).exists());
+    let v = ok(&c
+        .call("DescribeSnapshotGroups", &[("RegionId", REGION)])
+        .unwrap());
+    let groups = v["SnapshotGroups"]["SnapshotGroup"].as_array().unwrap();
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0]["SnapshotGroupId"], id.as_str());
+    let log = w.log_lines();
+    let acc = log
+        .iter()
+        .find(|l| l["action"] == "CreateSnapshotGroup")
+        .unwrap();
+    assert_eq!(acc["accept"]["images"], serde_json::json!({}));
+}
+
+#[test]
 fn probe_on_a_writable_directory_reports_not_frozen() {
     let mut w = world();
     let mnt = w.path("mnt");

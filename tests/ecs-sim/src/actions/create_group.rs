@@ -40,7 +40,9 @@ fn not_found_disk(id: &str) -> ApiError {
     )
 }
 
-/// CreateSnapshotGroup, §3.1 rules. The copy happens before the answer.
+/// CreateSnapshotGroup, §3.1 rules. The copy happens before the answer
+/// (unless `copy_images = false`: benchmarks want the answer after exactly
+/// the injected latency).
 pub async fn create_snapshot_group(sim: Arc<Sim>, p: Params) -> Result<Outcome, ApiError> {
     let disk_ids = p.list("DiskId", 128)?;
     let excluded = p.list("ExcludeDiskId", 128)?;
@@ -165,6 +167,7 @@ pub async fn create_snapshot_group(sim: Arc<Sim>, p: Params) -> Result<Outcome, 
     }
     let probe_timeout = Duration::from_millis(sim.cfg.freeze_probe_timeout_ms);
     let copy_dir = dir.clone();
+    let copy_images = sim.cfg.copy_images;
     let work = tokio::task::spawn_blocking(move || {
         // Probe first: the question is "were they frozen when we accepted?"
         // All probes start together and share one deadline.
@@ -187,8 +190,11 @@ pub async fn create_snapshot_group(sim: Arc<Sim>, p: Params) -> Result<Outcome, 
             let r: Vec<ProbeResult> = ps.into_iter().map(|p| p.finish(deadline)).collect();
             frozen.insert(id, r);
         }
-        std::fs::create_dir_all(&copy_dir).map_err(|e| format!("{}: {e}", copy_dir.display()))?;
         let mut images = BTreeMap::new();
+        if !copy_images {
+            return Ok::<_, String>((images, frozen));
+        }
+        std::fs::create_dir_all(&copy_dir).map_err(|e| format!("{}: {e}", copy_dir.display()))?;
         for d in &chosen {
             let dst = copy_dir.join(format!("{}.img", d.id));
             let m = copy_disk(&d.backing, &dst).map_err(|e| e.to_string())?;

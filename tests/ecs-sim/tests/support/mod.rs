@@ -105,6 +105,7 @@ pub fn world() -> World {
         max_disks_per_group: 16,
         request_log: Some(dir.path().join("requests.jsonl")),
         freeze_probe_timeout_ms: 300,
+        copy_images: true,
         faults: Default::default(),
         disks,
     };

@@ -21,21 +21,15 @@ fn main() {
     match git(&["rev-parse", "--git-dir"]) {
         Some(dir) => {
             let dir = PathBuf::from(dir);
-            println!("cargo:rerun-if-changed={}", dir.join("HEAD").display());
-            println!(
-                "cargo:rerun-if-changed={}",
-                dir.join("refs/heads").display()
-            );
+            let mut watch = vec![dir.join("HEAD"), dir.join("refs/heads")];
             if let Some(common) = git(&["rev-parse", "--git-common-dir"]) {
                 let common = PathBuf::from(common);
-                println!(
-                    "cargo:rerun-if-changed={}",
-                    common.join("refs/heads").display()
-                );
-                println!(
-                    "cargo:rerun-if-changed={}",
-                    common.join("packed-refs").display()
-                );
+                watch.push(common.join("refs/heads"));
+                watch.push(common.join("packed-refs"));
+            }
+            // Only existing paths: a missing one would rerun every build.
+            for p in watch.iter().filter(|p| p.exists()) {
+                println!("cargo:rerun-if-changed={}", p.display());
             }
         }
         None => println!("cargo:rerun-if-changed=build.rs"),

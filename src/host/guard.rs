@@ -8,8 +8,9 @@
 //! dedicated thaw thread owning dup'ed fds), FIFREEZE independent file
 //! systems in parallel, children before parents ([`super::stages`]); report
 //! `frozen` (or the failing mount after thawing); wait for `thaw`, stdin EOF
-//! or the deadline; FITHAW in reverse; report per-fs suspension; remove the
-//! record. Between the first FIFREEZE and the last FITHAW it does no file
+//! or the deadline; FITHAW in reverse; remove the record (kept if a FITHAW
+//! failed, for `thaw --all`), so it is gone when the parent hears; report
+//! per-fs suspension. Between the first FIFREEZE and the last FITHAW it does no file
 //! I/O, no logging and no allocation; SIGTERM, SIGINT, SIGHUP and SIGPIPE are
 //! ignored.
 //!
@@ -255,8 +256,11 @@ pub fn run_with_mountinfo(mountinfo: &Path) -> u8 {
         return fail("record", e.to_string());
     }
     let code = armed_phase(&req, fds, thaw_fds);
-    // Only reached once nothing of ours is frozen.
-    let _ = record::remove(&req.run_dir);
+    // Only reached once nothing of ours is frozen, unless a FITHAW failed: then
+    // the record stays for `appsnap thaw --all` to retry.
+    if code != EXIT_THAW_FAILED {
+        let _ = record::remove(&req.run_dir);
+    }
     code
 }
 
@@ -418,6 +422,10 @@ fn armed_phase(req: &GuardRequest, fds: Vec<OwnedFd>, thaw_fds: Vec<OwnedFd>) ->
         let bad = fs
             .iter()
             .any(|f| f.errno.is_some_and(|e| e != Errno::EINVAL as i32));
+        // Gone before the parent hears `thawed`, so its next run can write its own.
+        if !bad {
+            let _ = record::remove(&req.run_dir);
+        }
         emit(&GuardEvent::Thawed {
             cause,
             filesystems: fs,
@@ -429,6 +437,12 @@ fn armed_phase(req: &GuardRequest, fds: Vec<OwnedFd>, thaw_fds: Vec<OwnedFd>) ->
     write_all(wake_w.as_raw_fd(), b"t");
     let _ = thaw_thread.join();
     let thawed = report(&shared, req);
+    let thaw_failed = thawed
+        .iter()
+        .any(|f| f.errno.is_some_and(|e| e != Errno::EINVAL as i32));
+    if !thaw_failed {
+        let _ = record::remove(&req.run_dir);
+    }
     let (index, mount_point, errno) = match failed {
         Some((i, e)) => (
             Some(i),
@@ -443,7 +457,12 @@ fn armed_phase(req: &GuardRequest, fds: Vec<OwnedFd>, thaw_fds: Vec<OwnedFd>) ->
         errno,
         thawed,
     });
-    EXIT_FREEZE_FAILED
+    // A failed thaw is the graver news (and keeps the record for `thaw --all`).
+    if thaw_failed {
+        EXIT_THAW_FAILED
+    } else {
+        EXIT_FREEZE_FAILED
+    }
 }
 
 fn report(shared: &Shared, req: &GuardRequest) -> Vec<FsThaw> {

@@ -134,8 +134,15 @@ pub struct Lab {
 impl Lab {
     /// A fresh lab whose watchdog thaws everything after `timeout` and aborts 20 s later.
     pub fn new(tag: &str, timeout: Duration) -> Lab {
+        Lab::with_prefix("/tmp/appsnap-host", tag, timeout)
+    }
+
+    /// As [`Lab::new`], under `<prefix>-<tag>-...` (lanes that run beside
+    /// others keep their scratch files under their own prefix).
+    pub fn with_prefix(prefix: &str, tag: &str, timeout: Duration) -> Lab {
         let dir = PathBuf::from(format!(
-            "/tmp/appsnap-host-{}-{}-{}",
+            "{}-{}-{}-{}",
+            prefix,
             tag,
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::SeqCst)

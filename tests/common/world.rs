@@ -38,6 +38,10 @@ pub struct Setup {
     pub freeze_timeout: u64,
     /// STS credential lifetime in the emulator (default: its own, 6 h).
     pub credential_lifetime_secs: Option<u64>,
+    /// Where the lab directory goes: `<lab_prefix>-<tag>-...`.
+    pub lab_prefix: &'static str,
+    /// The lab watchdog's deadline (it thaws everything, then aborts).
+    pub lab_timeout: Duration,
 }
 
 impl Default for Setup {
@@ -48,13 +52,15 @@ impl Default for Setup {
             accomplish_secs: 0.5,
             freeze_timeout: 30,
             credential_lifetime_secs: None,
+            lab_prefix: "/tmp/appsnap-host",
+            lab_timeout: Duration::from_secs(240),
         }
     }
 }
 
 impl World {
     pub fn new(tag: &str, setup: Setup) -> World {
-        let lab = Lab::new(tag, Duration::from_secs(240));
+        let lab = Lab::with_prefix(setup.lab_prefix, tag, setup.lab_timeout);
         let ext_dev = lab.loop_dev("ext", 300);
         let xfs_dev = lab.loop_dev("xfs", 300);
         lab.mkfs(&ext_dev, "ext4");

@@ -261,29 +261,35 @@ mod tests {
         assert!(matches!(read(dir.path()), Err(RecordError::Corrupt { .. })));
     }
 
+    /// A record naming a plain directory (never a mount root) as a frozen target.
+    fn plain_dir_record(dir: &Path, st_dev: Option<(u32, u32)>) -> FrozenRecord {
+        FrozenRecord {
+            version: VERSION,
+            guard_pid: 1,
+            written_unix_ms: 1,
+            deadline_ms: 1,
+            targets: vec![Target {
+                mount_point: dir.to_path_buf(),
+                mount_id: u64::MAX,
+                dev_major: 0,
+                dev_minor: 0,
+                fs_type: "ext4".into(),
+                st_dev,
+            }],
+        }
+    }
+
     #[test]
     fn the_namespace_fallback_still_needs_a_mount_root_on_the_recorded_device() {
         let dir = tempfile::tempdir().unwrap();
         use std::os::linux::fs::MetadataExt;
         let d = std::fs::metadata(dir.path()).unwrap().st_dev();
-        let rec = FrozenRecord {
-            version: VERSION,
-            guard_pid: 1,
-            written_unix_ms: 1,
-            deadline_ms: 1,
-            // Same device as recorded, but a plain directory, not a mount root.
-            targets: vec![Target {
-                mount_point: dir.path().to_path_buf(),
-                mount_id: u64::MAX,
-                dev_major: 0,
-                dev_minor: 0,
-                fs_type: "ext4".into(),
-                st_dev: Some((
-                    nix::sys::stat::major(d) as u32,
-                    nix::sys::stat::minor(d) as u32,
-                )),
-            }],
-        };
+        // Same device as recorded, but a plain directory, not a mount root.
+        let st_dev = (
+            nix::sys::stat::major(d) as u32,
+            nix::sys::stat::minor(d) as u32,
+        );
+        let rec = plain_dir_record(dir.path(), Some(st_dev));
         write(dir.path(), &rec).unwrap();
         let r = recover(dir.path(), Path::new("/proc/self/mountinfo"))
             .unwrap()
@@ -301,21 +307,8 @@ mod tests {
     #[test]
     fn recovery_leaves_a_mount_that_is_not_the_recorded_one() {
         let dir = tempfile::tempdir().unwrap();
-        let rec = FrozenRecord {
-            version: VERSION,
-            guard_pid: 1,
-            written_unix_ms: 1,
-            deadline_ms: 1,
-            // A plain directory: not a mount root with this id, so it must not be touched.
-            targets: vec![Target {
-                mount_point: dir.path().to_path_buf(),
-                mount_id: u64::MAX,
-                dev_major: 0,
-                dev_minor: 0,
-                fs_type: "ext4".into(),
-                st_dev: None,
-            }],
-        };
+        // A plain directory: not a mount root with this id, so it must not be touched.
+        let rec = plain_dir_record(dir.path(), None);
         write(dir.path(), &rec).unwrap();
         let r = recover(dir.path(), Path::new("/proc/self/mountinfo"))
             .unwrap()

@@ -421,6 +421,80 @@ async fn snapshot_groups_parse_tags_and_snapshots() {
     assert_eq!(seen[0].params["InstanceId"], "i-1");
 }
 
+/// DescribeSnapshots spells tags `{TagKey, TagValue}` (official SDK model
+/// `DescribeSnapshotsResponseBodySnapshotsSnapshotTagsTag`); a tagged
+/// snapshot must decode, or retention and the exit-16 check break.
+#[tokio::test]
+async fn snapshots_decode_tagkey_tagvalue_tags() {
+    let server = MockServer::start().await;
+    Mock::given(ActionIs("DescribeSnapshots"))
+        .respond_with(ecs_ok(json!({
+            "NextToken": "",
+            "Snapshots": {"Snapshot": [{
+                "SnapshotId": "s-1", "SourceDiskId": "d-a", "Status": "progressing",
+                "Progress": "40%", "Available": true,
+                "Tags": {"Tag": [{"TagKey": "appsnap:consistency", "TagValue": "app"}]}
+            }]}
+        })))
+        .mount(&server)
+        .await;
+    let snaps = client(&server, SignatureVersion::V3)
+        .describe_snapshots(&Default::default(), soon(10))
+        .await
+        .unwrap();
+    assert_eq!(snaps[0].tags, vec![Tag::new("appsnap:consistency", "app")]);
+}
+
+/// The RPC API answers XML unless asked for JSON: every V3 request asks.
+#[tokio::test]
+async fn every_request_asks_for_json() {
+    let server = MockServer::start().await;
+    Mock::given(ActionIs("TagResources"))
+        .and(wiremock::matchers::header("accept", "application/json"))
+        .respond_with(ecs_ok(json!({})))
+        .mount(&server)
+        .await;
+    Mock::given(any())
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "text/xml;charset=utf-8")
+                .set_body_string("<?xml version='1.0' encoding='UTF-8'?><TagResourcesResponse><RequestId>r</RequestId></TagResourcesResponse>"),
+        )
+        .mount(&server)
+        .await;
+    for v in [SignatureVersion::V3, SignatureVersion::V1] {
+        client(&server, v)
+            .tag_resources("snapshot", &["s-1".into()], &[Tag::new("k", "v")], soon(10))
+            .await
+            .unwrap_or_else(|e| panic!("{v:?}: {e}"));
+    }
+}
+
+/// An XML or HTML body is an error that says what came back.
+#[tokio::test]
+async fn xml_or_html_answers_say_what_came_back() {
+    for (ct, body, want) in [
+        (
+            "text/xml",
+            "<?xml version='1.0'?><DescribeDisksResponse/>",
+            "XML",
+        ),
+        ("text/html", "<!DOCTYPE html><html>login</html>", "HTML"),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(any())
+            .respond_with(ResponseTemplate::new(200).set_body_raw(body, ct))
+            .mount(&server)
+            .await;
+        let err = client(&server, SignatureVersion::V3)
+            .describe_disks("i-1", &[], soon(10))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want) && err.contains(ct), "{err}");
+    }
+}
+
 #[tokio::test]
 async fn tag_and_delete() {
     let server = MockServer::start().await;

@@ -169,13 +169,18 @@ impl ClientToken {
 }
 
 /// A resource tag.
+///
+/// ECS spells tags differently per action (official SDK response models):
+/// DescribeSnapshotGroups uses `{Key, Value}`, DescribeSnapshots and
+/// DescribeDisks `{TagKey, TagValue}`. Both decode here.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Tag {
     /// Key (not empty, must not start with `aliyun` or `acs:`).
+    #[serde(alias = "TagKey")]
     pub key: String,
     /// Value (may be empty).
-    #[serde(default)]
+    #[serde(default, alias = "TagValue")]
     pub value: String,
 }
 
@@ -897,7 +902,13 @@ impl EcsClient {
             .retry
             .attempt_timeout
             .min(deadline.saturating_duration_since(Instant::now()));
-        let mut req = self.http.post(url).timeout(timeout);
+        // The RPC API answers XML unless asked otherwise (V1 asks with
+        // `Format=JSON`); the official SDK sends this header on every call.
+        let mut req = self
+            .http
+            .post(url)
+            .timeout(timeout)
+            .header(reqwest::header::ACCEPT, "application/json");
         for (k, v) in &headers {
             req = req.header(k.as_str(), v.as_str());
         }
@@ -908,13 +919,19 @@ impl EcsClient {
         };
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
         let body = resp.bytes().await.map_err(transport)?;
         let parsed: Result<Value, _> = serde_json::from_slice(&body);
         if (200..300).contains(&status) {
             let v = parsed.map_err(|e| EcsError::Decode {
                 action: action.into(),
                 http_status: status,
-                reason: format!("not JSON ({e})"),
+                reason: not_json(&content_type, &body, &e),
             })?;
             tracing::debug!(
                 action,
@@ -928,6 +945,38 @@ impl EcsClient {
         }
         Err(decode_error(action, status, &body, parsed.ok(), &key))
     }
+}
+
+/// Says what came back instead of JSON: XML (the API's default format when
+/// no format is asked for), an HTML page (a proxy or captive portal), or
+/// something else, with the first bytes (a success body holds no secret).
+fn not_json(content_type: &str, body: &[u8], e: &serde_json::Error) -> String {
+    let text = String::from_utf8_lossy(body);
+    let head = text.trim_start();
+    let lower: String = head
+        .chars()
+        .take(64)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let kind = if lower.starts_with("<?xml") || content_type.contains("xml") {
+        "an XML document (the API's default format; appsnap asks for JSON with Accept: application/json)"
+    } else if lower.starts_with("<!doctype html")
+        || lower.starts_with("<html")
+        || content_type.contains("html")
+    {
+        "an HTML page (a proxy or a wrong endpoint?)"
+    } else if head.is_empty() {
+        "an empty body"
+    } else {
+        "not JSON"
+    };
+    let snippet: String = head.chars().take(120).collect();
+    let ct = if content_type.is_empty() {
+        "none"
+    } else {
+        content_type
+    };
+    format!("expected JSON, got {kind} (Content-Type {ct}; {e}): {snippet:?}")
 }
 
 /// Turns an error answer into [`EcsError::Api`] (or `Decode` when it has no

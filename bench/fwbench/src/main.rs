@@ -6,7 +6,7 @@
 //! fwbench now
 //! fwbench writer --out FILE --rate-mib R --dirty-mib D --block-kib B DIR...
 //! fwbench floor --hold-ms L [--parallel] [--watchdog-ms W] MOUNT...
-//! fwbench report --runs FILE --records FILE [--stamps FILE]
+//! fwbench report --runs FILE --records FILE [--polls FILE] [--stamps FILE] [--vendor-stamps FILE]
 //! ```
 
 mod clock;
@@ -132,9 +132,19 @@ fn cmd_report(args: &[String]) -> Result<(), String> {
         })
         .collect();
     records.sort_unstable();
-    print!("{}", report::render(&runs, &records));
+    let polls = match o.get("polls") {
+        Some(_) => report::parse_polls(&read("polls")?),
+        None => Default::default(),
+    };
+    print!("{}", report::render(&runs, &records, &polls));
+    if o.get("vendor-stamps").is_some() {
+        print!(
+            "\n{}",
+            stamps::render(&read("vendor-stamps")?, &stamps::VENDOR_LIKE)
+        );
+    }
     if o.get("stamps").is_some() {
-        print!("\n{}", stamps::render(&read("stamps")?));
+        print!("\n{}", stamps::render(&read("stamps")?, &stamps::BASELINE));
     }
     Ok(())
 }

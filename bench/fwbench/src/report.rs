@@ -15,7 +15,7 @@ pub struct Run {
     pub n_fs: u32,
     /// Injected CreateSnapshotGroup latency, ms.
     pub lat_ms: u32,
-    /// `appsnap`, `baseline`, `floor-seq` or `floor-par`.
+    /// One of [`TOOLS`] (others are ignored).
     pub tool: String,
     /// CLOCK_MONOTONIC just before the tool started, ns.
     pub t0: u64,
@@ -95,7 +95,24 @@ struct Cell {
     total: Vec<f64>,
 }
 
-const TOOLS: [&str; 4] = ["appsnap", "baseline", "floor-seq", "floor-par"];
+/// Every tool the harness knows, in the order the table shows them.
+/// `appsnap-listed` thaws once DescribeSnapshotGroups lists every member
+/// usable, `appsnap-accepted` at CreateSnapshotGroup's answer; `floor-listed`
+/// holds L + D + A (when the cloud would list the members usable),
+/// `floor-par` and `floor-seq` hold L.
+pub const TOOLS: [&str; 7] = [
+    "appsnap-listed",
+    "appsnap-accepted",
+    "vendor-like",
+    "baseline",
+    "floor-listed",
+    "floor-par",
+    "floor-seq",
+];
+
+fn tool_index(name: &str) -> Option<usize> {
+    TOOLS.iter().position(|t| *t == name)
+}
 
 fn fmt_pair(v: &[f64]) -> String {
     match (median(v), p90(v)) {
@@ -104,12 +121,59 @@ fn fmt_pair(v: &[f64]) -> String {
     }
 }
 
-/// The whole markdown report.
-pub fn render(runs: &[Run], records: &[Record]) -> String {
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.1}×", a / b),
+        _ => "—".into(),
+    }
+}
+
+fn diff(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        // Rounded first, so a difference under 0.5 ms reads 0, not -0.
+        (Some(a), Some(b)) => {
+            let d = (a - b).round();
+            if d == 0.0 {
+                "0".into()
+            } else {
+                format!("{d:+.0}")
+            }
+        }
+        _ => "—".into(),
+    }
+}
+
+/// Whether a target holds: `None` when a side is missing.
+fn verdict(ok: Option<bool>) -> &'static str {
+    match ok {
+        Some(true) => "yes",
+        Some(false) => "**no**",
+        None => "—",
+    }
+}
+
+/// Parses `n_fs lat_ms gap_ms` lines: the gaps between appsnap-listed's
+/// consecutive DescribeSnapshotGroups requests while it waited, i.e. one
+/// poll round-trip (sleep + request + answer).
+pub fn parse_polls(text: &str) -> BTreeMap<(u32, u32), Vec<f64>> {
+    let mut out: BTreeMap<(u32, u32), Vec<f64>> = BTreeMap::new();
+    for l in text.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if let [n, lat, gap] = f[..] {
+            if let (Ok(n), Ok(lat), Ok(gap)) = (n.parse(), lat.parse(), gap.parse()) {
+                out.entry((n, lat)).or_default().push(gap);
+            }
+        }
+    }
+    out
+}
+
+/// The whole markdown report; `polls` as from [`parse_polls`].
+pub fn render(runs: &[Run], records: &[Record], polls: &BTreeMap<(u32, u32), Vec<f64>>) -> String {
     let mut cells: BTreeMap<(u32, u32, usize), Cell> = BTreeMap::new();
     let mut dirty = Vec::new();
     for r in runs {
-        let Some(ti) = TOOLS.iter().position(|t| *t == r.tool) else {
+        let Some(ti) = tool_index(&r.tool) else {
             continue;
         };
         let c = cells.entry((r.n_fs, r.lat_ms, ti)).or_default();
@@ -140,36 +204,35 @@ pub fn render(runs: &[Run], records: &[Record]) -> String {
         );
     }
     out.push_str("\nMedians (p90 in brackets) over the successful runs.\n\n");
-    out.push_str("| file systems | L (ms) | suspension baseline/appsnap | stall baseline/appsnap | appsnap stall − sequential floor (ms) | appsnap stall − parallel floor (ms) |\n");
-    out.push_str("|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("| file systems | L (ms) | stall vendor-like / appsnap-listed (target ≥ 2×) | appsnap-listed stall − floor-listed (ms) | poll round-trip (ms) | within one poll round-trip | stall baseline / appsnap-accepted | appsnap-accepted stall − floor-par (ms) |\n");
+    out.push_str("|---:|---:|---:|---:|---:|---|---:|---:|\n");
     let keys: std::collections::BTreeSet<(u32, u32)> = cells.keys().map(|k| (k.0, k.1)).collect();
     for (n, l) in keys {
-        let med = |ti: usize, f: fn(&Cell) -> &Vec<f64>| {
-            cells.get(&(n, l, ti)).and_then(|c| median(f(c)))
+        let stall = |tool: &str| {
+            tool_index(tool)
+                .and_then(|ti| cells.get(&(n, l, ti)))
+                .and_then(|c| median(&c.stall))
         };
-        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            (Some(a), Some(b)) if b > 0.0 => format!("{:.1}×", a / b),
-            _ => "—".into(),
-        };
-        let diff = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            // Rounded first, so a difference under 0.5 ms reads 0, not -0.
-            (Some(a), Some(b)) => {
-                let d = (a - b).round();
-                if d == 0.0 {
-                    "0".into()
-                } else {
-                    format!("{d:+.0}")
-                }
-            }
-            _ => "—".into(),
-        };
+        let (listed, accepted) = (stall("appsnap-listed"), stall("appsnap-accepted"));
+        let (vendor, floor_listed) = (stall("vendor-like"), stall("floor-listed"));
+        let poll = polls.get(&(n, l)).and_then(|v| median(v));
+        let over_floor = listed.zip(floor_listed).map(|(a, f)| a - f);
         let _ = writeln!(
             out,
-            "| {n} | {l} | {} | {} | {} | {} |",
-            ratio(med(1, |c| &c.susp), med(0, |c| &c.susp)),
-            ratio(med(1, |c| &c.stall), med(0, |c| &c.stall)),
-            diff(med(0, |c| &c.stall), med(2, |c| &c.stall)),
-            diff(med(0, |c| &c.stall), med(3, |c| &c.stall)),
+            "| {n} | {l} | {} | {} | {} | {} | {} | {} |",
+            match vendor.zip(listed) {
+                Some((v, a)) => format!(
+                    "{} {}",
+                    ratio(Some(v), Some(a)),
+                    verdict(Some(v >= 2.0 * a))
+                ),
+                None => "—".into(),
+            },
+            diff(listed, floor_listed),
+            poll.map_or("—".into(), |p| format!("{p:.0}")),
+            verdict(over_floor.zip(poll).map(|(d, p)| d <= p)),
+            ratio(stall("baseline"), accepted),
+            diff(accepted, stall("floor-par")),
         );
     }
     let idle: Vec<f64> = records
@@ -217,13 +280,72 @@ mod tests {
 
     #[test]
     fn runs_line_parses_and_failed_runs_are_counted_not_measured() {
-        let ok = parse_run("2\t100\tappsnap\t1\t1000000\t3000000\t150\t0\t480").unwrap();
+        let ok = parse_run("2\t100\tappsnap-listed\t1\t1000000\t3000000\t150\t0\t480").unwrap();
         assert_eq!(ok.susp_ms, Some(150.0));
         let bad = parse_run("2\t100\tbaseline\t1\t1000000\t3000000\tNA\t1\t480").unwrap();
         assert_eq!(bad.susp_ms, None);
         assert!(parse_run("garbage").is_none());
-        let table = render(&[ok, bad], &[(1_500_000, 120_000_000)]);
-        assert!(table.contains("| 2 | 100 | appsnap | 1 (0) | 150 (150) | 120 (120) | 2 (2) |"));
+        let table = render(&[ok, bad], &[(1_500_000, 120_000_000)], &BTreeMap::new());
+        assert!(
+            table.contains("| 2 | 100 | appsnap-listed | 1 (0) | 150 (150) | 120 (120) | 2 (2) |")
+        );
         assert!(table.contains("| 2 | 100 | baseline | 1 (1) | — | — | — |"));
+    }
+
+    /// One run of `tool` whose window [t0_ms, t0_ms + 100] holds one write
+    /// stalled `stall_ms`.
+    fn run_with_stall(tool: &str, t0_ms: u64, stall_ms: u64) -> (Run, Record) {
+        let ms = 1_000_000;
+        let line = format!(
+            "2\t100\t{tool}\t1\t{}\t{}\t{stall_ms}\t0\t500",
+            t0_ms * ms,
+            (t0_ms + 100) * ms
+        );
+        (parse_run(&line).unwrap(), (t0_ms * ms + ms, stall_ms * ms))
+    }
+
+    fn summary_row(stalls: &[(&str, u64)], polls: &str) -> String {
+        let (runs, mut recs): (Vec<Run>, Vec<Record>) = stalls
+            .iter()
+            .enumerate()
+            .map(|(i, (tool, s))| run_with_stall(tool, 10_000 * (i as u64 + 1), *s))
+            .unzip();
+        recs.sort_unstable();
+        let table = render(&runs, &recs, &parse_polls(polls));
+        table
+            .lines()
+            .find(|l| l.starts_with("| 2 | 100 |") && !TOOLS.iter().any(|t| l.contains(t)))
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn summary_states_both_targets_of_the_listed_mode() {
+        let stalls = [
+            ("appsnap-listed", 560),
+            ("appsnap-accepted", 150),
+            ("vendor-like", 1400),
+            ("baseline", 1050),
+            ("floor-listed", 520),
+            ("floor-par", 140),
+        ];
+        // 40 ms over the floor, polls 60-80 ms apart: within one round-trip;
+        // 1400 / 560 = 2.5x: at least 2x shorter than the vendor-like script.
+        assert_eq!(
+            summary_row(&stalls, "2 100 60\n2 100 70\n2 100 80\n1 100 5\n"),
+            "| 2 | 100 | 2.5× yes | +40 | 70 | yes | 7.0× | +10 |"
+        );
+        // Polls 30 ms apart: 40 ms over the floor is more than one round-trip.
+        assert_eq!(
+            summary_row(&stalls, "2 100 30\n"),
+            "| 2 | 100 | 2.5× yes | +40 | 30 | **no** | 7.0× | +10 |"
+        );
+        // The vendor-like script only 1.5x longer, no poll data.
+        let mut close = stalls;
+        close[2].1 = 840;
+        assert_eq!(
+            summary_row(&close, ""),
+            "| 2 | 100 | 1.5× **no** | +40 | — | — | 7.0× | +10 |"
+        );
     }
 }

@@ -21,6 +21,7 @@ use crate::cloud::{Cloud, CloudError};
 use crate::host::record;
 use crate::job::machine::{self, RunEnv, RunOptions, Shutdown};
 use crate::job::outcome::Outcome;
+use crate::job::upload;
 use crate::logging;
 use crate::policy::{self, CloudSettings, Policy};
 use crate::retention;
@@ -62,6 +63,8 @@ struct Daemon {
     cloud: tokio::sync::Mutex<Option<Arc<Connected>>>,
     shutdown: Shutdown,
     handle: OnceLock<SchedulerHandle>,
+    /// Serializes writes of job records between runs and upload followers.
+    records: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Daemon {
@@ -89,6 +92,7 @@ impl Daemon {
         let job = &req.job;
         notify_status(&format!("running job {}", job.name));
         let policy = &req.policy;
+        let mut follow = None;
         let result = match self.cloud(&policy.cloud).await {
             Err(e) => {
                 let outcome = e.outcome();
@@ -111,14 +115,68 @@ impl Daemon {
                 };
                 let report = machine::run(&env, job, opts).await;
                 prune_after(&c, job, &report).await;
-                report.to_job_result(Some(req.scheduled_for))
+                let result = report.to_job_result(Some(req.scheduled_for));
+                if let (Some(group_id), Some(true)) = (
+                    result.snapshot_group_id.clone(),
+                    result.upload.as_ref().map(|u| u.is_pending()),
+                ) {
+                    follow = Some((
+                        c.ecs.clone(),
+                        upload::Followed {
+                            job: result.job.clone(),
+                            run_id: result.run_id.clone(),
+                            group_id,
+                        },
+                    ));
+                }
+                result
             }
         };
         let store = StateStore::new(&policy.host.state_dir);
-        if let Err(e) = store.write(&result) {
-            error!("result of run {} not recorded: {e}", req.run_id);
+        {
+            let _held = self.records.lock().await;
+            if let Err(e) = store.write(&result) {
+                error!("result of run {} not recorded: {e}", req.run_id);
+            }
+        }
+        // Usable is not uploaded: keep the record's upload progress current.
+        if let Some((ecs, followed)) = follow {
+            tokio::spawn(upload::follow(
+                ecs,
+                store,
+                self.records.clone(),
+                followed,
+                upload::FollowPace::default(),
+            ));
         }
         self.notify_idle();
+    }
+
+    /// Uploads still in progress when the daemon last stopped are followed again.
+    fn resume_following(&self, c: &Connected, policy: &Policy) {
+        let store = StateStore::new(&policy.host.state_dir);
+        for job in &policy.jobs {
+            let Some(rec) = store.read(job.name.as_str()) else {
+                continue;
+            };
+            let (Some(group_id), Some(true)) = (
+                rec.snapshot_group_id.clone(),
+                rec.upload.as_ref().map(|u| u.is_pending()),
+            ) else {
+                continue;
+            };
+            tokio::spawn(upload::follow(
+                c.ecs.clone(),
+                store.clone(),
+                self.records.clone(),
+                upload::Followed {
+                    job: rec.job,
+                    run_id: rec.run_id,
+                    group_id,
+                },
+                upload::FollowPace::default(),
+            ));
+        }
     }
 
     fn notify_idle(&self) {
@@ -188,6 +246,7 @@ fn failed_result(req: &RunRequest, outcome: Outcome, message: String) -> JobResu
         frozen_ms: None,
         phases: Vec::<PhaseTime>::new(),
         message,
+        upload: None,
     }
 }
 
@@ -240,9 +299,11 @@ async fn serve(files: PolicyFiles) -> u8 {
         cloud: tokio::sync::Mutex::new(None),
         shutdown: Shutdown::new(),
         handle: OnceLock::new(),
+        records: Arc::new(tokio::sync::Mutex::new(())),
     });
-    if let Err(e) = daemon.cloud(&policy.cloud).await {
-        warn!("cloud not reachable yet ({e}); each run will try again");
+    match daemon.cloud(&policy.cloud).await {
+        Ok(c) => daemon.resume_following(&c, &policy),
+        Err(e) => warn!("cloud not reachable yet ({e}); each run will try again"),
     }
     let runner_daemon = daemon.clone();
     let runner = Arc::new(move |req: RunRequest| -> BoxFuture<'static, ()> {

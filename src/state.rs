@@ -63,6 +63,26 @@ impl Consistency {
     }
 }
 
+/// Where a group's upload stands. A run ends once its snapshots are usable
+/// (`Available`: seconds on ESSD, thanks to instant access); the upload behind
+/// them can take hours for a first full snapshot, so it is followed afterwards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upload {
+    /// The group's status: `progressing`, `accomplished` or `failed`.
+    pub status: String,
+    /// The snapshots' progress as ECS reports it (e.g. `"40%"`), the lowest of them.
+    pub progress: String,
+    /// When ECS was last asked.
+    pub checked_at: DateTime<Utc>,
+}
+
+impl Upload {
+    /// Still to follow.
+    pub fn is_pending(&self) -> bool {
+        self.status == "progressing"
+    }
+}
+
 /// How long one phase of a run took.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PhaseTime {
@@ -99,6 +119,9 @@ pub struct JobResult {
     pub phases: Vec<PhaseTime>,
     /// A one-line human summary (the vendor message, or why it failed).
     pub message: String,
+    /// The group's upload, as last seen (absent in records of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<Upload>,
 }
 
 /// Why state could not be written or read.
@@ -391,6 +414,7 @@ mod tests {
                 },
             ],
             message: "Finish whole Processes of Snapshot successfully".to_string(),
+            upload: None,
         }
     }
 

@@ -70,6 +70,7 @@ fn seed(dir: &Path) {
                 ms: 187,
             }],
             message: "Finish whole Processes of Snapshot successfully".into(),
+            upload: None,
         })
         .unwrap();
     std::fs::write(dir.join("state/jobs/broken.json"), "{ torn").unwrap();

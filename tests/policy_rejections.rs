@@ -72,6 +72,7 @@ rejections! {
     freeze_timeout_601: job("freeze_timeout_secs = 601\n"), 5, "freeze_timeout_secs";
     script_timeout_too_long: "[defaults]\nscript_timeout_secs = 86401\n", 2, "script_timeout_secs";
     negative_jitter: job("jitter_secs = -5\n"), 5, "jitter_secs";
+    unknown_thaw_point: job("thaw_after = \"answered\"\n"), 5, "thaw_after";
     minute_61: "[[job]]\nname = \"mysql\"\nschedule = \"61 * * * *\"\ndisks = \"all\"\n", 3, "minute";
     hour_24: "[[job]]\nname = \"mysql\"\nschedule = \"0 24 * * *\"\ndisks = \"all\"\n", 3, "hour";
     four_cron_fields: "[[job]]\nname = \"mysql\"\nschedule = \"0 2 * *\"\ndisks = \"all\"\n", 3, "schedule";

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use appsnap::policy::types::ThawAfter;
 use appsnap::policy::{parse_str, DiskSelection, JobZone, Policy};
 use proptest::prelude::*;
 use toml::{Table, Value};
@@ -28,6 +29,7 @@ fn defaults_are_the_vendor_plugins() {
         "ScriptTimeoutInSeconds"
     );
     assert_eq!(j.jitter, Duration::ZERO);
+    assert_eq!(j.thaw_after, ThawAfter::Listed, "the vendor's thaw point");
     assert_eq!(j.zone, JobZone::Local);
     assert_eq!(j.disks, DiskSelection::All { exclude: vec![] });
     assert_eq!(j.prescript, None);
@@ -106,6 +108,7 @@ prop_compose! {
         freeze in opt_int(1, 600),
         script in opt_int(1, 86_400),
         jitter in opt_int(0, 3600),
+        thaw_after in proptest::option::of(proptest::sample::select(&["listed", "accepted"][..])),
     ) -> Table {
         let mut t = Table::new();
         t.insert("name".into(), Value::String(name.clone()));
@@ -131,6 +134,7 @@ prop_compose! {
             if let Some(v) = v { t.insert(k.into(), Value::Integer(v)); }
         }
         if let Some(b) = fs_freeze { t.insert("fs_freeze".into(), Value::Boolean(b)); }
+        if let Some(w) = thaw_after { t.insert("thaw_after".into(), Value::String(w.to_string())); }
         t
     }
 }

@@ -324,6 +324,7 @@ fn prune_deletes_exactly_the_selected_groups_and_no_foreign_one() {
         stages: Vec::new(),
         warnings: Vec::new(),
         errors: Vec::new(),
+        upload: None,
     };
     let run = SuccessfulRun::from_report(&report).unwrap();
     let pruned = rt
@@ -401,6 +402,7 @@ fn a_failed_run_cannot_prune() {
         stages: Vec::new(),
         warnings: Vec::new(),
         errors: Vec::new(),
+        upload: None,
     };
     assert!(SuccessfulRun::from_report(&report).is_err());
     report.exit_code = 0;

@@ -134,6 +134,7 @@ fn render(r: &StatusReport) -> String {
         "CONSISTENCY",
         "GROUP",
         "FROZEN",
+        "UPLOAD",
         "NEXT RUN",
     ]
     .map(String::from)];
@@ -154,6 +155,7 @@ fn render(r: &StatusReport) -> String {
                 l.frozen_ms
                     .map(|ms| format!("{ms}ms"))
                     .unwrap_or_else(|| "-".into()),
+                upload_word(l.upload.as_ref()),
                 next,
             ],
             (None, err) => [
@@ -163,12 +165,13 @@ fn render(r: &StatusReport) -> String {
                 "-".into(),
                 "-".into(),
                 "-".into(),
+                "-".into(),
                 next,
             ],
         };
         rows.push(row);
     }
-    let widths: Vec<usize> = (0..7)
+    let widths: Vec<usize> = (0..8)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     for row in rows {
@@ -184,6 +187,17 @@ fn render(r: &StatusReport) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Where the group's upload stands: `done`, `35%`, `FAILED`, or `-`.
+fn upload_word(u: Option<&appsnap::state::Upload>) -> String {
+    match u {
+        None => "-".into(),
+        Some(u) if u.status == "accomplished" => "done".into(),
+        Some(u) if u.status == "failed" => "FAILED".into(),
+        Some(u) if u.progress.is_empty() => u.status.clone(),
+        Some(u) => u.progress.clone(),
+    }
 }
 
 /// `0 ok`, `11 failed`: the code first (scripts grep it), then a word.

@@ -1,12 +1,15 @@
 //! One run of a job as an explicit state machine:
-//! Preflight → PreScript → Freeze → Snapshot → Thaw → PostScript → AwaitGroup → Tag.
+//! Preflight → PreScript → Freeze → Snapshot [→ listed] → Thaw → PostScript →
+//! AwaitGroup (usable) → Tag.
 //!
 //! Every step returns the next one; a failure records the vendor's exit code
 //! and routes the run through Thaw and PostScript, never around them. While
-//! file systems are frozen the machine does one thing — the CreateSnapshotGroup
-//! call — and logs nothing (journald may live on a frozen file system); what
-//! happened is logged right after the thaw. If this process dies anyway, the
-//! freeze guard thaws on stdin EOF or at its deadline.
+//! file systems are frozen the machine does one thing — CreateSnapshotGroup,
+//! then (with `thaw_after = "listed"`, the default) asking DescribeSnapshotGroups
+//! until the group lists one snapshot per disk — and logs nothing (journald may
+//! live on a frozen file system; events are held in memory); what happened is
+//! logged right after the thaw. If this process dies anyway, the freeze guard
+//! thaws on stdin EOF or at its deadline.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,6 +31,7 @@ use crate::cloud::ecs::{
 use crate::cloud::preflight::{refusal_outcome, select_disks};
 use crate::cloud::{ecs_outcome, TAG_INSTANCE, TAG_JOB};
 use crate::host::{self, DiskRequest, FreezeGuard, Frozen, HostPaths, HostView, Plan, ThawCause};
+use crate::policy::types::ThawAfter;
 use crate::policy::{DiskId, Job};
 
 /// Tag key with the consistency appsnap achieved (`app`, `fs`, `crash`).
@@ -47,16 +51,27 @@ pub struct RunEnv {
     pub guard_exe: Option<PathBuf>,
     /// Cap on disks per group.
     pub max_disks_per_group: u32,
-    /// How long to wait for the group to be accomplished.
+    /// How long to wait, after the thaw, for the group's snapshots to be usable.
     pub await_timeout: Duration,
-    /// How often to ask while waiting.
+    /// The longest pause between two questions meanwhile (polling starts
+    /// faster and backs off to this).
     pub poll_interval: Duration,
 }
 
-/// How long a run waits for its group to be accomplished, by default.
+/// How long a run waits for its snapshots to be usable, by default.
 pub const DEFAULT_AWAIT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-/// How often it asks meanwhile, by default.
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(2);
+/// The longest pause between two questions meanwhile, by default.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// The first pause after the thaw: the vendor saw members listed ~0.7 s after
+/// the answer, and ESSD snapshots are usable within seconds.
+const FIRST_POLL: Duration = Duration::from_millis(250);
+/// Between two questions while frozen: every round trip here lengthens the
+/// application's pause by at most this much.
+const FROZEN_POLL: Duration = Duration::from_millis(50);
+/// How long a group may stay unlisted after ECS accepted it before the run
+/// gives up on it: DescribeSnapshotGroups can briefly miss a new group (Alibaba's
+/// own CSI driver caches created groups for this reason).
+const LISTING_GRACE: Duration = Duration::from_secs(120);
 
 impl RunEnv {
     /// The environment the policy describes, with the default waits; the
@@ -247,7 +262,10 @@ struct Run<'a> {
     group_id: Option<String>,
     /// CreateSnapshotGroup ran out of time: the group may exist anyway.
     create_timed_out: bool,
+    /// The group once usable (one snapshot per disk, each Available, or accomplished).
     group: Option<SnapshotGroup>,
+    /// When ECS accepted the group (grace for a group not yet listed).
+    accepted_at: Option<Instant>,
 }
 
 impl<'a> Run<'a> {
@@ -274,6 +292,7 @@ impl<'a> Run<'a> {
                 stages: Vec::new(),
                 warnings: Vec::new(),
                 errors: Vec::new(),
+                upload: None,
             },
             failure: None,
             consistency: Consistency::App,
@@ -291,6 +310,7 @@ impl<'a> Run<'a> {
             group_id: None,
             create_timed_out: false,
             group: None,
+            accepted_at: None,
         }
     }
 
@@ -357,7 +377,9 @@ impl<'a> Run<'a> {
             .filter_map(|d| DiskId::parse(&d.disk_id).ok().map(|id| (id, d)))
             .collect();
 
-        // A snapshot still being created on one of our disks: code 16, before any freeze.
+        // A snapshot still being created on one of our disks and not yet usable
+        // (the vendor's code 16: "being created and the instant access feature
+        // is disabled"), before any freeze. An Available one is no obstacle.
         let filter = SnapshotFilter {
             instance_id: Some(self.env.instance_id.clone()),
             status: Some("progressing".into()),
@@ -368,9 +390,10 @@ impl<'a> Run<'a> {
                 let busy: Vec<String> = progressing
                     .iter()
                     .filter(|s| {
-                        selected
-                            .iter()
-                            .any(|(id, _)| id.as_str() == s.source_disk_id)
+                        !s.available
+                            && selected
+                                .iter()
+                                .any(|(id, _)| id.as_str() == s.source_disk_id)
                     })
                     .map(|s| format!("{} on {}", s.snapshot_id, s.source_disk_id))
                     .collect();
@@ -378,7 +401,7 @@ impl<'a> Run<'a> {
                     self.fail(
                         Outcome::PreviousSnapshotInProgress,
                         format!(
-                            "a previous snapshot is still being created: {}",
+                            "a previous snapshot is still being created and not yet usable: {}",
                             busy.join(", ")
                         ),
                     );
@@ -698,16 +721,25 @@ impl<'a> Run<'a> {
         }
     }
 
-    // ---- Snapshot: the only thing done while frozen. No logging here.
+    // ---- Snapshot: the only thing done while frozen. Events are held, not written.
 
     async fn snapshot(&mut self) -> Step {
-        let request = self.request.as_ref().expect("preflight built the request");
+        let Some(request) = self.request.as_ref() else {
+            self.frozen_errors.push((
+                Outcome::Unknown,
+                "internal: no CreateSnapshotGroup request was built".into(),
+            ));
+            return Step::Thaw;
+        };
         let deadline = match &self.frozen {
             Some(f) => Instant::from_std(f.thaw_by) - api_margin(self.job.freeze_timeout),
             None => Instant::now() + self.job.freeze_timeout,
         };
         match self.env.ecs.create_snapshot_group(request, deadline).await {
-            Ok(id) => self.group_id = Some(id),
+            Ok(id) => {
+                self.accepted_at = Some(Instant::now());
+                self.group_id = Some(id);
+            }
             Err(e) => {
                 let outcome = create_outcome(&e);
                 if outcome == Outcome::GroupCreateTimeout {
@@ -715,12 +747,119 @@ impl<'a> Run<'a> {
                 }
                 self.frozen_errors
                     .push((outcome, format!("CreateSnapshotGroup: {e}")));
+                return Step::Thaw;
             }
+        }
+        if self.frozen.is_some() && self.job.thaw_after == ThawAfter::Listed {
+            self.await_listed_while_frozen(deadline).await;
         }
         Step::Thaw
     }
 
-    // ---- Thaw: the instant the API has answered.
+    /// Holds the freeze until ECS lists the group with one usable snapshot per
+    /// disk: only then is its point in time known to be inside the window. If
+    /// that cannot be seen before `deadline`, the snapshots may have been taken
+    /// after the thaw: the group is crash-consistent at best.
+    async fn await_listed_while_frozen(&mut self, deadline: Instant) {
+        let Some(id) = self.group_id.clone() else {
+            return;
+        };
+        let filter = SnapshotGroupFilter {
+            ids: vec![id.clone()],
+            ..SnapshotGroupFilter::default()
+        };
+        loop {
+            match self
+                .env
+                .ecs
+                .describe_snapshot_groups(&filter, deadline)
+                .await
+            {
+                Ok(groups) => {
+                    if let Some(g) = groups.into_iter().find(|g| g.snapshot_group_id == id) {
+                        match self.usability(&g) {
+                            Usability::Usable => {
+                                self.group = Some(g);
+                                return;
+                            }
+                            Usability::Failed => {
+                                self.consistency = Consistency::Crash;
+                                self.frozen_errors.push((
+                                    Outcome::GroupBadState,
+                                    format!(
+                                        "snapshot group {id} failed while file systems were frozen"
+                                    ),
+                                ));
+                                self.group = Some(g);
+                                return;
+                            }
+                            Usability::NotYet => {}
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.consistency = Consistency::Crash;
+                    let outcome = ecs_outcome(&e, Outcome::GroupCreateTimeout);
+                    self.frozen_errors.push((
+                        outcome,
+                        format!(
+                            "DescribeSnapshotGroups while frozen: {e}; thawed without seeing the group's snapshots, so it is crash-consistent at best"
+                        ),
+                    ));
+                    return;
+                }
+            }
+            if Instant::now() + FROZEN_POLL >= deadline {
+                self.consistency = Consistency::Crash;
+                self.frozen_errors.push((
+                    Outcome::GroupCreateTimeout,
+                    format!(
+                        "ECS did not list the snapshots of group {id} within the freeze window ({}s); its point in time may be after the thaw, so it is crash-consistent at best",
+                        self.job.freeze_timeout.as_secs()
+                    ),
+                ));
+                return;
+            }
+            tokio::time::sleep(FROZEN_POLL).await;
+        }
+    }
+
+    /// Whether `g` can be used: one snapshot per requested disk, each
+    /// `Available`, or the whole group `accomplished`.
+    fn usability(&self, g: &SnapshotGroup) -> Usability {
+        let wanted: &[DiskId] = match self.request.as_ref().map(|r| &r.disks) {
+            Some(GroupDisks::Only(ids)) => ids,
+            _ => &[],
+        };
+        usability(g, wanted)
+    }
+
+    /// An accomplished group must hold one complete snapshot per disk (vendor code 7 otherwise).
+    fn check_members(&mut self, g: &SnapshotGroup) {
+        let wanted = match self.request.as_ref().map(|r| &r.disks) {
+            Some(GroupDisks::Only(ids)) => ids.clone(),
+            _ => Vec::new(),
+        };
+        for d in &wanted {
+            match g.snapshots.iter().find(|s| s.source_disk_id == d.as_str()) {
+                None => self.fail(
+                    Outcome::GroupSnapshotBadState,
+                    format!("group {} has no snapshot of disk {d}", g.snapshot_group_id),
+                ),
+                Some(s) if !s.available && s.progress != "100%" => self.fail(
+                    Outcome::GroupSnapshotBadState,
+                    format!(
+                        "snapshot {} of group {} is not complete ({})",
+                        s.snapshot_id, g.snapshot_group_id, s.progress
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+
+    // ---- Thaw: once the point in time is known to be inside the window
+    // (`listed`), or at the answer (`accepted`).
 
     async fn thaw(&mut self) -> Step {
         let Some(guard) = self.guard.take() else {
@@ -816,7 +955,7 @@ impl<'a> Run<'a> {
         }
     }
 
-    // ---- AwaitGroup
+    // ---- AwaitGroup: until the snapshots are usable, not until they are uploaded.
 
     async fn await_group(&mut self) -> Step {
         let ecs = &self.env.ecs;
@@ -844,50 +983,55 @@ impl<'a> Run<'a> {
             }
             return Step::Done;
         };
+        if let Some(g) = &self.group {
+            // Seen usable (or failed) while frozen: nothing more to wait for.
+            return if g.status == "failed" {
+                Step::Done
+            } else {
+                Step::Tag
+            };
+        }
         let filter = SnapshotGroupFilter {
             ids: vec![id.clone()],
             ..SnapshotGroupFilter::default()
         };
         let until = Instant::now() + self.env.await_timeout;
+        let listed_by = self.accepted_at.unwrap_or_else(Instant::now) + LISTING_GRACE;
+        let mut pause = FIRST_POLL.min(self.env.poll_interval);
         loop {
             match ecs
                 .describe_snapshot_groups(&filter, Self::call_deadline().min(until))
                 .await
             {
                 Ok(groups) => match groups.into_iter().find(|g| g.snapshot_group_id == id) {
-                    Some(g) if g.status == "accomplished" => {
-                        if let Some(s) = g
-                            .snapshots
-                            .iter()
-                            .find(|s| !s.available && s.progress != "100%")
-                        {
-                            self.fail(
-                                Outcome::GroupSnapshotBadState,
-                                format!(
-                                    "snapshot {} of group {id} is not complete ({})",
-                                    s.snapshot_id, s.progress
-                                ),
-                            );
+                    Some(g) => match self.usability(&g) {
+                        Usability::Usable => {
+                            self.check_members(&g);
+                            self.group = Some(g);
+                            return Step::Tag;
                         }
-                        self.group = Some(g);
-                        return Step::Tag;
-                    }
-                    Some(g) if g.status == "failed" => {
+                        Usability::Failed => {
+                            self.fail(
+                                Outcome::GroupBadState,
+                                format!("snapshot group {id} failed"),
+                            );
+                            self.group = Some(g);
+                            return Step::Done;
+                        }
+                        Usability::NotYet => {}
+                    },
+                    None if Instant::now() >= listed_by => {
                         self.fail(
                             Outcome::GroupBadState,
-                            format!("snapshot group {id} failed"),
-                        );
-                        self.group = Some(g);
-                        return Step::Done;
-                    }
-                    Some(_) => {}
-                    None => {
-                        self.fail(
-                            Outcome::GroupBadState,
-                            format!("snapshot group {id} is not listed by DescribeSnapshotGroups"),
+                            format!(
+                                "snapshot group {id} is still not listed by DescribeSnapshotGroups {}s after ECS accepted it",
+                                LISTING_GRACE.as_secs()
+                            ),
                         );
                         return Step::Done;
                     }
+                    // Still being created: a new group can be missing from the list for a while.
+                    None => {}
                 },
                 Err(e) if Instant::now() >= until => {
                     self.fail(
@@ -898,17 +1042,18 @@ impl<'a> Run<'a> {
                 }
                 Err(e) => warn!(job = %self.job.name, "waiting for group {id}: {e}; retrying"),
             }
-            if Instant::now() + self.env.poll_interval > until {
+            if Instant::now() + pause > until {
                 self.fail(
-                    Outcome::GroupBadState,
+                    Outcome::GroupSnapshotBadState,
                     format!(
-                        "snapshot group {id} not accomplished within {}s",
+                        "the snapshots of group {id} were not usable within {}s",
                         self.env.await_timeout.as_secs()
                     ),
                 );
                 return Step::Done;
             }
-            tokio::time::sleep(self.env.poll_interval).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(self.env.poll_interval);
         }
     }
 
@@ -957,6 +1102,7 @@ impl<'a> Run<'a> {
     }
 
     fn finish(mut self) -> RunReport {
+        self.report.upload = self.group.as_ref().map(upload_of);
         let outcome = self.failure.unwrap_or(Outcome::Success);
         self.report.exit_code = outcome.code();
         self.report.group_id = self.group_id.clone();
@@ -974,6 +1120,53 @@ impl<'a> Run<'a> {
             "run finished: {}", outcome
         );
         self.report
+    }
+}
+
+/// Whether a listed group can be used yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Usability {
+    /// One snapshot per wanted disk, each `Available`, or the group `accomplished`.
+    Usable,
+    /// Not yet: members missing or still unavailable.
+    NotYet,
+    /// The group failed.
+    Failed,
+}
+
+/// Whether `g`, made of the disks `wanted`, can be used to create or roll back
+/// disks (ESSD snapshots are, within seconds, long before the upload ends).
+fn usability(g: &SnapshotGroup, wanted: &[DiskId]) -> Usability {
+    match g.status.as_str() {
+        "failed" => return Usability::Failed,
+        "accomplished" => return Usability::Usable,
+        _ => {}
+    }
+    let each_listed = wanted.iter().all(|d| {
+        g.snapshots
+            .iter()
+            .any(|s| s.source_disk_id == d.as_str() && s.available)
+    });
+    if !wanted.is_empty() && each_listed && g.snapshots.len() == wanted.len() {
+        Usability::Usable
+    } else {
+        Usability::NotYet
+    }
+}
+
+/// Where `g`'s upload stands: its status and its slowest snapshot's progress.
+pub fn upload_of(g: &SnapshotGroup) -> crate::state::Upload {
+    let progress = g
+        .snapshots
+        .iter()
+        .filter_map(|s| s.progress.trim_end_matches('%').trim().parse::<u32>().ok())
+        .min()
+        .map(|p| format!("{p}%"))
+        .unwrap_or_default();
+    crate::state::Upload {
+        status: g.status.clone(),
+        progress,
+        checked_at: chrono::Utc::now(),
     }
 }
 
@@ -1057,6 +1250,84 @@ mod tests {
             last: Some(Box::new(api("QuotaExceed.Snapshot"))),
         };
         assert_eq!(create_outcome(&quota_late), Outcome::QuotaExceeded);
+    }
+
+    fn group(status: &str, members: &[(&str, bool, &str)]) -> SnapshotGroup {
+        SnapshotGroup {
+            snapshot_group_id: "ssg-1".into(),
+            status: status.into(),
+            snapshots: members
+                .iter()
+                .map(
+                    |(disk, available, progress)| crate::cloud::ecs::GroupSnapshot {
+                        snapshot_id: format!("s-{disk}"),
+                        source_disk_id: disk.to_string(),
+                        available: *available,
+                        progress: progress.to_string(),
+                        ..Default::default()
+                    },
+                )
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_group_is_usable_once_every_disk_has_an_available_snapshot() {
+        let wanted = [DiskId::parse("d-a").unwrap(), DiskId::parse("d-b").unwrap()];
+        let u = |g: &SnapshotGroup| usability(g, &wanted);
+        // Listed without members, as right after the answer.
+        assert_eq!(u(&group("progressing", &[])), Usability::NotYet);
+        // One of two disks ("Unexpected length of the snapshot group").
+        assert_eq!(
+            u(&group("progressing", &[("d-a", true, "0%")])),
+            Usability::NotYet
+        );
+        // Both listed, one not yet Available.
+        assert_eq!(
+            u(&group(
+                "progressing",
+                &[("d-a", true, "3%"), ("d-b", false, "0%")]
+            )),
+            Usability::NotYet
+        );
+        // A snapshot of another disk does not count.
+        assert_eq!(
+            u(&group(
+                "progressing",
+                &[("d-a", true, "3%"), ("d-c", true, "0%")]
+            )),
+            Usability::NotYet
+        );
+        assert_eq!(
+            u(&group(
+                "progressing",
+                &[("d-a", true, "3%"), ("d-b", true, "0%")]
+            )),
+            Usability::Usable
+        );
+        assert_eq!(u(&group("accomplished", &[])), Usability::Usable);
+        assert_eq!(
+            u(&group("failed", &[("d-a", true, "3%")])),
+            Usability::Failed
+        );
+        // Nothing wanted (never for appsnap's own requests) is never usable by members alone.
+        assert_eq!(
+            usability(&group("progressing", &[]), &[]),
+            Usability::NotYet
+        );
+    }
+
+    #[test]
+    fn upload_reports_the_slowest_snapshot() {
+        let g = group("progressing", &[("d-a", true, "80%"), ("d-b", true, "35%")]);
+        let u = upload_of(&g);
+        assert_eq!(
+            (u.status.as_str(), u.progress.as_str()),
+            ("progressing", "35%")
+        );
+        assert!(u.is_pending());
+        assert!(!upload_of(&group("accomplished", &[("d-a", true, "100%")])).is_pending());
     }
 
     #[test]

@@ -227,6 +227,7 @@ impl PluginParams {
             fs_freeze: self.enable_fs_freeze,
             freeze_timeout: self.timeout,
             script_timeout: self.script_timeout,
+            thaw_after: crate::policy::types::ThawAfter::Listed,
             jitter: Duration::ZERO,
         }
     }

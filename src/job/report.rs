@@ -97,6 +97,8 @@ pub struct RunReport {
     pub warnings: Vec<String>,
     /// What failed, in order.
     pub errors: Vec<String>,
+    /// The group's upload as last seen by the run.
+    pub upload: Option<crate::state::Upload>,
 }
 
 impl RunReport {
@@ -142,6 +144,7 @@ impl RunReport {
                 .first()
                 .cloned()
                 .unwrap_or_else(|| self.outcome().message().to_string()),
+            upload: self.upload.clone(),
         }
     }
 

@@ -45,6 +45,7 @@ pub struct RawDefaults {
     pub freeze_timeout_secs: Option<Spanned<i64>>,
     pub script_timeout_secs: Option<Spanned<i64>>,
     pub jitter_secs: Option<Spanned<i64>>,
+    pub thaw_after: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,4 +67,5 @@ pub struct RawJob {
     pub freeze_timeout_secs: Option<Spanned<i64>>,
     pub script_timeout_secs: Option<Spanned<i64>>,
     pub jitter_secs: Option<Spanned<i64>>,
+    pub thaw_after: Option<Spanned<String>>,
 }

@@ -118,6 +118,32 @@ pub struct JobDefaults {
     pub script_timeout: Duration,
     /// Random delay before a scheduled run, to spread a fleet.
     pub jitter: Duration,
+    /// When the file systems are thawed.
+    pub thaw_after: ThawAfter,
+}
+
+/// When a run thaws: the point in time of a snapshot group is only known to be
+/// fixed once ECS lists the group's snapshots, not when CreateSnapshotGroup
+/// answers (no Alibaba document says the answer fixes it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ThawAfter {
+    /// Hold the freeze until DescribeSnapshotGroups lists one snapshot per disk,
+    /// each `Available` (or the group `accomplished`): what the vendor's plugin does.
+    #[default]
+    Listed,
+    /// Thaw at the CreateSnapshotGroup answer: a shorter pause, resting on an
+    /// assumption about the cloud that the vendor does not make.
+    Accepted,
+}
+
+impl ThawAfter {
+    /// As written in the policy.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ThawAfter::Listed => "listed",
+            ThawAfter::Accepted => "accepted",
+        }
+    }
 }
 
 /// Vendor default for EnableFsFreeze.
@@ -140,6 +166,7 @@ impl Default for JobDefaults {
             freeze_timeout: Duration::from_secs(DEFAULT_FREEZE_TIMEOUT_SECS),
             script_timeout: Duration::from_secs(DEFAULT_SCRIPT_TIMEOUT_SECS),
             jitter: Duration::ZERO,
+            thaw_after: ThawAfter::Listed,
         }
     }
 }
@@ -263,6 +290,8 @@ pub struct Job {
     pub script_timeout: Duration,
     /// Random delay before a scheduled run.
     pub jitter: Duration,
+    /// When the file systems are thawed.
+    pub thaw_after: ThawAfter,
 }
 
 impl Job {

@@ -316,6 +316,19 @@ impl Checker<'_, '_> {
             jitter: self
                 .int(&raw.jitter_secs, job, "jitter_secs", JITTER_RANGE)
                 .map_or(base.jitter, Duration::from_secs),
+            thaw_after: match &raw.thaw_after {
+                None => base.thaw_after,
+                Some(s) => match s.get_ref().as_str() {
+                    "listed" => ThawAfter::Listed,
+                    "accepted" => ThawAfter::Accepted,
+                    other => {
+                        self.push(s.span().start, job, "thaw_after", format!(
+                            "thaw_after {other:?}: must be \"listed\" (default: thaw once ECS lists the group's snapshots, as the vendor's plugin does) or \"accepted\" (thaw at the CreateSnapshotGroup answer)"
+                        ));
+                        base.thaw_after
+                    }
+                },
+            },
         }
     }
 
@@ -430,6 +443,7 @@ impl Checker<'_, '_> {
             freeze_timeout_secs: j.freeze_timeout_secs.clone(),
             script_timeout_secs: j.script_timeout_secs.clone(),
             jitter_secs: j.jitter_secs.clone(),
+            thaw_after: j.thaw_after.clone(),
         };
         let eff = self.inheritable(&inherited, jn, defaults);
 
@@ -451,6 +465,7 @@ impl Checker<'_, '_> {
             freeze_timeout: eff.freeze_timeout,
             script_timeout: eff.script_timeout,
             jitter: eff.jitter,
+            thaw_after: eff.thaw_after,
         })
     }
 

@@ -15,6 +15,8 @@ shift
 HERE=$(dirname "${BASH_SOURCE[0]}")
 TMO=${VENDOR_TIMEOUT_S:-20}
 stamp() { echo "$1 ${EPOCHREALTIME/./}" >>"$STAMPS"; }
+# A python that died must not kill this script by SIGPIPE between freeze and thaw.
+trap '' PIPE
 
 coproc PY { exec python3 "$HERE/vendor_like.py"; }
 line=""
@@ -38,7 +40,7 @@ for m in "$@"; do
 done
 if [[ $rc -eq 0 ]]; then
     stamp frozen
-    echo go >&"${PY[1]}"
+    echo go >&"${PY[1]}" 2>/dev/null
     line=""
     read -r -t "$TMO" line <&"${PY[0]}"
     if [[ $line == answered* ]]; then

@@ -84,5 +84,5 @@ try:
         time.sleep(poll_s)
     say(f"listed {polls}")
 except Exception as e:  # report and fail: the script thaws on any line but "listed"
-    say(f"error {e!r}".replace("\n", " "))
+    say(f"error {type(e).__name__}: {e}".replace("\n", " "))
     sys.exit(1)

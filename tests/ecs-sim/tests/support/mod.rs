@@ -62,6 +62,7 @@ fn disk(w: &tempfile::TempDir, id: &str, ty: DiskType) -> DiskConfig {
         zone_id: None,
         backing,
         probe_mounts: vec![],
+        tags: Default::default(),
     }
 }
 
@@ -106,6 +107,8 @@ pub fn world() -> World {
         request_log: Some(dir.path().join("requests.jsonl")),
         freeze_probe_timeout_ms: 300,
         copy_images: true,
+        pit_delay_ms: 0,
+        available_delay_ms: 0,
         faults: Default::default(),
         disks,
     };
@@ -210,6 +213,15 @@ pub fn advance_clock(h: &SimHandle, secs: i64) {
 pub fn assert_error(r: &HttpResponse, status: u16, code: &str) {
     assert_eq!(r.code().as_deref(), Some(code), "body: {}", r.text());
     assert_eq!(r.status, status, "body: {}", r.text());
+    if r.header("content-type") == Some("text/xml;charset=utf-8") {
+        // The request did not ask for JSON: the same fields, as XML.
+        let t = r.text();
+        assert!(t.contains("<Error>"), "{t}");
+        for k in ["RequestId", "HostId", "Code", "Message", "Recommend"] {
+            assert!(t.contains(&format!("<{k}>")), "error body lacks {k}: {t}");
+        }
+        return;
+    }
     let v = r.json();
     for k in ["RequestId", "HostId", "Code", "Message", "Recommend"] {
         assert!(v.get(k).is_some(), "error body lacks {k}: {v}");

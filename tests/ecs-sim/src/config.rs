@@ -140,6 +140,10 @@ pub struct AccessKey {
     pub id: String,
     /// AccessKeySecret.
     pub secret: String,
+    /// `false`: a disabled key, refused with 403 `InvalidAccessKeyId.Inactive`
+    /// (a real code, alibaba-api.md §0 item 12) whatever the signature.
+    #[serde(default = "default_true")]
+    pub active: bool,
 }
 
 /// `system` or `data`, as DescribeDisks `Type` reports it.

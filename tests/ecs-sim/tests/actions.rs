@@ -760,3 +760,34 @@ fn tag_resources_on_snapshots_and_groups() {
         Value::String(snaps[1].clone())
     );
 }
+
+/// Regional ESSD is accepted in a group, but only with its own kind
+/// (alibaba-api.md §0 item 7).
+#[test]
+fn regional_essd_groups_only_with_regional_essd() {
+    let mut w = world();
+    let template = w.cfg.disks.iter().find(|d| d.id == DATA1).unwrap().clone();
+    for id in ["d-bp1regional0000001", "d-bp1regional0000002"] {
+        let backing = w.path(&format!("{id}.raw"));
+        std::fs::write(&backing, [0u8; 4096]).unwrap();
+        let mut d = template.clone();
+        d.id = id.into();
+        d.category = "cloud_regional_disk_auto".into();
+        d.backing = backing;
+        w.cfg.disks.push(d);
+    }
+    let h = start(&w);
+    let c = client(&h, Scheme::V3);
+    let create = |disks: &[&str]| {
+        let keys: Vec<String> = (1..=disks.len()).map(|n| format!("DiskId.{n}")).collect();
+        let mut p = vec![("RegionId", REGION), ("InstanceId", INSTANCE)];
+        p.extend(keys.iter().map(String::as_str).zip(disks.iter().copied()));
+        c.call("CreateSnapshotGroup", &p).unwrap()
+    };
+    assert_error(
+        &create(&["d-bp1regional0000001", DATA1]),
+        403,
+        "InvalidDiskCategory.NotSupported",
+    );
+    ok(&create(&["d-bp1regional0000001", "d-bp1regional0000002"]));
+}

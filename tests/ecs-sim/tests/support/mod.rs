@@ -16,6 +16,8 @@ pub const INSTANCE: &str = "i-bp1abcdefghijklmnop0";
 pub const ROLE: &str = "AppSnapshotRoleName";
 pub const AK: &str = "testid";
 pub const SECRET: &str = "testsecret";
+/// A configured but disabled long-lived key.
+pub const INACTIVE_AK: &str = "testid-disabled";
 
 /// Disk ids used by `world()`.
 pub const SYS: &str = "d-bp1sys0000000000000";
@@ -96,10 +98,18 @@ pub fn world() -> World {
         ram_role: Some(ROLE.into()),
         credential_lifetime_secs: 600,
         http_tokens: HttpTokens::Required,
-        access_keys: vec![AccessKey {
-            id: AK.into(),
-            secret: SECRET.into(),
-        }],
+        access_keys: vec![
+            AccessKey {
+                id: AK.into(),
+                secret: SECRET.into(),
+                active: true,
+            },
+            AccessKey {
+                id: INACTIVE_AK.into(),
+                secret: SECRET.into(),
+                active: false,
+            },
+        ],
         snapshot_dir: dir.path().join("snapshots"),
         time_to_accomplish_secs: 60.0,
         snapshot_quota_per_disk: 256,

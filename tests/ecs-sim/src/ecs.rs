@@ -90,13 +90,11 @@ pub async fn handle(
     }
     let (text, content_type) = if json_wanted {
         (answer.to_string(), "application/json;charset=utf-8")
-    } else {
-        let root = if status == 200 {
-            format!("{}Response", meta.action.as_deref().unwrap_or("Unknown"))
-        } else {
-            "Error".to_string()
-        };
+    } else if status == 200 {
+        let root = format!("{}Response", meta.action.as_deref().unwrap_or("Unknown"));
         (crate::xml::render(&root, &answer), "text/xml;charset=utf-8")
+    } else {
+        (crate::xml::render_error(&answer), "text/xml;charset=utf-8")
     };
     sim.log.write(&json!({
         "time": crate::util::log_time(sim.now()),

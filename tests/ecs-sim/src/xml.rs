@@ -2,11 +2,14 @@
 //! asks for JSON (`Format=JSON`, or V3's `Accept: application/json`), so a
 //! client that forgets to ask must see XML here too.
 //!
-//! Shape (the documented samples; the single-quoted declaration is the
-//! gateway's, a guess from captured answers): the root is
-//! `<{Action}Response>` (or `<Error>`), an object's keys become child
-//! elements in order, and a list under key `K` becomes one `<K>` element per
-//! item, so `{"Tags": {"Tag": [a, b]}}` reads `<Tags><Tag>a</Tag><Tag>b</Tag></Tags>`.
+//! Shape (the documented samples, doc-detail/67698 and the BSS "response
+//! structure" page, whose error sample carries the single-quoted
+//! declaration used here): the root is `<{Action}Response>` (or `<Error>`
+//! with RequestId, HostId, Code, Message in that order), an object's keys
+//! become child elements, and a list under key `K` becomes one `<K>` element
+//! per item, so `{"Tags": {"Tag": [a, b]}}` reads
+//! `<Tags><Tag>a</Tag><Tag>b</Tag></Tags>` (the list convention is a guess
+//! from the models' `Outer.Inner` nesting).
 
 use serde_json::Value;
 
@@ -17,6 +20,28 @@ pub const DECLARATION: &str = "<?xml version='1.0' encoding='UTF-8'?>";
 pub fn render(root: &str, body: &Value) -> String {
     let mut out = String::from(DECLARATION);
     element(&mut out, root, body);
+    out
+}
+
+/// Order of an `<Error>`'s children in the vendor's samples (ECS "Response
+/// results", doc-detail/67698); other keys follow alphabetically.
+const ERROR_ORDER: [&str; 5] = ["RequestId", "HostId", "Code", "Message", "Recommend"];
+
+/// Renders an error body as `<Error>` with its children in the documented order.
+pub fn render_error(body: &Value) -> String {
+    let mut out = String::from(DECLARATION);
+    out.push_str("<Error>");
+    if let Value::Object(m) = body {
+        for k in ERROR_ORDER {
+            if let Some(v) = m.get(k) {
+                element(&mut out, k, v);
+            }
+        }
+        for (k, v) in m.iter().filter(|(k, _)| !ERROR_ORDER.contains(&k.as_str())) {
+            element(&mut out, k, v);
+        }
+    }
+    out.push_str("</Error>");
     out
 }
 
@@ -114,6 +139,18 @@ mod tests {
              <SnapshotGroup><Name>a&lt;&amp;&gt;&apos;&quot;</Name><Tags></Tags></SnapshotGroup>\
              <SnapshotGroup><Available>true</Available><Size>5</Size></SnapshotGroup>\
              </SnapshotGroups></DescribeSnapshotGroupsResponse>"
+        );
+    }
+
+    #[test]
+    fn error_children_follow_the_documented_order() {
+        let x = render_error(&json!({
+            "Code": "C", "HostId": "h", "Message": "m", "Recommend": "r", "RequestId": "id"
+        }));
+        assert_eq!(
+            x,
+            "<?xml version='1.0' encoding='UTF-8'?><Error><RequestId>id</RequestId>\
+             <HostId>h</HostId><Code>C</Code><Message>m</Message><Recommend>r</Recommend></Error>"
         );
     }
 

@@ -85,7 +85,7 @@ fn errors_are_xml_too_when_json_was_not_asked_for() {
     assert_eq!(r.header("content-type"), Some(XML_TYPE));
     let t = r.text();
     assert!(
-        t.starts_with("<?xml version='1.0' encoding='UTF-8'?><Error>"),
+        t.starts_with("<?xml version='1.0' encoding='UTF-8'?><Error><RequestId>"),
         "{t}"
     );
     assert!(t.ends_with("</Error>"), "{t}");

@@ -299,4 +299,17 @@ mod tests {
         assert_eq!(f.on_ecs("A", "k1").error.unwrap().code, "Throttling.User");
         assert!(f.on_ecs("A", "k2").error.is_none());
     }
+
+    #[test]
+    fn retry_after_only_on_throttled_answers() {
+        let mut f = Faults::new(FaultConfig {
+            throttle_rps_per_key: Some(1),
+            retry_after_ms: Some(1500),
+            ..Default::default()
+        });
+        assert_eq!(f.on_ecs("A", "k").retry_after_ms, None);
+        let d = f.on_ecs("A", "k");
+        assert_eq!(d.error.unwrap().code, "Throttling.User");
+        assert_eq!(d.retry_after_ms, Some(1500));
+    }
 }

@@ -60,9 +60,11 @@ fn not_found_disk(id: &str) -> ApiError {
     )
 }
 
-/// CreateSnapshotGroup, §3.1 rules. The copy happens before the answer
-/// (unless `copy_images = false`: benchmarks want the answer after exactly
-/// the injected latency).
+/// CreateSnapshotGroup, §3.1 rules. The point in time (probes + copy) is
+/// taken before the answer, or `pit_delay_ms` after it when that is set
+/// (real ECS does not document which; tests need both). With
+/// `copy_images = false` nothing is copied: benchmarks want the answer after
+/// exactly the injected latency.
 pub async fn create_snapshot_group(sim: Arc<Sim>, p: Params) -> Result<Outcome, ApiError> {
     let disk_ids = p.list("DiskId", 128)?;
     let excluded = p.list("ExcludeDiskId", 128)?;

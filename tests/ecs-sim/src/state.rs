@@ -253,10 +253,14 @@ impl Inner {
         }
     }
 
-    /// True if a progressing group holds a snapshot of `disk_id`.
+    /// True if a progressing group holds a snapshot of `disk_id` that is not
+    /// usable yet. The vendor's exit 16 reads "the previous snapshot is being
+    /// created and the instant access feature is disabled": an Available
+    /// (instant access) snapshot still uploading does not block a new one.
     pub fn disk_busy(&self, disk_id: &str, tta_secs: f64) -> bool {
         self.groups.iter().any(|g| {
             self.group_status(g, tta_secs) == "progressing"
+                && !self.members_available(g, tta_secs)
                 && g.snapshots.iter().any(|s| s.disk_id == disk_id)
         })
     }

@@ -352,3 +352,155 @@ async fn metadata_ignores_proxy_environment() {
     assert!(out.contains("metadata ok"), "{out}");
     assert!(out.contains("credentials ok"), "{out}");
 }
+
+/// Runs the binary through a symlink named like the vendor's binary.
+async fn vendor_binary(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let link = dir.join("app-snapshot-plugin");
+    if !link.exists() {
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_appsnap"), &link).unwrap();
+    }
+    let out = tokio::process::Command::new(&link)
+        .args(args)
+        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_ID")
+        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+        .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Cloud Assistant's separate-argument form is refused exactly like the
+/// `--params=` string: exit 2, the vendor's line, the culprit named.
+#[tokio::test]
+async fn plugin_separate_arguments_refuse_bad_parameters_like_params() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("none.toml");
+    let c = cfg.to_str().unwrap();
+    let (code, out, err) = run(
+        &cfg,
+        &["plugin", "--params=-RamRoleName=r,-Name=x1,-Bogus=1"],
+        false,
+    )
+    .await;
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(err.contains("unknown parameter -Bogus"), "{err}");
+    let want_line = out.clone();
+    for (code, out, err) in [
+        run(
+            &cfg,
+            &["plugin", "--RamRoleName=r", "-Name=x1", "-Bogus=1"],
+            false,
+        )
+        .await,
+        vendor_binary(
+            dir.path(),
+            &["-c", c, "--RamRoleName=r", "-Name=x1", "-Bogus=1"],
+        )
+        .await,
+    ] {
+        assert_eq!(code, Some(2), "{out}{err}");
+        assert!(err.contains("unknown parameter -Bogus"), "{err}");
+        assert_eq!(out, want_line);
+    }
+    for (args, culprit, want) in [
+        (
+            vec!["--RamRoleName=r", "-TimeoutInSeconds=0", "-Name=x1"],
+            "-TimeoutInSeconds=\"0\"",
+            2,
+        ),
+        (vec!["--RamRoleName=r"], "-Name is required", 2),
+        (
+            vec!["--RamRoleName=r", "-Name"],
+            "\"-Name\": expected -Key=Value",
+            2,
+        ),
+        (vec!["--RamRoleName=r", "-Name=1bad"], "-Name=\"1bad\"", 1),
+    ] {
+        let mut full = vec!["-c", c];
+        full.extend(&args);
+        let (code, out, err) = vendor_binary(dir.path(), &full).await;
+        assert_eq!(code, Some(want), "{args:?}: {out}{err}");
+        assert!(err.contains(culprit), "{args:?}: {err}");
+        assert!(out.starts_with("[snapshotgroup=\"\"]"), "{out}");
+    }
+}
+
+/// A well-formed separate-argument call runs the same job as `--params=`:
+/// the role it names is the one fetched, and the run ends the same way
+/// (here: no device on this machine carries the emulated disks' serials).
+#[tokio::test]
+async fn plugin_separate_arguments_run_like_params() {
+    let server = MockServer::start().await;
+    imds(&server).await;
+    role(&server).await;
+    disks(&server).await;
+    Mock::given(ActionIs("DescribeSnapshots"))
+        .respond_with(ecs_ok(
+            json!({"NextToken": "", "Snapshots": {"Snapshot": []}}),
+        ))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let cfg = dir.path().join("appsnap.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[cloud]\nendpoint = \"{0}\"\nmetadata_endpoint = \"{0}\"\n\n[host]\nrun_dir = \"{1}\"\nstate_dir = \"{1}\"\n",
+            server.uri(),
+            run_dir.display()
+        ),
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let params = "--params=-RamRoleName=SnapRole,-EnableFsFreeze=true,-TimeoutInSeconds=30,-ExcludeDiskId=\"d-bp1sys\",-Name=Created_At_202401011200";
+    let (want_code, want_out, want_err) = run(&cfg, &["plugin", params], false).await;
+    let separate = [
+        "--RamRoleName=SnapRole",
+        "-EnableFsFreeze=true",
+        "-TimeoutInSeconds=30",
+        "-ExcludeDiskId=d-bp1sys",
+        "-Name=Created_At_202401011200",
+    ];
+    let mut via_plugin = vec!["plugin"];
+    via_plugin.extend(separate);
+    let mut via_link = vec!["-c", c];
+    via_link.extend(separate);
+    // What the operator reads (log lines carry times and run ids).
+    let report = |err: &str| -> Vec<String> {
+        err.lines()
+            .filter(|l| l.starts_with("warning: ") || l.starts_with("error: "))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(want_code, Some(1), "{want_out}{want_err}");
+    assert!(
+        report(&want_err).iter().any(|l| l.contains("d-bp1data")),
+        "{want_err}"
+    );
+    for (code, out, err) in [
+        run(&cfg, &via_plugin, false).await,
+        vendor_binary(dir.path(), &via_link).await,
+    ] {
+        assert_eq!(
+            code, want_code,
+            "{out}{err}\n--params gave:\n{want_out}{want_err}"
+        );
+        assert_eq!(out, want_out, "{err}\n--params gave:\n{want_err}");
+        assert_eq!(report(&err), report(&want_err));
+    }
+    let reqs = server.received_requests().await.unwrap();
+    let role_reads = reqs
+        .iter()
+        .filter(|r| r.url.path() == "/latest/meta-data/ram/security-credentials/SnapRole")
+        .count();
+    assert!(
+        role_reads >= 3,
+        "each run reads the named role's credentials"
+    );
+}

@@ -504,3 +504,169 @@ async fn plugin_separate_arguments_run_like_params() {
         "each run reads the named role's credentials"
     );
 }
+
+const RETENTION_JOBS: &str = r#"
+[[job]]
+name = "pruned"
+schedule = "30 2 * * *"
+disks = ["d-bp1data"]
+keep_last = 7
+
+[[job]]
+name = "kept"
+schedule = "30 3 * * *"
+disks = ["d-bp1data"]
+"#;
+
+/// `check` asks ECS, changing nothing, whether the role may delete groups
+/// when a job prunes: a RAM refusal names the missing action and exits 3.
+#[tokio::test]
+async fn check_reports_a_role_that_cannot_delete_for_retention() {
+    let server = MockServer::start().await;
+    imds(&server).await;
+    role(&server).await;
+    disks(&server).await;
+    Mock::given(ActionIs("DeleteSnapshotGroup"))
+        .respond_with(ecs_error(
+            403,
+            "Forbidden.RAM",
+            "User not authorized to operate on the specified resource, or this API doesn't support RAM.",
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = policy(dir.path(), &server, RETENTION_JOBS);
+    let (code, out, err) = run(&cfg, &["check"], false).await;
+    assert_eq!(code, Some(3), "{out}{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("job ")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].starts_with("job \"pruned\": the role lacks ecs:DeleteSnapshotGroup"),
+        "{err}"
+    );
+    assert!(lines[0].contains("Forbidden.RAM"), "{err}");
+    let keys = KeyRing::new().with("STS.check", ROLE_SECRET, Some(ROLE_TOKEN));
+    let seen = assert_all_signed(&server, &keys).await;
+    let probe: Vec<_> = seen
+        .iter()
+        .filter(|v| v.action == "DeleteSnapshotGroup")
+        .collect();
+    assert_eq!(probe.len(), 1);
+    assert_eq!(
+        probe[0].params["SnapshotGroupId"],
+        "ssg-appsnapprobe000000000"
+    );
+}
+
+/// The probe's not-found answer means the role got past RAM: allowed, exit 0.
+/// Without retention nothing is probed at all.
+#[tokio::test]
+async fn check_accepts_a_role_that_may_delete_and_probes_only_for_retention() {
+    let server = MockServer::start().await;
+    imds(&server).await;
+    role(&server).await;
+    disks(&server).await;
+    Mock::given(ActionIs("DeleteSnapshotGroup"))
+        .respond_with(ecs_error(
+            404,
+            "InvalidSnapshotGroup.NotFound",
+            "The SnapshotGroupId provided does not exist in our records.",
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = policy(dir.path(), &server, RETENTION_JOBS);
+    let (code, out, err) = run(&cfg, &["check"], false).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("job \"pruned\": retention ok: the role may call ecs:DeleteSnapshotGroup"),
+        "{out}"
+    );
+    assert!(!out.contains("job \"kept\": retention"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let no_retention =
+        "[[job]]\nname = \"kept\"\nschedule = \"30 3 * * *\"\ndisks = [\"d-bp1data\"]\n";
+    let cfg = policy(dir.path(), &server, no_retention);
+    let (code, out, err) = run(&cfg, &["check"], false).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    // `.expect(1)` above: the second check sent no DeleteSnapshotGroup.
+}
+
+/// A region or key error on the probe proves nothing about RAM: a warning,
+/// not a verdict, and certainly not "allowed".
+#[tokio::test]
+async fn check_probe_with_an_unrelated_error_only_warns() {
+    let server = MockServer::start().await;
+    imds(&server).await;
+    role(&server).await;
+    disks(&server).await;
+    Mock::given(ActionIs("DeleteSnapshotGroup"))
+        .respond_with(ecs_error(
+            404,
+            "InvalidRegionId.NotFound",
+            "The RegionId provided does not exist in our records.",
+        ))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = policy(dir.path(), &server, RETENTION_JOBS);
+    let (code, out, err) = run(&cfg, &["check"], false).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("job \"pruned\": warning: cannot tell whether the role may call ecs:DeleteSnapshotGroup"),
+        "{out}"
+    );
+    assert!(out.contains("InvalidRegionId.NotFound"), "{out}");
+    assert!(!out.contains("retention ok"), "{out}");
+}
+
+/// Against the emulator (real signatures, its DeleteSnapshotGroup): the
+/// probe's not-found answer counts as "may delete".
+#[test]
+fn check_probe_against_the_emulator_is_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("data.raw");
+    std::fs::write(&backing, vec![0u8; 1 << 20]).unwrap();
+    let sim_toml = dir.path().join("sim.toml");
+    std::fs::write(
+        &sim_toml,
+        format!(
+            "region_id = \"cn-hangzhou\"\nzone_id = \"cn-hangzhou-i\"\ninstance_id = \"i-bp1probetest00000000\"\nram_role = \"AppSnapshotRoleName\"\nhttp_tokens = \"required\"\nsnapshot_dir = \"{0}/snapshots\"\n\n[[disk]]\nid = \"d-bp1data100000000000\"\ntype = \"data\"\ncategory = \"cloud_essd\"\nbacking = \"{1}\"\n",
+            dir.path().display(),
+            backing.display()
+        ),
+    )
+    .unwrap();
+    let sim = ecs_sim::SimHandle::spawn(ecs_sim::config::SimConfig::load(&sim_toml).unwrap())
+        .expect("emulator starts");
+    let cfg = dir.path().join("appsnap.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[cloud]\nendpoint = \"{}\"\nmetadata_endpoint = \"{}\"\n\n[[job]]\nname = \"pruned\"\nschedule = \"30 2 * * *\"\ndisks = [\"d-bp1data100000000000\"]\nmax_age_days = 30\n",
+            sim.started.ecs_url, sim.started.imds_url
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_appsnap"))
+        .arg("-c")
+        .arg(&cfg)
+        .args(["--config-dir", "/nonexistent", "check"])
+        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_ID")
+        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+        .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("job \"pruned\": retention ok: the role may call ecs:DeleteSnapshotGroup"),
+        "{stdout}"
+    );
+}

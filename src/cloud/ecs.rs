@@ -466,6 +466,19 @@ pub enum DeleteOutcome {
     Partial(Vec<(String, String, String)>),
 }
 
+/// A snapshot-group id that is well-formed but can never exist: deleting it
+/// changes nothing, and the answer tells whether the role may delete at all.
+pub const PROBE_GROUP_ID: &str = "ssg-appsnapprobe000000000";
+
+/// Whether the credentials may call DeleteSnapshotGroup (what retention needs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeletePermission {
+    /// ECS got past authorisation and said the probe group does not exist.
+    Allowed,
+    /// ECS refused on permission grounds; the code it answered.
+    Denied(String),
+}
+
 /// The ECS API client: one HTTP client (keep-alive) and the shared credentials.
 pub struct EcsClient {
     http: reqwest::Client,
@@ -781,6 +794,31 @@ impl EcsClient {
         })
     }
 
+    /// Asks ECS whether these credentials may delete snapshot groups, without
+    /// deleting anything: DeleteSnapshotGroup of [`PROBE_GROUP_ID`]. RAM is
+    /// checked before the group is looked up, so `Forbidden*`/`NoPermission`
+    /// means denied and the group's not-found code means allowed; any other
+    /// answer is returned as the error it is (nothing can be concluded).
+    pub async fn probe_delete_permission(
+        &self,
+        deadline: Instant,
+    ) -> Result<DeletePermission, EcsError> {
+        match self.delete_snapshot_group(PROBE_GROUP_ID, deadline).await {
+            Ok(DeleteOutcome::AlreadyGone) => Ok(DeletePermission::Allowed),
+            Ok(other) => Err(EcsError::Decode {
+                action: "DeleteSnapshotGroup".into(),
+                http_status: 200,
+                reason: format!(
+                    "the probe group {PROBE_GROUP_ID} cannot exist, yet ECS answered {other:?}"
+                ),
+            }),
+            Err(e) => match e.code() {
+                Some(c) if is_permission_denied(c) => Ok(DeletePermission::Denied(c.to_string())),
+                _ => Err(e),
+            },
+        }
+    }
+
     async fn paged<T: DeserializeOwned>(
         &self,
         action: &str,
@@ -968,6 +1006,12 @@ impl EcsClient {
             retry_after,
         })
     }
+}
+
+/// ECS's "the caller may not do this" codes (`Forbidden.RAM`,
+/// `Forbidden.NotAuthorized`, `NoPermission`, ...).
+pub fn is_permission_denied(code: &str) -> bool {
+    code.starts_with("Forbidden") || code.contains("NoPermission")
 }
 
 /// Header by which a throttled answer says how long to wait before retrying.

@@ -70,8 +70,7 @@ pub fn ecs_outcome(
         // ECS answers a bad key as `InvalidAccessKeyId` (no suffix),
         // `.NotFound` or `.Inactive` (a disabled key): all mean "no permission".
         Some(c)
-            if c.starts_with("Forbidden")
-                || c.contains("NoPermission")
+            if ecs::is_permission_denied(c)
                 || c == "InvalidAccessKeyId"
                 || c.starts_with("InvalidAccessKeyId.") =>
         {

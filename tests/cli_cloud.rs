@@ -670,3 +670,62 @@ fn check_probe_against_the_emulator_is_allowed() {
         "{stdout}"
     );
 }
+
+/// An IMDS that predates hardened mode: the token PUT is 404, GETs need no token.
+async fn imds_without_token_api(server: &MockServer) {
+    Mock::given(method("PUT"))
+        .and(path("/latest/api/token"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(server)
+        .await;
+    for (item, v) in [
+        ("meta-data/instance-id", "i-bp1test"),
+        ("meta-data/region-id", "cn-hangzhou"),
+        ("meta-data/zone-id", "cn-hangzhou-i"),
+    ] {
+        Mock::given(method("GET"))
+            .and(path(format!("/latest/{item}")))
+            .respond_with(ResponseTemplate::new(200).set_body_string(v))
+            .mount(server)
+            .await;
+    }
+}
+
+/// Normal mode is used (with a warning) unless the environment or the policy
+/// forbids it; then `check` says which switch did.
+#[tokio::test]
+async fn check_falls_back_to_normal_mode_unless_forbidden() {
+    let server = MockServer::start().await;
+    imds_without_token_api(&server).await;
+    disks(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = policy(dir.path(), &server, "");
+    let (code, out, err) = run(&cfg, &["check"], true).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("metadata ok: instance i-bp1test"), "{out}");
+    assert!(err.contains("normal mode"), "{err}");
+
+    let (code, out, err) = run_with(
+        &cfg,
+        &["check"],
+        true,
+        &[("ALIBABA_CLOUD_IMDSV1_DISABLED", "true")],
+    )
+    .await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("no session-token API (HTTP 404"), "{err}");
+    assert!(!out.contains("metadata ok"), "{out}");
+
+    let forbidding = dir.path().join("forbid.toml");
+    std::fs::write(
+        &forbidding,
+        format!(
+            "[cloud]\nendpoint = \"{0}\"\nmetadata_endpoint = \"{0}\"\nimds_v1_fallback = false\n",
+            server.uri()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run(&forbidding, &["check"], true).await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("imds_v1_fallback = false"), "{err}");
+}

@@ -65,6 +65,9 @@ pub struct CloudSettings {
     pub signature_version: SignatureVersion,
     /// The most disks one snapshot group may hold (the server has the last word).
     pub max_disks_per_group: u32,
+    /// Read the metadata service without a token when its token API is absent
+    /// (404/405), like the official credentials library; `false` forbids it.
+    pub imds_v1_fallback: bool,
 }
 
 /// Default metadata service address on every ECS instance.
@@ -82,6 +85,7 @@ impl Default for CloudSettings {
             metadata_endpoint: DEFAULT_METADATA_ENDPOINT.to_string(),
             signature_version: SignatureVersion::V3,
             max_disks_per_group: DEFAULT_MAX_DISKS_PER_GROUP,
+            imds_v1_fallback: true,
         }
     }
 }

@@ -267,6 +267,10 @@ impl Checker<'_, '_> {
             max_disks_per_group: self
                 .int(&c.max_disks_per_group, None, "max_disks_per_group", 1..=128)
                 .map_or(d.max_disks_per_group, |n| n as u32),
+            imds_v1_fallback: c
+                .imds_v1_fallback
+                .as_ref()
+                .map_or(d.imds_v1_fallback, |b| *b.get_ref()),
         }
     }
 

@@ -852,3 +852,47 @@ async fn retry_after_past_the_deadline_gives_up_without_sleeping() {
     assert!(Instant::now() < deadline, "slept until the deadline");
     assert_eq!(err.code(), Some("Throttling.User"));
 }
+
+/// ECS's own per-group limits (documented 403 codes of CreateSnapshotGroup)
+/// come back with a message that says what to do, and end with exit 4: the
+/// group could not be created (they surface only when creating it).
+#[tokio::test]
+async fn group_limit_errors_say_what_to_do_and_exit_4() {
+    use appsnap::cloud::ecs_outcome;
+    use appsnap::job::outcome::Outcome;
+    for (code, message, want) in [
+        (
+            "NumberExceed.TooManyDisks",
+            "The number of all disks in the request exceeds.",
+            "more disks than ECS accepts in one snapshot group",
+        ),
+        (
+            "CapacityExceed.TooManyDisks",
+            "The capacity of all disks in the request exceeds.",
+            "total size",
+        ),
+        (
+            "InvalidDisk.DiskCategoryInconsistent",
+            "If any specified disk is of a regional disk category, then all disks must also be of that regional disk category.",
+            "Regional ESSD",
+        ),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(ActionIs("CreateSnapshotGroup"))
+            .respond_with(ecs_error(403, code, message))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let err = client(&server, SignatureVersion::V3)
+            .create_snapshot_group(&csg_request(), soon(10))
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(code) && text.contains(want), "{text}");
+        assert_eq!(
+            ecs_outcome(&err, Outcome::GroupCreateFailed).code(),
+            4,
+            "{code}"
+        );
+    }
+}

@@ -166,6 +166,9 @@ async fn preflight(policy: &Policy) -> Outcome {
                 for w in &sel.warnings {
                     println!("job {name:?}: warning: {w}");
                 }
+                for n in &sel.notes {
+                    println!("job {name:?}: note: {n}");
+                }
                 let ids: Vec<&str> = sel.disks.iter().map(|d| d.disk_id.as_str()).collect();
                 println!(
                     "job {name:?}: ok: {} disk(s): {}",

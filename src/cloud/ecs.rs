@@ -20,8 +20,16 @@ use super::secret::{scrub, Secret, REDACTED};
 use super::sign::{self, RequestParts, ECS_API_VERSION};
 use crate::policy::types::{CloudSettings, DiskId, SignatureVersion};
 
-/// Disk categories that snapshot groups accept (ESSD, ESSD AutoPL, ESSD Entry).
-pub const SUPPORTED_CATEGORIES: &[&str] = &["cloud_essd", "cloud_auto", "cloud_essd_entry"];
+/// Regional ESSD: accepted in snapshot groups, but only with its own kind.
+pub const REGIONAL_ESSD_CATEGORY: &str = "cloud_regional_disk_auto";
+/// Disk categories that snapshot groups accept (ESSD, ESSD AutoPL, ESSD
+/// Entry, and Regional ESSD, the last only grouped with its own kind).
+pub const SUPPORTED_CATEGORIES: &[&str] = &[
+    "cloud_essd",
+    "cloud_auto",
+    "cloud_essd_entry",
+    REGIONAL_ESSD_CATEGORY,
+];
 /// Most tags one CreateSnapshotGroup / TagResources call takes.
 pub const MAX_TAGS: usize = 20;
 /// Most resources one TagResources call takes.
@@ -61,7 +69,7 @@ pub enum EcsError {
         reason: String,
     },
     /// ECS answered with an error code.
-    #[error("ECS {action} failed: {code}: {message} (HTTP {http_status}, RequestId {})", .request_id.as_deref().unwrap_or("none"))]
+    #[error("ECS {action} failed: {code}: {message}{} (HTTP {http_status}, RequestId {})", code_hint(.code), .request_id.as_deref().unwrap_or("none"))]
     Api {
         /// API action.
         action: String,
@@ -107,6 +115,17 @@ pub enum EcsError {
     /// No usable credentials.
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
+}
+
+/// What an operator should know about codes whose server message does not
+/// say what to do (documented 403 codes of CreateSnapshotGroup).
+fn code_hint(code: &str) -> &'static str {
+    match code {
+        "NumberExceed.TooManyDisks" => " — more disks than ECS accepts in one snapshot group in this region (16 in older regions, up to 128 in newer ones): split the job's disks over several jobs, and set cloud.max_disks_per_group to that limit so appsnap refuses before freezing",
+        "CapacityExceed.TooManyDisks" => " — the disks' total size is more than ECS accepts in one snapshot group (32 TiB in older regions, 256 TiB in newer ones): split the job's disks over several jobs",
+        "InvalidDisk.DiskCategoryInconsistent" => " — Regional ESSD (cloud_regional_disk_auto) disks can only be grouped with other Regional ESSDs: split them into their own job",
+        _ => "",
+    }
 }
 
 fn last_suffix(last: &Option<Box<EcsError>>) -> String {

@@ -527,10 +527,15 @@ impl Checker<'_, '_> {
                     );
                 }
                 if ids.len() > max as usize {
-                    self.push(at, jn, "disks", format!(
-                        "disks: {} listed; a snapshot group holds at most {max} (cloud.max_disks_per_group)",
-                        ids.len()
-                    ));
+                    self.push(
+                        at,
+                        jn,
+                        "disks",
+                        format!(
+                            "disks: {} listed, more than cloud.max_disks_per_group = {max}",
+                            ids.len()
+                        ),
+                    );
                 }
                 if let Some(ex) = &j.exclude_disks {
                     let both: Vec<&str> = exclude

@@ -47,7 +47,10 @@ fn ext4_image_has(lab_dir: &Path, image: &Path, name: &str) -> bool {
         .arg(&scratch)
         .output()
         .unwrap();
-    assert!(fsck.status.code().is_some_and(|c| c <= 2), "e2fsck: {fsck:?}");
+    assert!(
+        fsck.status.code().is_some_and(|c| c <= 2),
+        "e2fsck: {fsck:?}"
+    );
     let out = Command::new("debugfs")
         .args(["-R", &format!("stat /{name}")])
         .arg(&scratch)
@@ -147,7 +150,10 @@ fn consistency_proof_app_consistent_run_with_a_live_writer() {
         .find(|l| l.contains(id))
         .unwrap_or_else(|| panic!("group {id} listed: {lt}"));
     assert!(row.contains("app"), "listed as app-consistent: {row}");
-    eprintln!("appsnap list --job db:\n{}", String::from_utf8_lossy(&list.stdout));
+    eprintln!(
+        "appsnap list --job db:\n{}",
+        String::from_utf8_lossy(&list.stdout)
+    );
 
     // State recorded for `appsnap status`.
     let st: Value = serde_json::from_str(
@@ -415,7 +421,10 @@ fn an_available_snapshot_still_uploading_neither_blocks_nor_delays_a_run() {
     for g in &groups {
         assert_eq!(g["status"], "progressing", "still uploading: {g}");
         for tags in snapshot_tags(g) {
-            assert!(has_tag(&tags, "FsConsistent", "True"), "tagged once usable: {tags:?}");
+            assert!(
+                has_tag(&tags, "FsConsistent", "True"),
+                "tagged once usable: {tags:?}"
+            );
         }
     }
     let st: Value = serde_json::from_str(
@@ -426,7 +435,9 @@ fn an_available_snapshot_still_uploading_neither_blocks_nor_delays_a_run() {
     let status = text(&w.appsnap(&["status"]));
     assert!(status.contains("UPLOAD"), "{status}");
     assert!(
-        status.lines().any(|l| l.starts_with("db ") && l.contains('%')),
+        status
+            .lines()
+            .any(|l| l.starts_with("db ") && l.contains('%')),
         "status shows the upload's progress: {status}"
     );
 }

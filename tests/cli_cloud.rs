@@ -98,10 +98,11 @@ fn groups() -> serde_json::Value {
 }
 
 /// Consistency lives on the snapshots (ECS cannot tag a group after creation).
+/// DescribeSnapshots spells tags `{TagKey, TagValue}` (official SDK model).
 fn snapshots() -> serde_json::Value {
     json!({"NextToken": "", "Snapshots": {"Snapshot": [
         {"SnapshotId": "s-1", "SourceDiskId": "d-bp1a", "Status": "accomplished",
-         "Tags": {"Tag": [{"Key": "AppConsistent", "Value": "True"}, {"Key": "appsnap:consistency", "Value": "app"}]}}
+         "Tags": {"Tag": [{"TagKey": "AppConsistent", "TagValue": "True"}, {"TagKey": "appsnap:consistency", "TagValue": "app"}]}}
     ]}})
 }
 
@@ -141,11 +142,13 @@ async fn list_shows_appsnap_groups_newest_first() {
 
     let keys = KeyRing::new().with(AK, SECRET, None);
     let seen = assert_all_signed(&server, &keys).await;
-    // Each list: DescribeSnapshotGroups, then DescribeSnapshots for the accomplished group's snapshots.
+    // Each list: DescribeSnapshotGroups, then DescribeSnapshots for the
+    // snapshots of every group that did not fail (one still uploading is
+    // usable and tagged too).
     assert_eq!(seen.len(), 4);
     assert_eq!(seen[0].params["InstanceId"], "i-bp1test");
     assert_eq!(seen[0].params["RegionId"], "cn-hangzhou");
-    assert_eq!(seen[1].params["SnapshotIds"], "[\"s-1\"]");
+    assert_eq!(seen[1].params["SnapshotIds"], "[\"s-1\",\"s-2\"]");
     assert_eq!(seen[2].params["Tag.1.Key"], "appsnap:job");
     assert_eq!(seen[2].params["Tag.1.Value"], "mysql");
     assert!(!format!("{out}{err}").contains(SECRET));

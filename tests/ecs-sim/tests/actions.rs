@@ -524,7 +524,9 @@ fn group_lifecycle_progressing_then_accomplished_then_deleted() {
 
 #[test]
 fn second_group_on_a_busy_disk_is_refused_until_accomplished() {
-    let w = world();
+    // Snapshots that are not usable before the upload ends (no instant access).
+    let mut w = world();
+    w.cfg.available_delay_ms = 3_600_000;
     let h = start(&w);
     let c = client(&h, Scheme::V1);
     create_group(&c, &[]);
@@ -533,6 +535,18 @@ fn second_group_on_a_busy_disk_is_refused_until_accomplished() {
     // A disk outside the running group is fine.
     ok(&csg(&c, &[("InstanceId", INSTANCE), ("DiskId.1", SYS)]));
     advance_clock(&h, 61);
+    ok(&csg(&c, &[("InstanceId", INSTANCE), ("DiskId.1", DATA2)]));
+}
+
+/// Instant access: a snapshot still uploading but already Available does not
+/// block a new group on its disk (the vendor's exit 16 is "being created and
+/// the instant access feature is disabled").
+#[test]
+fn an_available_snapshot_still_uploading_does_not_block_its_disk() {
+    let w = world();
+    let h = start(&w);
+    let c = client(&h, Scheme::V3);
+    create_group(&c, &[]);
     ok(&csg(&c, &[("InstanceId", INSTANCE), ("DiskId.1", DATA2)]));
 }
 

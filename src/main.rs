@@ -5,5 +5,6 @@ mod cli;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    cli::dispatch(cli::args::Cli::parse())
+    let argv = cli::args::effective_args(std::env::args_os().collect());
+    cli::dispatch(cli::args::Cli::parse_from(argv))
 }

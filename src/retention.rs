@@ -500,9 +500,9 @@ pub async fn assess(
     ))
 }
 
-/// Per-snapshot tags of accomplished groups (the only ones whose consistency
-/// matters): consistency lives on the snapshots, since ECS cannot tag a group
-/// after its creation.
+/// Per-snapshot tags of groups that did not fail: consistency lives on the
+/// snapshots, since ECS cannot tag a group after its creation. A group still
+/// uploading counts: its snapshots are usable (instant access) and tagged.
 pub async fn snapshot_tags(
     ecs: &EcsClient,
     groups: &[SnapshotGroup],
@@ -510,7 +510,7 @@ pub async fn snapshot_tags(
 ) -> Result<HashMap<String, Vec<Tag>>, RetentionError> {
     let ids: Vec<String> = groups
         .iter()
-        .filter(|g| g.status.eq_ignore_ascii_case("accomplished"))
+        .filter(|g| !g.status.eq_ignore_ascii_case("failed"))
         .flat_map(|g| g.snapshots.iter().map(|s| s.snapshot_id.clone()))
         .collect();
     let mut out = HashMap::new();

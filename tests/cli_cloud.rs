@@ -98,10 +98,11 @@ fn groups() -> serde_json::Value {
 }
 
 /// Consistency lives on the snapshots (ECS cannot tag a group after creation).
+/// DescribeSnapshots spells tags `{TagKey, TagValue}` (official SDK model).
 fn snapshots() -> serde_json::Value {
     json!({"NextToken": "", "Snapshots": {"Snapshot": [
         {"SnapshotId": "s-1", "SourceDiskId": "d-bp1a", "Status": "accomplished",
-         "Tags": {"Tag": [{"Key": "AppConsistent", "Value": "True"}, {"Key": "appsnap:consistency", "Value": "app"}]}}
+         "Tags": {"Tag": [{"TagKey": "AppConsistent", "TagValue": "True"}, {"TagKey": "appsnap:consistency", "TagValue": "app"}]}}
     ]}})
 }
 
@@ -141,11 +142,13 @@ async fn list_shows_appsnap_groups_newest_first() {
 
     let keys = KeyRing::new().with(AK, SECRET, None);
     let seen = assert_all_signed(&server, &keys).await;
-    // Each list: DescribeSnapshotGroups, then DescribeSnapshots for the accomplished group's snapshots.
+    // Each list: DescribeSnapshotGroups, then DescribeSnapshots for the
+    // snapshots of every group that did not fail (one still uploading is
+    // usable and tagged too).
     assert_eq!(seen.len(), 4);
     assert_eq!(seen[0].params["InstanceId"], "i-bp1test");
     assert_eq!(seen[0].params["RegionId"], "cn-hangzhou");
-    assert_eq!(seen[1].params["SnapshotIds"], "[\"s-1\"]");
+    assert_eq!(seen[1].params["SnapshotIds"], "[\"s-1\",\"s-2\"]");
     assert_eq!(seen[2].params["Tag.1.Key"], "appsnap:job");
     assert_eq!(seen[2].params["Tag.1.Value"], "mysql");
     assert!(!format!("{out}{err}").contains(SECRET));
@@ -351,4 +354,381 @@ async fn metadata_ignores_proxy_environment() {
     assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
     assert!(out.contains("metadata ok"), "{out}");
     assert!(out.contains("credentials ok"), "{out}");
+}
+
+/// Runs the binary through a symlink named like the vendor's binary.
+async fn vendor_binary(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let link = dir.join("app-snapshot-plugin");
+    if !link.exists() {
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_appsnap"), &link).unwrap();
+    }
+    let out = tokio::process::Command::new(&link)
+        .args(args)
+        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_ID")
+        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+        .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Cloud Assistant's separate-argument form is refused exactly like the
+/// `--params=` string: exit 2, the vendor's line, the culprit named.
+#[tokio::test]
+async fn plugin_separate_arguments_refuse_bad_parameters_like_params() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("none.toml");
+    let c = cfg.to_str().unwrap();
+    let (code, out, err) = run(
+        &cfg,
+        &["plugin", "--params=-RamRoleName=r,-Name=x1,-Bogus=1"],
+        false,
+    )
+    .await;
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(err.contains("unknown parameter -Bogus"), "{err}");
+    let want_line = out.clone();
+    for (code, out, err) in [
+        run(
+            &cfg,
+            &["plugin", "--RamRoleName=r", "-Name=x1", "-Bogus=1"],
+            false,
+        )
+        .await,
+        vendor_binary(
+            dir.path(),
+            &["-c", c, "--RamRoleName=r", "-Name=x1", "-Bogus=1"],
+        )
+        .await,
+    ] {
+        assert_eq!(code, Some(2), "{out}{err}");
+        assert!(err.contains("unknown parameter -Bogus"), "{err}");
+        assert_eq!(out, want_line);
+    }
+    for (args, culprit, want) in [
+        (
+            vec!["--RamRoleName=r", "-TimeoutInSeconds=0", "-Name=x1"],
+            "-TimeoutInSeconds=\"0\"",
+            2,
+        ),
+        (vec!["--RamRoleName=r"], "-Name is required", 2),
+        (
+            vec!["--RamRoleName=r", "-Name"],
+            "\"-Name\": expected -Key=Value",
+            2,
+        ),
+        (vec!["--RamRoleName=r", "-Name=1bad"], "-Name=\"1bad\"", 1),
+    ] {
+        let mut full = vec!["-c", c];
+        full.extend(&args);
+        let (code, out, err) = vendor_binary(dir.path(), &full).await;
+        assert_eq!(code, Some(want), "{args:?}: {out}{err}");
+        assert!(err.contains(culprit), "{args:?}: {err}");
+        assert!(out.starts_with("[snapshotgroup=\"\"]"), "{out}");
+    }
+}
+
+/// A well-formed separate-argument call runs the same job as `--params=`:
+/// the role it names is the one fetched, and the run ends the same way
+/// (here: no device on this machine carries the emulated disks' serials).
+#[tokio::test]
+async fn plugin_separate_arguments_run_like_params() {
+    let server = MockServer::start().await;
+    imds(&server).await;
+    role(&server).await;
+    disks(&server).await;
+    Mock::given(ActionIs("DescribeSnapshots"))
+        .respond_with(ecs_ok(
+            json!({"NextToken": "", "Snapshots": {"Snapshot": []}}),
+        ))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let cfg = dir.path().join("appsnap.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[cloud]\nendpoint = \"{0}\"\nmetadata_endpoint = \"{0}\"\n\n[host]\nrun_dir = \"{1}\"\nstate_dir = \"{1}\"\n",
+            server.uri(),
+            run_dir.display()
+        ),
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let params = "--params=-RamRoleName=SnapRole,-EnableFsFreeze=true,-TimeoutInSeconds=30,-ExcludeDiskId=\"d-bp1sys\",-Name=Created_At_202401011200";
+    let (want_code, want_out, want_err) = run(&cfg, &["plugin", params], false).await;
+    let separate = [
+        "--RamRoleName=SnapRole",
+        "-EnableFsFreeze=true",
+        "-TimeoutInSeconds=30",
+        "-ExcludeDiskId=d-bp1sys",
+        "-Name=Created_At_202401011200",
+    ];
+    let mut via_plugin = vec!["plugin"];
+    via_plugin.extend(separate);
+    let mut via_link = vec!["-c", c];
+    via_link.extend(separate);
+    // What the operator reads (log lines carry times and run ids).
+    let report = |err: &str| -> Vec<String> {
+        err.lines()
+            .filter(|l| l.starts_with("warning: ") || l.starts_with("error: "))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(want_code, Some(1), "{want_out}{want_err}");
+    assert!(
+        report(&want_err).iter().any(|l| l.contains("d-bp1data")),
+        "{want_err}"
+    );
+    for (code, out, err) in [
+        run(&cfg, &via_plugin, false).await,
+        vendor_binary(dir.path(), &via_link).await,
+    ] {
+        assert_eq!(
+            code, want_code,
+            "{out}{err}\n--params gave:\n{want_out}{want_err}"
+        );
+        assert_eq!(out, want_out, "{err}\n--params gave:\n{want_err}");
+        assert_eq!(report(&err), report(&want_err));
+    }
+    let reqs = server.received_requests().await.unwrap();
+    let role_reads = reqs
+        .iter()
+        .filter(|r| r.url.path() == "/latest/meta-data/ram/security-credentials/SnapRole")
+        .count();
+    assert!(
+        role_reads >= 3,
+        "each run reads the named role's credentials"
+    );
+}
+
+const RETENTION_JOBS: &str = r#"
+[[job]]
+name = "pruned"
+schedule = "30 2 * * *"
+disks = ["d-bp1data"]
+keep_last = 7
+
+[[job]]
+name = "kept"
+schedule = "30 3 * * *"
+disks = ["d-bp1data"]
+"#;
+
+/// `check` asks ECS, changing nothing, whether the role may delete groups
+/// when a job prunes: a RAM refusal names the missing action and exits 3.
+#[tokio::test]
+async fn check_reports_a_role_that_cannot_delete_for_retention() {
+    let server = MockServer::start().await;
+    imds(&server).await;
+    role(&server).await;
+    disks(&server).await;
+    Mock::given(ActionIs("DeleteSnapshotGroup"))
+        .respond_with(ecs_error(
+            403,
+            "Forbidden.RAM",
+            "User not authorized to operate on the specified resource, or this API doesn't support RAM.",
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = policy(dir.path(), &server, RETENTION_JOBS);
+    let (code, out, err) = run(&cfg, &["check"], false).await;
+    assert_eq!(code, Some(3), "{out}{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("job ")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].starts_with("job \"pruned\": the role lacks ecs:DeleteSnapshotGroup"),
+        "{err}"
+    );
+    assert!(lines[0].contains("Forbidden.RAM"), "{err}");
+    let keys = KeyRing::new().with("STS.check", ROLE_SECRET, Some(ROLE_TOKEN));
+    let seen = assert_all_signed(&server, &keys).await;
+    let probe: Vec<_> = seen
+        .iter()
+        .filter(|v| v.action == "DeleteSnapshotGroup")
+        .collect();
+    assert_eq!(probe.len(), 1);
+    assert_eq!(
+        probe[0].params["SnapshotGroupId"],
+        "ssg-appsnapprobe000000000"
+    );
+}
+
+/// The probe's not-found answer means the role got past RAM: allowed, exit 0.
+/// Without retention nothing is probed at all.
+#[tokio::test]
+async fn check_accepts_a_role_that_may_delete_and_probes_only_for_retention() {
+    let server = MockServer::start().await;
+    imds(&server).await;
+    role(&server).await;
+    disks(&server).await;
+    Mock::given(ActionIs("DeleteSnapshotGroup"))
+        .respond_with(ecs_error(
+            404,
+            "InvalidSnapshotGroup.NotFound",
+            "The SnapshotGroupId provided does not exist in our records.",
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = policy(dir.path(), &server, RETENTION_JOBS);
+    let (code, out, err) = run(&cfg, &["check"], false).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("job \"pruned\": retention ok: the role may call ecs:DeleteSnapshotGroup"),
+        "{out}"
+    );
+    assert!(!out.contains("job \"kept\": retention"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let no_retention =
+        "[[job]]\nname = \"kept\"\nschedule = \"30 3 * * *\"\ndisks = [\"d-bp1data\"]\n";
+    let cfg = policy(dir.path(), &server, no_retention);
+    let (code, out, err) = run(&cfg, &["check"], false).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    // `.expect(1)` above: the second check sent no DeleteSnapshotGroup.
+}
+
+/// A region or key error on the probe proves nothing about RAM: a warning,
+/// not a verdict, and certainly not "allowed".
+#[tokio::test]
+async fn check_probe_with_an_unrelated_error_only_warns() {
+    let server = MockServer::start().await;
+    imds(&server).await;
+    role(&server).await;
+    disks(&server).await;
+    Mock::given(ActionIs("DeleteSnapshotGroup"))
+        .respond_with(ecs_error(
+            404,
+            "InvalidRegionId.NotFound",
+            "The RegionId provided does not exist in our records.",
+        ))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = policy(dir.path(), &server, RETENTION_JOBS);
+    let (code, out, err) = run(&cfg, &["check"], false).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("job \"pruned\": warning: cannot tell whether the role may call ecs:DeleteSnapshotGroup"),
+        "{out}"
+    );
+    assert!(out.contains("InvalidRegionId.NotFound"), "{out}");
+    assert!(!out.contains("retention ok"), "{out}");
+}
+
+/// Against the emulator (real signatures, its DeleteSnapshotGroup): the
+/// probe's not-found answer counts as "may delete".
+#[test]
+fn check_probe_against_the_emulator_is_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("data.raw");
+    std::fs::write(&backing, vec![0u8; 1 << 20]).unwrap();
+    let sim_toml = dir.path().join("sim.toml");
+    std::fs::write(
+        &sim_toml,
+        format!(
+            "region_id = \"cn-hangzhou\"\nzone_id = \"cn-hangzhou-i\"\ninstance_id = \"i-bp1probetest00000000\"\nram_role = \"AppSnapshotRoleName\"\nhttp_tokens = \"required\"\nsnapshot_dir = \"{0}/snapshots\"\n\n[[disk]]\nid = \"d-bp1data100000000000\"\ntype = \"data\"\ncategory = \"cloud_essd\"\nbacking = \"{1}\"\n",
+            dir.path().display(),
+            backing.display()
+        ),
+    )
+    .unwrap();
+    let sim = ecs_sim::SimHandle::spawn(ecs_sim::config::SimConfig::load(&sim_toml).unwrap())
+        .expect("emulator starts");
+    let cfg = dir.path().join("appsnap.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[cloud]\nendpoint = \"{}\"\nmetadata_endpoint = \"{}\"\n\n[[job]]\nname = \"pruned\"\nschedule = \"30 2 * * *\"\ndisks = [\"d-bp1data100000000000\"]\nmax_age_days = 30\n",
+            sim.started.ecs_url, sim.started.imds_url
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_appsnap"))
+        .arg("-c")
+        .arg(&cfg)
+        .args(["--config-dir", "/nonexistent", "check"])
+        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_ID")
+        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+        .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("job \"pruned\": retention ok: the role may call ecs:DeleteSnapshotGroup"),
+        "{stdout}"
+    );
+}
+
+/// An IMDS that predates hardened mode: the token PUT is 404, GETs need no token.
+async fn imds_without_token_api(server: &MockServer) {
+    Mock::given(method("PUT"))
+        .and(path("/latest/api/token"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(server)
+        .await;
+    for (item, v) in [
+        ("meta-data/instance-id", "i-bp1test"),
+        ("meta-data/region-id", "cn-hangzhou"),
+        ("meta-data/zone-id", "cn-hangzhou-i"),
+    ] {
+        Mock::given(method("GET"))
+            .and(path(format!("/latest/{item}")))
+            .respond_with(ResponseTemplate::new(200).set_body_string(v))
+            .mount(server)
+            .await;
+    }
+}
+
+/// Normal mode is used (with a warning) unless the environment or the policy
+/// forbids it; then `check` says which switch did.
+#[tokio::test]
+async fn check_falls_back_to_normal_mode_unless_forbidden() {
+    let server = MockServer::start().await;
+    imds_without_token_api(&server).await;
+    disks(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = policy(dir.path(), &server, "");
+    let (code, out, err) = run(&cfg, &["check"], true).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("metadata ok: instance i-bp1test"), "{out}");
+    assert!(err.contains("normal mode"), "{err}");
+
+    let (code, out, err) = run_with(
+        &cfg,
+        &["check"],
+        true,
+        &[("ALIBABA_CLOUD_IMDSV1_DISABLED", "true")],
+    )
+    .await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("no session-token API (HTTP 404"), "{err}");
+    assert!(!out.contains("metadata ok"), "{out}");
+
+    let forbidding = dir.path().join("forbid.toml");
+    std::fs::write(
+        &forbidding,
+        format!(
+            "[cloud]\nendpoint = \"{0}\"\nmetadata_endpoint = \"{0}\"\nimds_v1_fallback = false\n",
+            server.uri()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run(&forbidding, &["check"], true).await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("imds_v1_fallback = false"), "{err}");
 }

@@ -737,3 +737,162 @@ async fn warm_opens_the_connection_before_the_call() {
     assert_eq!(reqs.len(), 2);
     assert_eq!(reqs[0].method.as_str(), "HEAD");
 }
+
+/// Only the group's own not-found codes mean "already gone": a wrong region
+/// (or any other `*.NotFound`) must stay an error, or retention would report
+/// deletions that never happened.
+#[tokio::test]
+async fn delete_counts_only_the_groups_own_not_found_as_gone() {
+    for (code, gone) in [
+        ("InvalidSnapshotGroup.NotFound", true),
+        ("InvalidSnapshotGroupId.NotFound", true),
+        ("InvalidRegionId.NotFound", false),
+        ("InvalidInstanceId.NotFound", false),
+        ("InvalidAccessKeyId.NotFound", false),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(ActionIs("DeleteSnapshotGroup"))
+            .respond_with(ecs_error(404, code, "does not exist in our records"))
+            .mount(&server)
+            .await;
+        let got = client(&server, SignatureVersion::V3)
+            .delete_snapshot_group("ssg-x", soon(10))
+            .await;
+        if gone {
+            assert_eq!(got.unwrap(), DeleteOutcome::AlreadyGone, "{code}");
+        } else {
+            let e = got.unwrap_err();
+            assert_eq!(e.code(), Some(code), "{code}: {e}");
+        }
+    }
+}
+
+/// Every spelling of a bad AccessKey ECS is known to answer ends with the
+/// vendor's "no permission" code 3, not a generic failure.
+#[test]
+fn access_key_errors_map_to_exit_3() {
+    use appsnap::cloud::ecs_outcome;
+    use appsnap::job::outcome::Outcome;
+    let api = |code: &str| EcsError::Api {
+        action: "DescribeDisks".into(),
+        code: code.into(),
+        message: String::new(),
+        request_id: None,
+        http_status: 404,
+    };
+    for code in [
+        "InvalidAccessKeyId",
+        "InvalidAccessKeyId.NotFound",
+        "InvalidAccessKeyId.Inactive",
+        "Forbidden.RAM",
+        "NoPermission",
+    ] {
+        assert_eq!(
+            ecs_outcome(&api(code), Outcome::ConditionsNotMet).code(),
+            3,
+            "{code}"
+        );
+    }
+    assert_eq!(
+        ecs_outcome(&api("InvalidRegionId.NotFound"), Outcome::ConditionsNotMet).code(),
+        1
+    );
+}
+
+/// `x-acs-retry-after` (milliseconds, as the official tea-openapi reads it)
+/// stretches the wait before the next attempt beyond the SDK backoff.
+#[tokio::test]
+async fn throttled_answer_with_retry_after_waits_at_least_that_long() {
+    let server = MockServer::start().await;
+    Mock::given(ActionIs("CreateSnapshotGroup"))
+        .respond_with(Sequence::new(vec![
+            ecs_error(400, "Throttling.User", "flow control")
+                .insert_header("x-acs-retry-after", "700"),
+            ecs_ok(json!({"SnapshotGroupId": "ssg-after-wait"})),
+        ]))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let started = std::time::Instant::now();
+    let id = client(&server, SignatureVersion::V3)
+        .create_snapshot_group(&csg_request(), soon(30))
+        .await
+        .unwrap();
+    assert_eq!(id, "ssg-after-wait");
+    // The fast test backoff is at most 100 ms; only the header explains a call
+    // this long. (A lower bound: a slow machine can only make it longer.)
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(700), "{took:?}");
+}
+
+/// A retry-after that would end past the caller's deadline is not waited
+/// out: the call ends at once with DeadlineExceeded and sends nothing more.
+#[tokio::test]
+async fn retry_after_past_the_deadline_gives_up_without_sleeping() {
+    let server = MockServer::start().await;
+    Mock::given(ActionIs("CreateSnapshotGroup"))
+        .respond_with(
+            ecs_error(400, "Throttling.User", "flow control")
+                .insert_header("x-acs-retry-after", "60000"),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    // 60 s asked for, 30 s left: waiting would pass the deadline.
+    let deadline = soon(30);
+    let err = client(&server, SignatureVersion::V3)
+        .create_snapshot_group(&csg_request(), deadline)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, EcsError::DeadlineExceeded { attempts: 1, .. }),
+        "{err:?}"
+    );
+    // It returned well before the deadline instead of sleeping towards it.
+    assert!(Instant::now() < deadline, "slept until the deadline");
+    assert_eq!(err.code(), Some("Throttling.User"));
+}
+
+/// ECS's own per-group limits (documented 403 codes of CreateSnapshotGroup)
+/// come back with a message that says what to do, and end with exit 4: the
+/// group could not be created (they surface only when creating it).
+#[tokio::test]
+async fn group_limit_errors_say_what_to_do_and_exit_4() {
+    use appsnap::cloud::ecs_outcome;
+    use appsnap::job::outcome::Outcome;
+    for (code, message, want) in [
+        (
+            "NumberExceed.TooManyDisks",
+            "The number of all disks in the request exceeds.",
+            "more disks than ECS accepts in one snapshot group",
+        ),
+        (
+            "CapacityExceed.TooManyDisks",
+            "The capacity of all disks in the request exceeds.",
+            "total size",
+        ),
+        (
+            "InvalidDisk.DiskCategoryInconsistent",
+            "If any specified disk is of a regional disk category, then all disks must also be of that regional disk category.",
+            "Regional ESSD",
+        ),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(ActionIs("CreateSnapshotGroup"))
+            .respond_with(ecs_error(403, code, message))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let err = client(&server, SignatureVersion::V3)
+            .create_snapshot_group(&csg_request(), soon(10))
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(code) && text.contains(want), "{text}");
+        assert_eq!(
+            ecs_outcome(&err, Outcome::GroupCreateFailed).code(),
+            4,
+            "{code}"
+        );
+    }
+}

@@ -268,3 +268,114 @@ async fn imds_down_at_startup_then_back() {
         assert!(!format!("{creds:?} {key:?} {err} {err:?}").contains(secret));
     }
 }
+
+/// Mounts token-less GETs (normal mode) for the identity items.
+async fn mount_tokenless_identity(server: &MockServer) {
+    for (item, v) in [
+        ("meta-data/instance-id", "i-bp1normal"),
+        ("meta-data/region-id", "cn-hangzhou"),
+    ] {
+        Mock::given(method("GET"))
+            .and(path(format!("/latest/{item}")))
+            .respond_with(ResponseTemplate::new(200).set_body_string(v))
+            .mount(server)
+            .await;
+    }
+}
+
+/// An IMDS without the token API (404 or 405 to the PUT) is read in normal
+/// mode, as the official credentials library does, with a warning; the token
+/// API is not asked again for every item.
+#[tokio::test(flavor = "current_thread")]
+async fn absent_token_api_falls_back_to_normal_mode_with_a_warning() {
+    for status in [404u16, 405] {
+        let (_guard, logs) = capture_logs();
+        let server = MockServer::start().await;
+        Mock::given(method("PUT"))
+            .and(path("/latest/api/token"))
+            .respond_with(ResponseTemplate::new(status))
+            .expect(1)
+            .mount(&server)
+            .await;
+        mount_tokenless_identity(&server).await;
+        let imds = quick(&server.uri());
+        assert_eq!(imds.instance_id().await.unwrap(), "i-bp1normal", "{status}");
+        assert_eq!(imds.region_id().await.unwrap(), "cn-hangzhou");
+        let reqs = server.received_requests().await.unwrap();
+        let gets: Vec<_> = reqs.iter().filter(|r| r.method.as_str() == "GET").collect();
+        assert_eq!(gets.len(), 2);
+        assert!(gets.iter().all(|r| !r.headers.contains_key(TOKEN_HEADER)));
+        let text = logs.text();
+        assert!(
+            text.contains("normal mode") && text.contains(&format!("HTTP {status}")),
+            "{text}"
+        );
+    }
+}
+
+/// A token API that fails (5xx, every try) is not "absent": no token-less GET.
+#[tokio::test]
+async fn failing_token_api_is_not_absent() {
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    mount_tokenless_identity(&server).await;
+    let err = quick(&server.uri()).instance_id().await.unwrap_err();
+    assert!(
+        matches!(err, MetadataError::Status { status: 503, .. }),
+        "{err:?}"
+    );
+    let reqs = server.received_requests().await.unwrap();
+    assert!(reqs.iter().all(|r| r.method.as_str() == "PUT"));
+}
+
+/// A token request that times out is not "absent" either.
+#[tokio::test]
+async fn timed_out_token_api_is_not_absent() {
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(30)))
+        .mount(&server)
+        .await;
+    mount_tokenless_identity(&server).await;
+    let imds = quick(&server.uri()).with_retries(
+        1,
+        Backoff {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(10),
+        },
+    );
+    let err = imds.instance_id().await.unwrap_err();
+    assert!(matches!(err, MetadataError::Unreachable { .. }), "{err:?}");
+    let reqs = server.received_requests().await.unwrap();
+    assert!(reqs.iter().all(|r| r.method.as_str() == "PUT"));
+}
+
+/// With the fallback forbidden an absent token API is an error that says so.
+#[tokio::test]
+async fn forbidden_fallback_makes_an_absent_token_api_an_error() {
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&server)
+        .await;
+    mount_tokenless_identity(&server).await;
+    let err = quick(&server.uri())
+        .with_v1_fallback(false)
+        .instance_id()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, MetadataError::TokenApiAbsent { status: 404 }),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("ALIBABA_CLOUD_IMDSV1_DISABLED") && msg.contains("imds_v1_fallback"),
+        "{msg}"
+    );
+    let reqs = server.received_requests().await.unwrap();
+    assert!(reqs.iter().all(|r| r.method.as_str() == "PUT"));
+}

@@ -37,6 +37,7 @@ fn disk(dir: &std::path::Path, id: &str, ty: DiskType, category: &str) -> DiskCo
         zone_id: None,
         backing,
         probe_mounts: vec![],
+        tags: Default::default(),
     }
 }
 
@@ -61,6 +62,8 @@ fn start(dir: &std::path::Path) -> SimHandle {
         request_log: None,
         freeze_probe_timeout_ms: 300,
         copy_images: true,
+        pit_delay_ms: 0,
+        available_delay_ms: 0,
         faults: Default::default(),
         disks: vec![
             disk(dir, SYS, DiskType::System, "cloud_essd"),

@@ -34,7 +34,7 @@ fn defaults_are_the_vendor_plugins() {
     assert_eq!(j.disks, DiskSelection::All { exclude: vec![] });
     assert_eq!(j.prescript, None);
     assert_eq!(p.cloud.metadata_endpoint, "http://100.100.100.200");
-    assert_eq!(p.cloud.max_disks_per_group, 16);
+    assert_eq!(p.cloud.max_disks_per_group, 128);
     assert_eq!(p.host.run_dir, Path::new("/run/appsnap"));
     assert_eq!(p.host.state_dir, Path::new("/var/lib/appsnap"));
     assert_eq!(p.host.by_id_dir, Path::new("/dev/disk/by-id"));

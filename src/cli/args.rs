@@ -82,7 +82,8 @@ pub enum Command {
     List(ListArgs),
     /// Thaw every file system the frozen-set record names (after a crash; safe to repeat).
     Thaw(ThawArgs),
-    /// Drop-in replacement for the vendor plugin: takes its --params string.
+    /// Drop-in replacement for the vendor plugin: takes its --params string, or
+    /// its parameters as separate -Key=Value arguments (as Cloud Assistant passes them).
     Plugin(PluginArgs),
     /// Internal: the freeze guard process the daemon starts (plan on stdin, events on stdout).
     #[command(hide = true, name = "freeze-guard")]
@@ -166,5 +167,38 @@ pub struct PluginArgs {
     /// The vendor's parameter string, e.g.
     /// -RamRoleName="r",-EnableFsFreeze=true,-TimeoutInSeconds=30,-Name="LinuxApp1"
     #[arg(long, value_name = "PARAMS", allow_hyphen_values = true)]
-    pub params: String,
+    pub params: Option<String>,
+    /// Or the same parameters as separate arguments, as Cloud Assistant starts
+    /// the vendor binary: --RamRoleName=r -TimeoutInSeconds=30 -Name=x
+    /// (taken raw: clap would read -Name=x as short options).
+    #[arg(
+        value_name = "-Key=Value",
+        num_args = 0..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub vendor_args: Vec<String>,
+}
+
+/// The vendor binary's file name: invoked under it (a symlink), appsnap acts
+/// as `appsnap plugin`, so Cloud Assistant commands written for the vendor
+/// plugin run unchanged.
+pub const VENDOR_BINARY_NAME: &str = "app-snapshot-plugin";
+
+/// The command line to parse: argv as given, or, when argv[0]'s file name is
+/// [`VENDOR_BINARY_NAME`], `plugin` inserted after it.
+pub fn effective_args(argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let invoked_as_vendor = argv
+        .first()
+        .and_then(|a0| std::path::Path::new(a0).file_name())
+        .is_some_and(|n| n == VENDOR_BINARY_NAME);
+    if !invoked_as_vendor {
+        return argv;
+    }
+    let mut out = Vec::with_capacity(argv.len() + 1);
+    let mut it = argv.into_iter();
+    out.extend(it.next());
+    out.push("plugin".into());
+    out.extend(it);
+    out
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use appsnap::cloud::credentials::Credentials;
-use appsnap::cloud::ecs::EcsClient;
+use appsnap::cloud::ecs::{DeletePermission, EcsClient};
 use appsnap::cloud::metadata::MetadataClient;
 use appsnap::cloud::preflight::{refusal_outcome, select_disks};
 use appsnap::cloud::CloudError;
@@ -115,6 +115,45 @@ async fn preflight(policy: &Policy) -> Outcome {
         listed.join(", ")
     );
     let mut result = Outcome::Success;
+    // Retention deletes groups: the vendor's policy does not grant that, so
+    // ask ECS (changing nothing) once, for every job that prunes.
+    let pruning: Vec<&Job> = policy
+        .jobs
+        .iter()
+        .filter(|j| j.keep_last.is_some() || j.max_age_days.is_some())
+        .collect();
+    if !pruning.is_empty() {
+        match ecs
+            .probe_delete_permission(Instant::now() + CHECK_API_DEADLINE)
+            .await
+        {
+            Ok(DeletePermission::Allowed) => {
+                for job in &pruning {
+                    println!(
+                        "job {:?}: retention ok: the role may call ecs:DeleteSnapshotGroup",
+                        job.name.as_str()
+                    );
+                }
+            }
+            Ok(DeletePermission::Denied(code)) => {
+                for job in &pruning {
+                    eprintln!(
+                        "job {:?}: the role lacks ecs:DeleteSnapshotGroup, which its retention (keep_last/max_age_days) needs (ECS answered {code}); add it to the role's policy or drop the job's retention",
+                        job.name.as_str()
+                    );
+                }
+                result = Outcome::NoDisksOrPermission;
+            }
+            Err(e) => {
+                for job in &pruning {
+                    println!(
+                        "job {:?}: warning: cannot tell whether the role may call ecs:DeleteSnapshotGroup for retention: {e}",
+                        job.name.as_str()
+                    );
+                }
+            }
+        }
+    }
     for job in &policy.jobs {
         let name = job.name.as_str();
         match select_disks(
@@ -126,6 +165,9 @@ async fn preflight(policy: &Policy) -> Outcome {
             Ok(sel) => {
                 for w in &sel.warnings {
                     println!("job {name:?}: warning: {w}");
+                }
+                for n in &sel.notes {
+                    println!("job {name:?}: note: {n}");
                 }
                 let ids: Vec<&str> = sel.disks.iter().map(|d| d.disk_id.as_str()).collect();
                 println!(

@@ -39,10 +39,16 @@ pub fn run(cli: &Cli, args: &RunArgs) -> u8 {
     execute(&policy, &job, opts, !args.dry_run)
 }
 
-/// `plugin --params=...`: the vendor plugin's parameters over the policy's
-/// `[cloud]` and `[host]` (defaults when there is no policy file).
+/// `plugin --params=...` or `plugin -Key=Value ...`: the vendor plugin's
+/// parameters over the policy's `[cloud]` and `[host]` (defaults when there
+/// is no policy file).
 pub fn plugin(cli: &Cli, args: &PluginArgs) -> u8 {
-    let params = match plugin_params::parse(&args.params) {
+    let parsed = match (&args.params, args.vendor_args.is_empty()) {
+        (Some(_), false) => Err(plugin_params::PluginParamsError::BothForms),
+        (Some(p), true) => plugin_params::parse(p),
+        (None, _) => plugin_params::parse_args(&args.vendor_args),
+    };
+    let params = match parsed {
         Ok(p) => p,
         Err(e) => {
             eprintln!("appsnap: plugin: {e}");

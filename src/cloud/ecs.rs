@@ -20,12 +20,31 @@ use super::secret::{scrub, Secret, REDACTED};
 use super::sign::{self, RequestParts, ECS_API_VERSION};
 use crate::policy::types::{CloudSettings, DiskId, SignatureVersion};
 
-/// Disk categories that snapshot groups accept (ESSD, ESSD AutoPL, ESSD Entry).
-pub const SUPPORTED_CATEGORIES: &[&str] = &["cloud_essd", "cloud_auto", "cloud_essd_entry"];
+/// Regional ESSD: accepted in snapshot groups, but only with its own kind.
+pub const REGIONAL_ESSD_CATEGORY: &str = "cloud_regional_disk_auto";
+/// Disk categories that snapshot groups accept (ESSD, ESSD AutoPL, ESSD
+/// Entry, and Regional ESSD, the last only grouped with its own kind).
+pub const SUPPORTED_CATEGORIES: &[&str] = &[
+    "cloud_essd",
+    "cloud_auto",
+    "cloud_essd_entry",
+    REGIONAL_ESSD_CATEGORY,
+];
 /// Most tags one CreateSnapshotGroup / TagResources call takes.
 pub const MAX_TAGS: usize = 20;
 /// Most resources one TagResources call takes.
 pub const MAX_TAG_RESOURCES: usize = 50;
+/// The codes by which DeleteSnapshotGroup says the group itself does not
+/// exist. `InvalidSnapshotGroup.NotFound` (404) is documented for the
+/// sibling ModifySnapshotGroup ("The SnapshotGroupId provided does not exist
+/// in our records"); the DeleteSnapshotGroup page lists no not-found code, so
+/// `InvalidSnapshotGroupId.NotFound` (ECS's `Invalid<Param>.NotFound` pattern,
+/// what the emulator answers) is accepted too. Any other `*.NotFound` (a wrong
+/// region, a key) is a real failure, never "already deleted".
+pub const GROUP_NOT_FOUND_CODES: &[&str] = &[
+    "InvalidSnapshotGroup.NotFound",
+    "InvalidSnapshotGroupId.NotFound",
+];
 /// Guard against a server that keeps returning a `NextToken`.
 const MAX_PAGES: usize = 1000;
 
@@ -50,7 +69,7 @@ pub enum EcsError {
         reason: String,
     },
     /// ECS answered with an error code.
-    #[error("ECS {action} failed: {code}: {message} (HTTP {http_status}, RequestId {})", .request_id.as_deref().unwrap_or("none"))]
+    #[error("ECS {action} failed: {code}: {message}{} (HTTP {http_status}, RequestId {})", code_hint(.code), .request_id.as_deref().unwrap_or("none"))]
     Api {
         /// API action.
         action: String,
@@ -96,6 +115,17 @@ pub enum EcsError {
     /// No usable credentials.
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
+}
+
+/// What an operator should know about codes whose server message does not
+/// say what to do (documented 403 codes of CreateSnapshotGroup).
+fn code_hint(code: &str) -> &'static str {
+    match code {
+        "NumberExceed.TooManyDisks" => " — more disks than ECS accepts in one snapshot group in this region (16 in older regions, up to 128 in newer ones): split the job's disks over several jobs, and set cloud.max_disks_per_group to that limit so appsnap refuses before freezing",
+        "CapacityExceed.TooManyDisks" => " — the disks' total size is more than ECS accepts in one snapshot group (32 TiB in older regions, 256 TiB in newer ones): split the job's disks over several jobs",
+        "InvalidDisk.DiskCategoryInconsistent" => " — Regional ESSD (cloud_regional_disk_auto) disks can only be grouped with other Regional ESSDs: split them into their own job",
+        _ => "",
+    }
 }
 
 fn last_suffix(last: &Option<Box<EcsError>>) -> String {
@@ -455,6 +485,19 @@ pub enum DeleteOutcome {
     Partial(Vec<(String, String, String)>),
 }
 
+/// A snapshot-group id that is well-formed but can never exist: deleting it
+/// changes nothing, and the answer tells whether the role may delete at all.
+pub const PROBE_GROUP_ID: &str = "ssg-appsnapprobe000000000";
+
+/// Whether the credentials may call DeleteSnapshotGroup (what retention needs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeletePermission {
+    /// ECS got past authorisation and said the probe group does not exist.
+    Allowed,
+    /// ECS refused on permission grounds; the code it answered.
+    Denied(String),
+}
+
 /// The ECS API client: one HTTP client (keep-alive) and the shared credentials.
 pub struct EcsClient {
     http: reqwest::Client,
@@ -739,7 +782,7 @@ impl EcsClient {
         ];
         let v = match self.call("DeleteSnapshotGroup", &p, deadline).await {
             Ok(v) => v,
-            Err(e) if e.code().is_some_and(|c| c.ends_with(".NotFound")) => {
+            Err(e) if e.code().is_some_and(|c| GROUP_NOT_FOUND_CODES.contains(&c)) => {
                 return Ok(DeleteOutcome::AlreadyGone);
             }
             Err(e) => return Err(e),
@@ -768,6 +811,31 @@ impl EcsClient {
         } else {
             DeleteOutcome::Partial(failed)
         })
+    }
+
+    /// Asks ECS whether these credentials may delete snapshot groups, without
+    /// deleting anything: DeleteSnapshotGroup of [`PROBE_GROUP_ID`]. RAM is
+    /// checked before the group is looked up, so `Forbidden*`/`NoPermission`
+    /// means denied and the group's not-found code means allowed; any other
+    /// answer is returned as the error it is (nothing can be concluded).
+    pub async fn probe_delete_permission(
+        &self,
+        deadline: Instant,
+    ) -> Result<DeletePermission, EcsError> {
+        match self.delete_snapshot_group(PROBE_GROUP_ID, deadline).await {
+            Ok(DeleteOutcome::AlreadyGone) => Ok(DeletePermission::Allowed),
+            Ok(other) => Err(EcsError::Decode {
+                action: "DeleteSnapshotGroup".into(),
+                http_status: 200,
+                reason: format!(
+                    "the probe group {PROBE_GROUP_ID} cannot exist, yet ECS answered {other:?}"
+                ),
+            }),
+            Err(e) => match e.code() {
+                Some(c) if is_permission_denied(c) => Ok(DeletePermission::Denied(c.to_string())),
+                _ => Err(e),
+            },
+        }
     }
 
     async fn paged<T: DeserializeOwned>(
@@ -833,9 +901,9 @@ impl EcsClient {
                 });
             }
             attempts += 1;
-            let err = match self.attempt(action, params, deadline).await {
+            let (err, retry_after) = match self.attempt(action, params, deadline).await {
                 Ok(v) => return Ok(v),
-                Err(e) => e,
+                Err(f) => (f.error, f.retry_after),
             };
             if !err.is_retryable() {
                 return Err(err);
@@ -849,9 +917,13 @@ impl EcsClient {
             } else {
                 self.retry.normal
             };
-            let delay = backoff.delay(attempts - 1);
+            // The server's own wait, when it names one, is a floor: retrying
+            // sooner only earns another throttle.
+            let delay = backoff
+                .delay(attempts - 1)
+                .max(retry_after.unwrap_or(Duration::ZERO));
             let Some(at) = next_attempt_at(Instant::now(), delay, deadline) else {
-                tracing::warn!(action, attempts, error = %err, "no time left before the deadline for another attempt");
+                tracing::warn!(action, attempts, error = %err, delay_ms = delay.as_millis() as u64, "no time left before the deadline for another attempt");
                 return Err(EcsError::DeadlineExceeded {
                     action: action.into(),
                     attempts,
@@ -870,8 +942,8 @@ impl EcsClient {
         action: &str,
         params: &[(String, String)],
         deadline: Instant,
-    ) -> Result<Value, EcsError> {
-        let key = self.credentials.get().await?;
+    ) -> Result<Value, Failed> {
+        let key = self.credentials.get().await.map_err(EcsError::from)?;
         let timestamp = sign::timestamp(chrono::Utc::now());
         let nonce = sign::nonce();
         let parts = RequestParts {
@@ -919,6 +991,11 @@ impl EcsClient {
         };
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
         let content_type = resp
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
@@ -943,7 +1020,47 @@ impl EcsClient {
             );
             return Ok(v);
         }
-        Err(decode_error(action, status, &body, parsed.ok(), &key))
+        Err(Failed {
+            error: decode_error(action, status, &body, parsed.ok(), &key),
+            retry_after,
+        })
+    }
+}
+
+/// ECS's "the caller may not do this" codes (`Forbidden.RAM`,
+/// `Forbidden.NotAuthorized`, `NoPermission`, ...).
+pub fn is_permission_denied(code: &str) -> bool {
+    code.starts_with("Forbidden") || code.contains("NoPermission")
+}
+
+/// Header by which a throttled answer says how long to wait before retrying.
+pub const RETRY_AFTER_HEADER: &str = "x-acs-retry-after";
+
+/// Reads `x-acs-retry-after`: whole **milliseconds** (the official
+/// tea-openapi `Utils.get_throttling_time_left` takes it as an int and the
+/// retry policy sleeps it as milliseconds, capped at 120 s). Absent, empty,
+/// unparsable or non-positive values mean "no hint", as there. Capped at
+/// 120 s like the SDK, so a garbled value cannot park a retry for days.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let ms: i64 = v.trim().parse().ok()?;
+    (ms > 0).then(|| Duration::from_millis(ms.unsigned_abs()).min(MAX_RETRY_AFTER))
+}
+
+/// The SDK's cap on any single retry wait (`MAX_DELAY_TIME`, 120 s).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+
+/// A failed attempt: the error, plus the server's retry hint if it gave one.
+struct Failed {
+    error: EcsError,
+    retry_after: Option<Duration>,
+}
+
+impl From<EcsError> for Failed {
+    fn from(error: EcsError) -> Failed {
+        Failed {
+            error,
+            retry_after: None,
+        }
     }
 }
 
@@ -1124,6 +1241,19 @@ mod tests {
             empty.params("r"),
             Err(EcsError::InvalidRequest { .. })
         ));
+    }
+
+    #[test]
+    fn retry_after_is_milliseconds_and_only_positive() {
+        assert_eq!(parse_retry_after("1500"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_retry_after(" 20 "), Some(Duration::from_millis(20)));
+        for v in ["", "0", "-5", "soon", "1.5"] {
+            assert_eq!(parse_retry_after(v), None, "{v:?}");
+        }
+        assert_eq!(
+            parse_retry_after("999999999999"),
+            Some(Duration::from_secs(120))
+        );
     }
 
     #[test]

@@ -1,8 +1,13 @@
 //! Client for the ECS instance metadata service (IMDS, `100.100.100.200`).
 //!
-//! Always hardened mode: a session token from `PUT /latest/api/token` rides on
+//! Hardened mode first: a session token from `PUT /latest/api/token` rides on
 //! every GET, so appsnap keeps working on instances set to `HttpTokens=required`.
 //! The token is reused until shortly before its TTL ends and re-acquired on 401.
+//! Only when the token API is *absent* (404/405 to the PUT) does the client
+//! read in normal mode (no token), with a warning, as the official credentials
+//! library does; `ALIBABA_CLOUD_IMDSV1_DISABLED=true` or `[cloud]
+//! imds_v1_fallback = false` forbid that. A timeout or 5xx is never "absent":
+//! falling back on those would let a flaky service downgrade the instance.
 //! IMDS is link-local plain HTTP: the client never uses a proxy (a proxy would
 //! receive role credentials), never sends `X-Forwarded-For` (IMDS answers 403),
 //! and has short timeouts because the service is either there at once or not at all.
@@ -25,6 +30,17 @@ pub const TOKEN_TTL_HEADER: &str = "X-aliyun-ecs-metadata-token-ttl-seconds";
 pub const TOKEN_HEADER: &str = "X-aliyun-ecs-metadata-token";
 /// Token lifetime requested by default: the maximum IMDS allows (6 h).
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(21_600);
+/// The official credentials library's switch that forbids normal mode.
+pub const IMDSV1_DISABLED_ENV: &str = "ALIBABA_CLOUD_IMDSV1_DISABLED";
+/// How long "the token API is absent" is believed before asking again, so an
+/// instance switched to hardened mode is noticed without a restart.
+const NORMAL_MODE_RECHECK: Duration = Duration::from_secs(300);
+
+/// Whether the environment forbids normal mode (`ALIBABA_CLOUD_IMDSV1_DISABLED=true`,
+/// case-insensitive, as the official library reads it).
+pub fn imds_v1_disabled_by_env() -> bool {
+    std::env::var(IMDSV1_DISABLED_ENV).is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
 
 /// Why a metadata read failed; never carries a token or credential.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +83,12 @@ pub enum MetadataError {
         /// HTTP status code.
         status: u16,
     },
+    /// The service has no token API and normal mode is forbidden.
+    #[error("metadata service has no session-token API (HTTP {status} to PUT /latest/api/token) and normal mode (no token) is forbidden by ALIBABA_CLOUD_IMDSV1_DISABLED=true or [cloud] imds_v1_fallback = false")]
+    TokenApiAbsent {
+        /// HTTP status code (404 or 405).
+        status: u16,
+    },
     /// No RAM role is attached to this instance.
     #[error(
         "no RAM role is attached to this instance (metadata ram/security-credentials/ is empty)"
@@ -93,9 +115,16 @@ pub struct InstanceIdentity {
     pub zone_id: String,
 }
 
+/// The session token, or `None` while the token API is absent (normal mode).
 struct CachedToken {
-    value: Secret,
+    value: Option<Secret>,
     renew_at: Instant,
+}
+
+/// What the token PUT gave: a token, or proof that the API does not exist.
+enum TokenAnswer {
+    Token(Secret),
+    Absent { status: u16 },
 }
 
 /// IMDS client; cheap to share behind an `Arc`, safe to call concurrently.
@@ -105,6 +134,8 @@ pub struct MetadataClient {
     token_ttl: Duration,
     tries: u32,
     backoff: Backoff,
+    v1_fallback: bool,
+    warned_normal_mode: std::sync::atomic::AtomicBool,
     token: Mutex<Option<CachedToken>>,
 }
 
@@ -113,18 +144,22 @@ impl std::fmt::Debug for MetadataClient {
         f.debug_struct("MetadataClient")
             .field("base", &self.base)
             .field("token_ttl", &self.token_ttl)
+            .field("v1_fallback", &self.v1_fallback)
             .finish_non_exhaustive()
     }
 }
 
 impl MetadataClient {
     /// A client for `settings.metadata_endpoint` with the production defaults
-    /// (6 h token, 3 tries, 1 s connect / 2 s read timeouts).
+    /// (6 h token, 3 tries, 1 s connect / 2 s read timeouts); normal mode only
+    /// if both `imds_v1_fallback` and the environment allow it.
     pub fn new(settings: &CloudSettings) -> Result<MetadataClient, MetadataError> {
-        MetadataClient::with_endpoint(&settings.metadata_endpoint)
+        Ok(MetadataClient::with_endpoint(&settings.metadata_endpoint)?
+            .with_v1_fallback(settings.imds_v1_fallback && !imds_v1_disabled_by_env()))
     }
 
-    /// A client for an explicit base URL (`http://100.100.100.200` in production).
+    /// A client for an explicit base URL (`http://100.100.100.200` in production);
+    /// normal-mode fallback as the environment says (allowed by default).
     pub fn with_endpoint(endpoint: &str) -> Result<MetadataClient, MetadataError> {
         let bad = |reason: &str| MetadataError::Endpoint {
             endpoint: endpoint.to_string(),
@@ -151,8 +186,16 @@ impl MetadataClient {
                 initial: Duration::from_millis(200),
                 max: Duration::from_secs(1),
             },
+            v1_fallback: !imds_v1_disabled_by_env(),
+            warned_normal_mode: std::sync::atomic::AtomicBool::new(false),
             token: Mutex::new(None),
         })
+    }
+
+    /// Allows or forbids normal mode when the token API is absent.
+    pub fn with_v1_fallback(mut self, allowed: bool) -> MetadataClient {
+        self.v1_fallback = allowed;
+        self
     }
 
     /// Changes the requested token lifetime (whole seconds, 1..=21600).
@@ -226,12 +269,11 @@ impl MetadataClient {
         loop {
             attempt += 1;
             let token = self.token().await?;
-            let sent = self
-                .http
-                .get(&url)
-                .header(TOKEN_HEADER, token.expose())
-                .send()
-                .await;
+            let mut req = self.http.get(&url);
+            if let Some(t) = &token {
+                req = req.header(TOKEN_HEADER, t.expose());
+            }
+            let sent = req.send().await;
             match sent {
                 Err(e) => {
                     tracing::debug!(path, attempt, error = %e.without_url_ref(), "metadata GET failed");
@@ -253,7 +295,9 @@ impl MetadataClient {
                                 error: e.without_url(),
                             });
                         }
-                        401 if !retoken_done => {
+                        // 401: the token expired. 403 in normal mode: the
+                        // instance may have been switched to hardened-only.
+                        401 | 403 if !retoken_done && (status == 401 || token.is_none()) => {
                             tracing::debug!(
                                 path,
                                 "metadata token rejected (401); acquiring a new one"
@@ -284,8 +328,9 @@ impl MetadataClient {
         }
     }
 
-    /// The cached session token, or a new one when none is cached or it is about to end.
-    async fn token(&self) -> Result<Secret, MetadataError> {
+    /// The cached session token, or a new one when none is cached or it is
+    /// about to end; `None` in normal mode (token API absent, fallback allowed).
+    async fn token(&self) -> Result<Option<Secret>, MetadataError> {
         let mut guard = self.token.lock().await;
         if let Some(t) = guard.as_ref() {
             if Instant::now() < t.renew_at {
@@ -293,17 +338,36 @@ impl MetadataClient {
             }
         }
         let requested_at = Instant::now();
-        let value = self.fetch_token().await?;
-        // Renew a little before the TTL ends, so a token never expires in flight.
-        let margin = (self.token_ttl / 4).min(Duration::from_secs(60));
-        *guard = Some(CachedToken {
-            value: value.clone(),
-            renew_at: requested_at + self.token_ttl - margin,
-        });
+        let cached = match self.fetch_token().await? {
+            TokenAnswer::Token(value) => {
+                // Renew a little before the TTL ends, so a token never expires in flight.
+                let margin = (self.token_ttl / 4).min(Duration::from_secs(60));
+                CachedToken {
+                    value: Some(value),
+                    renew_at: requested_at + self.token_ttl - margin,
+                }
+            }
+            TokenAnswer::Absent { status } if self.v1_fallback => {
+                use std::sync::atomic::Ordering;
+                if !self.warned_normal_mode.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        status,
+                        "the metadata service has no session-token API (HTTP {status} to PUT /latest/api/token): reading it in normal mode (no token); set {IMDSV1_DISABLED_ENV}=true or [cloud] imds_v1_fallback = false to forbid this"
+                    );
+                }
+                CachedToken {
+                    value: None,
+                    renew_at: requested_at + NORMAL_MODE_RECHECK,
+                }
+            }
+            TokenAnswer::Absent { status } => return Err(MetadataError::TokenApiAbsent { status }),
+        };
+        let value = cached.value.clone();
+        *guard = Some(cached);
         Ok(value)
     }
 
-    async fn fetch_token(&self) -> Result<Secret, MetadataError> {
+    async fn fetch_token(&self) -> Result<TokenAnswer, MetadataError> {
         let url = format!("{}/latest/api/token", self.base);
         let path = "api/token";
         let mut attempt = 0;
@@ -340,8 +404,11 @@ impl MetadataClient {
                             if token.is_empty() {
                                 return Err(MetadataError::TokenRefused { status });
                             }
-                            return Ok(token);
+                            return Ok(TokenAnswer::Token(token));
                         }
+                        // The API itself does not exist (an IMDS that predates
+                        // hardened mode); anything else is not proof of that.
+                        404 | 405 => return Ok(TokenAnswer::Absent { status }),
                         500..=599 if attempt < self.tries => {
                             tracing::debug!(attempt, status, "metadata token request answered 5xx");
                         }

@@ -67,10 +67,12 @@ pub fn ecs_outcome(
 ) -> crate::job::outcome::Outcome {
     use crate::job::outcome::Outcome;
     match e.code() {
+        // ECS answers a bad key as `InvalidAccessKeyId` (no suffix),
+        // `.NotFound` or `.Inactive` (a disabled key): all mean "no permission".
         Some(c)
-            if c.starts_with("Forbidden")
-                || c.contains("NoPermission")
-                || c == "InvalidAccessKeyId.NotFound" =>
+            if ecs::is_permission_denied(c)
+                || c == "InvalidAccessKeyId"
+                || c.starts_with("InvalidAccessKeyId.") =>
         {
             Outcome::NoDisksOrPermission
         }

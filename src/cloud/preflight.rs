@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use super::ecs::{Disk, SUPPORTED_CATEGORIES};
+use super::ecs::{Disk, REGIONAL_ESSD_CATEGORY, SUPPORTED_CATEGORIES};
 use crate::job::outcome::Outcome;
 use crate::policy::types::{DiskId, DiskSelection};
 
@@ -35,7 +35,14 @@ pub struct Selection {
     pub warnings: Vec<DiskProblem>,
     /// Disks skipped because `disks = "all"` only takes supported ones.
     pub skipped: Vec<DiskProblem>,
+    /// Selected disks ECS reports without a serial number: fine while the
+    /// guest shows their ID without `d-`, the reason if it does not (`check`
+    /// prints these; a run's plan error repeats the reason when it matters).
+    pub notes: Vec<DiskProblem>,
 }
+
+/// Why a disk without a serial number may not be found on this machine, and what to do.
+pub const NO_SERIAL_REASON: &str = "ECS reports no serial number for it (DescribeDisks SerialNumber is empty: disks created before 2020-06-10 and disks of instances that are not I/O optimized have none)";
 
 /// Why a disk cannot be in a snapshot group, if it cannot.
 pub fn unsupported_reason(d: &Disk) -> Option<String> {
@@ -54,6 +61,38 @@ pub fn unsupported_reason(d: &Disk) -> Option<String> {
         ));
     }
     None
+}
+
+/// ECS groups Regional ESSDs only with each other
+/// (`InvalidDisk.DiskCategoryInconsistent`): a selection with both kinds is
+/// refused before anything is frozen, naming both sides.
+fn mixed_regional(disks: &[Disk], selection: &DiskSelection) -> Option<DiskProblem> {
+    let (regional, zonal): (Vec<&Disk>, Vec<&Disk>) = disks
+        .iter()
+        .partition(|d| d.category == REGIONAL_ESSD_CATEGORY);
+    if regional.is_empty() || zonal.is_empty() {
+        return None;
+    }
+    let list = |ds: &[&Disk]| {
+        ds.iter()
+            .map(|d| format!("{} ({})", d.disk_id, d.category))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let fix = match selection {
+        DiskSelection::List(_) => "split them into two jobs",
+        DiskSelection::All { .. } => {
+            "split them into two jobs, or leave one kind out with exclude_disks"
+        }
+    };
+    Some(DiskProblem {
+        disk: None,
+        reason: format!(
+            "Regional ESSD disks ({}) can only be in a snapshot group with other Regional ESSDs ({REGIONAL_ESSD_CATEGORY}), but this job also selects {}; ECS refuses the mix (InvalidDisk.DiskCategoryInconsistent): {fix}",
+            list(&regional),
+            list(&zonal)
+        ),
+    })
 }
 
 /// The vendor exit code for a refused disk set, the same for `check` and a
@@ -85,6 +124,7 @@ pub fn select_disks(
         disks: Vec::new(),
         warnings: Vec::new(),
         skipped: Vec::new(),
+        notes: Vec::new(),
     };
     match selection {
         DiskSelection::List(ids) => {
@@ -137,14 +177,28 @@ pub fn select_disks(
             }
         }
     }
+    if let Some(p) = mixed_regional(&out.disks, selection) {
+        problems.push(p);
+    }
     if out.disks.len() > max_disks as usize {
         problems.push(DiskProblem {
             disk: None,
             reason: format!(
-                "{} disks selected; a snapshot group holds at most {max_disks} (cloud.max_disks_per_group)",
+                "{} disks selected, more than cloud.max_disks_per_group = {max_disks} (your own cap; raise it, up to 128, or split the job)",
                 out.disks.len()
             ),
         });
+    }
+    for d in &out.disks {
+        if d.serial_number.trim().is_empty() {
+            out.notes.push(DiskProblem {
+                disk: Some(d.disk_id.clone()),
+                reason: format!(
+                    "{NO_SERIAL_REASON}; appsnap looks for its device by the ID without \"d-\" ({}) instead. If no device shows that serial, appsnap cannot tell which device it is: re-create the disk from a snapshot (new disks get a serial number) or exclude it",
+                    d.disk_id.trim_start_matches("d-")
+                ),
+            });
+        }
     }
     if problems.is_empty() {
         Ok(out)
@@ -160,6 +214,7 @@ mod tests {
     fn disk(id: &str, category: &str, multi: bool) -> Disk {
         Disk {
             disk_id: id.into(),
+            serial_number: id.trim_start_matches("d-").into(),
             category: category.into(),
             multi_attach: if multi { "Enabled" } else { "Disabled" }.into(),
             ..Default::default()
@@ -203,6 +258,71 @@ mod tests {
         assert_eq!(ok.disks.len(), 1);
     }
 
+    /// Regional ESSD is accepted, but ECS refuses a group that mixes it with
+    /// zonal ESSDs (`InvalidDisk.DiskCategoryInconsistent`): refuse first, and say why.
+    #[test]
+    fn regional_essd_is_grouped_only_with_its_own_kind() {
+        let disks = vec![
+            disk("d-sys", "cloud_essd", false),
+            disk("d-reg1", "cloud_regional_disk_auto", false),
+            disk("d-reg2", "cloud_regional_disk_auto", false),
+        ];
+        let only_regional = DiskSelection::List(vec![id("d-reg1"), id("d-reg2")]);
+        let s = select_disks(&only_regional, "i-1", &disks, 128).unwrap();
+        assert_eq!(s.disks.len(), 2);
+        let mixed = DiskSelection::List(vec![id("d-sys"), id("d-reg1")]);
+        let p = select_disks(&mixed, "i-1", &disks, 128).unwrap_err();
+        assert_eq!(p.len(), 1, "{p:?}");
+        let msg = p[0].to_string();
+        assert!(
+            msg.contains("Regional ESSD")
+                && msg.contains("cloud_regional_disk_auto")
+                && msg.contains("d-reg1")
+                && msg.contains("d-sys"),
+            "{msg}"
+        );
+        let all = DiskSelection::All { exclude: vec![] };
+        assert!(select_disks(&all, "i-1", &disks, 128).is_err());
+        let all_but_sys = DiskSelection::All {
+            exclude: vec![id("d-sys")],
+        };
+        assert_eq!(
+            select_disks(&all_but_sys, "i-1", &disks, 128)
+                .unwrap()
+                .disks
+                .len(),
+            2
+        );
+    }
+
+    /// A disk without a serial number (created before 2020-06-10, or on a
+    /// non-I/O-optimized instance) gets a warning that says so and what to do.
+    #[test]
+    fn disks_without_a_serial_number_are_named() {
+        let mut d = disk("d-bp1old", "cloud_essd", false);
+        d.serial_number = String::new();
+        let mut ok = disk("d-bp1new", "cloud_essd", false);
+        ok.serial_number = "bp1new".into();
+        let s = select_disks(
+            &DiskSelection::All { exclude: vec![] },
+            "i-1",
+            &[d, ok],
+            128,
+        )
+        .unwrap();
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        assert_eq!(s.notes.len(), 1, "{:?}", s.notes);
+        let w = s.notes[0].to_string();
+        assert!(
+            w.starts_with("disk d-bp1old: ")
+                && w.contains("no serial number")
+                && w.contains("2020-06-10")
+                && w.contains("I/O optimized")
+                && w.contains("bp1old"),
+            "{w}"
+        );
+    }
+
     #[test]
     fn all_takes_supported_disks_minus_exclusions() {
         let sel = DiskSelection::All {
@@ -219,6 +339,11 @@ mod tests {
         assert!(select_disks(&none, "i-1", &instance(), 16).is_err());
         let all = DiskSelection::All { exclude: vec![] };
         let too_many = select_disks(&all, "i-1", &instance(), 1).unwrap_err();
-        assert!(too_many[0].reason.contains("at most 1"));
+        assert!(
+            too_many[0]
+                .reason
+                .contains("more than cloud.max_disks_per_group = 1"),
+            "{too_many:?}"
+        );
     }
 }

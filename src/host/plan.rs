@@ -207,7 +207,7 @@ pub enum PlanError {
     #[error(transparent)]
     Devices(#[from] DevicesError),
     /// A job disk is not attached here (or has no serial visible to the guest).
-    #[error("disk {id} (serial {serial}) not found: no by-id link in {by_id_dir} and no block device with that serial in sysfs")]
+    #[error("disk {id} (serial {serial}) not found: no by-id link in {by_id_dir} and no block device with that serial in sysfs{}", no_serial_hint(*.no_serial))]
     DiskNotFound {
         /// The disk ID.
         id: String,
@@ -215,6 +215,8 @@ pub enum PlanError {
         serial: String,
         /// Where links were looked for.
         by_id_dir: PathBuf,
+        /// No serial came from ECS, so `serial` is the ID-without-`d-` fallback.
+        no_serial: bool,
     },
     /// File systems whose snapshot cannot be consistent because part of them is not snapshotted.
     #[error("refusing: {}", describe_spanning(.0))]
@@ -271,6 +273,16 @@ fn sb_key(m: &MountInfo, devices: &[String]) -> String {
     }
 }
 
+/// Why the ID-without-`d-` fallback was used and what to do when it failed:
+/// without a serial the guest cannot tell which device a disk is.
+fn no_serial_hint(no_serial: bool) -> &'static str {
+    if no_serial {
+        ". The disk has no serial number known to appsnap (ECS reports none for disks created before 2020-06-10 and for disks of instances that are not I/O optimized; `appsnap plan` does not ask ECS), so its ID without \"d-\" was tried as the serial and no device carries it: appsnap cannot tell which device this disk is. Check that it is attached to this instance; if it has no serial, re-create the disk from a snapshot (new disks get a serial number) or exclude it from the job"
+    } else {
+        ""
+    }
+}
+
 /// Builds the plan for `disks` on `view`. `run_dir` is only used for warnings.
 pub fn build(view: &HostView, disks: &[DiskRequest], run_dir: &Path) -> Result<Plan, PlanError> {
     let graph = &view.graph;
@@ -286,6 +298,7 @@ pub fn build(view: &HostView, disks: &[DiskRequest], run_dir: &Path) -> Result<P
                     id: d.id.to_string(),
                     serial: serial.clone(),
                     by_id_dir: view.by_id_dir.clone(),
+                    no_serial: d.serial.is_none(),
                 })?;
         disk_of.insert(name.clone(), d.id.to_string());
         planned.push(PlannedDisk {
@@ -698,6 +711,34 @@ mod tests {
         assert_eq!(mps(&p), vec!["/span"]);
         assert_eq!(p.entries[0].disks, vec!["d-bp1cccc", "d-bp1dddd"]);
         assert_eq!(p.disks[0].found_by, FoundBy::SysfsSerial);
+    }
+
+    /// When ECS gave no serial and the ID-without-`d-` fallback finds nothing
+    /// either, the message says the disk has no serial, why, and what to do;
+    /// a disk whose real serial is missing keeps the plain message.
+    #[test]
+    fn missing_disk_without_serial_says_why() {
+        let v = view("lvm");
+        let no_serial = DiskRequest::offline(DiskId::parse("d-bp1zzzz").unwrap());
+        let msg = build(&v, &[no_serial], Path::new("/run/appsnap"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("no serial number")
+                && msg.contains("2020-06-10")
+                && msg.contains("I/O optimized")
+                && msg.contains("bp1zzzz")
+                && msg.contains("re-create the disk from a snapshot"),
+            "{msg}"
+        );
+        let with_serial = DiskRequest {
+            id: DiskId::parse("d-bp1zzzz").unwrap(),
+            serial: Some("bp1zzzz".into()),
+        };
+        let msg = build(&v, &[with_serial], Path::new("/run/appsnap"))
+            .unwrap_err()
+            .to_string();
+        assert!(!msg.contains("no serial number"), "{msg}");
     }
 
     #[test]

@@ -1033,11 +1033,10 @@ impl<'a> Run<'a> {
                     // Still being created: a new group can be missing from the list for a while.
                     None => {}
                 },
-                Err(e) if Instant::now() >= until => {
-                    self.fail(
-                        Outcome::GroupBadState,
-                        format!("waiting for group {id}: {e}"),
-                    );
+                // An answer that will not change by asking again (refused, unreadable) ends the wait.
+                Err(e) if Instant::now() >= until || !e.is_retryable() => {
+                    let outcome = ecs_outcome(&e, Outcome::GroupBadState);
+                    self.fail(outcome, format!("waiting for group {id}: {e}"));
                     return Step::Done;
                 }
                 Err(e) => warn!(job = %self.job.name, "waiting for group {id}: {e}; retrying"),

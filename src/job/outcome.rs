@@ -102,7 +102,7 @@ impl Outcome {
             Outcome::QuotaExceeded => "The number of snapshots exceeded the upper limit",
             Outcome::SnapshotBadState => "The snapshot is not in the expected state",
             Outcome::PreviousSnapshotInProgress => {
-                "The snapshot cannot be created because the previous snapshot is being created"
+                "The snapshot cannot be created because the previous snapshot is being created and the instant access feature is disabled"
             }
             Outcome::Unknown => "An unknown error occurred",
         }

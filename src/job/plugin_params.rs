@@ -2,6 +2,10 @@
 //! `-RamRoleName="r",-EnableFsFreeze=true,-TimeoutInSeconds=30,-Name="LinuxApp1"`.
 //! Operators migrating from `acs-plugin-manager --exec --plugin
 //! app-snapshot-plugin --params=...` paste the same string after `appsnap plugin --params=`.
+//!
+//! Cloud Assistant itself starts the vendor binary with one argv entry per
+//! parameter instead (`--RamRoleName=r -EnableFsFreeze=true ... -Name=x`);
+//! [`parse_args`] takes that form with the same defaults and validation.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -48,6 +52,16 @@ pub enum PluginParamsError {
     /// A quote opened and never closed.
     #[error("unterminated quote in --params")]
     UnterminatedQuote,
+    /// Both forms at once: which one wins would be a guess.
+    #[error(
+        "give the parameters either as --params=... or as separate -Key=Value arguments, not both"
+    )]
+    BothForms,
+    /// Neither form.
+    #[error(
+        "no parameters: give --params=\"-RamRoleName=...,-Name=...\" or -RamRoleName=... -Name=..."
+    )]
+    NoParameters,
     /// A key the vendor plugin does not have.
     #[error("unknown parameter -{key} (known: {})", KNOWN.join(", "))]
     Unknown {
@@ -133,24 +147,49 @@ fn items(s: &str) -> Result<Vec<(String, String)>, PluginParamsError> {
         if t.is_empty() {
             continue;
         }
-        let body = t
-            .strip_prefix('-')
-            .ok_or_else(|| PluginParamsError::Malformed {
-                item: t.to_string(),
-            })?;
-        let (k, v) = body
-            .split_once('=')
-            .ok_or_else(|| PluginParamsError::Malformed {
-                item: t.to_string(),
-            })?;
-        let v = v.trim();
-        let v = v
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .unwrap_or(v);
-        out.push((k.trim().to_string(), v.to_string()));
+        out.push(key_value(t, t.strip_prefix('-'))?);
     }
     Ok(out)
+}
+
+/// `Key=Value` after its dash(es) → (key, unquoted value); `item` is what
+/// the operator wrote, for the error.
+fn key_value(item: &str, body: Option<&str>) -> Result<(String, String), PluginParamsError> {
+    let malformed = || PluginParamsError::Malformed {
+        item: item.to_string(),
+    };
+    let (k, v) = body
+        .ok_or_else(malformed)?
+        .split_once('=')
+        .ok_or_else(malformed)?;
+    if k.trim().is_empty() {
+        return Err(malformed());
+    }
+    let v = v.trim();
+    let v = ['"', '\'']
+        .iter()
+        .find_map(|q| v.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
+        .unwrap_or(v);
+    Ok((k.trim().to_string(), v.to_string()))
+}
+
+/// Cloud Assistant's form: one argv entry per parameter, led by `--` or `-`
+/// (`--RamRoleName=r -TimeoutInSeconds=30 -ExcludeDiskId=d-1,d-2 -Name=x`),
+/// values possibly still quoted. Same defaults and checks as [`parse`].
+pub fn parse_args<S: AsRef<str>>(args: &[S]) -> Result<PluginParams, PluginParamsError> {
+    let mut out = Vec::new();
+    for a in args {
+        let t = a.as_ref().trim();
+        if t.is_empty() {
+            continue;
+        }
+        let body = t.strip_prefix("--").or_else(|| t.strip_prefix('-'));
+        out.push(key_value(t, body)?);
+    }
+    if out.is_empty() {
+        return Err(PluginParamsError::NoParameters);
+    }
+    from_items(out)
 }
 
 fn bool_value(key: &'static str, v: &str) -> Result<bool, PluginParamsError> {
@@ -235,6 +274,11 @@ impl PluginParams {
 
 /// Parses the `--params` string with the vendor's defaults.
 pub fn parse(s: &str) -> Result<PluginParams, PluginParamsError> {
+    from_items(items(s)?)
+}
+
+/// The vendor's defaults, then each `(key, value)` checked and applied.
+fn from_items(items: Vec<(String, String)>) -> Result<PluginParams, PluginParamsError> {
     let mut p = PluginParams {
         ram_role_name: String::new(),
         name: String::new(),
@@ -247,7 +291,7 @@ pub fn parse(s: &str) -> Result<PluginParams, PluginParamsError> {
         exclude_disks: Vec::new(),
     };
     let mut seen: Vec<String> = Vec::new();
-    for (k, v) in items(s)? {
+    for (k, v) in items {
         let Some(key) = KNOWN.iter().copied().find(|known| *known == k) else {
             return Err(PluginParamsError::Unknown { key: k });
         };
@@ -316,6 +360,55 @@ mod tests {
         assert_eq!(p.post_script, Some(PathBuf::from("/tmp/postscript.sh")));
         assert!(p.exclude_disks.is_empty());
         assert_eq!(p.description, None);
+    }
+
+    /// Cloud Assistant's separate-argument form gives the same parameters.
+    #[test]
+    fn separate_arguments_parse_like_the_params_string() {
+        let args = [
+            "--RamRoleName=AppSnapshotRoleName",
+            "-EnableFsFreeze=true",
+            "-TimeoutInSeconds=30",
+            "-PreScriptPath=/tmp/prescript.sh",
+            "-PostScriptPath=\"/tmp/postscript.sh\"",
+            "-ExcludeDiskId=",
+            "-Name=LinuxApp1",
+        ];
+        assert_eq!(parse_args(&args).unwrap(), parse(VENDOR_SAMPLE).unwrap());
+        let p = parse_args(&[
+            "--RamRoleName=r",
+            "-ExcludeDiskId=d-1,d-2",
+            "-Name=Created_At_202401011200",
+        ])
+        .unwrap();
+        assert_eq!(
+            p.exclude_disks
+                .iter()
+                .map(|d| d.as_str())
+                .collect::<Vec<_>>(),
+            ["d-1", "d-2"]
+        );
+        assert_eq!(p.name, "Created_At_202401011200");
+    }
+
+    #[test]
+    fn separate_arguments_name_the_culprit() {
+        let e = parse_args(&["--RamRoleName=r", "-Name=a1", "-Bogus=1"]).unwrap_err();
+        assert!(e.to_string().contains("unknown parameter -Bogus"), "{e}");
+        assert_eq!(e.outcome().code(), 2);
+        let e = parse_args(&["--RamRoleName=r", "-Name"]).unwrap_err();
+        assert!(
+            e.to_string().contains("\"-Name\": expected -Key=Value"),
+            "{e}"
+        );
+        let e = parse_args(&["RamRoleName=r", "-Name=a1"]).unwrap_err();
+        assert!(e.to_string().contains("RamRoleName=r"), "{e}");
+        assert_eq!(
+            parse_args::<&str>(&[]).unwrap_err(),
+            PluginParamsError::NoParameters
+        );
+        let e = parse_args(&["--RamRoleName=r", "-Name=1bad"]).unwrap_err();
+        assert_eq!(e.outcome().code(), 1, "{e}");
     }
 
     #[test]

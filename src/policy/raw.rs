@@ -27,6 +27,7 @@ pub struct RawCloud {
     pub metadata_endpoint: Option<Spanned<String>>,
     pub signature_version: Option<Spanned<String>>,
     pub max_disks_per_group: Option<Spanned<i64>>,
+    pub imds_v1_fallback: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -47,6 +47,10 @@ fn cloud(c: &CloudSettings) -> Table {
         "max_disks_per_group".into(),
         Value::Integer(c.max_disks_per_group.into()),
     );
+    t.insert(
+        "imds_v1_fallback".into(),
+        Value::Boolean(c.imds_v1_fallback),
+    );
     t
 }
 
@@ -121,4 +125,24 @@ fn job(j: &Job) -> Table {
         Value::String(j.thaw_after.as_str().into()),
     );
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// `imds_v1_fallback` survives parse → render → parse, both ways round.
+    #[test]
+    fn imds_v1_fallback_round_trips() {
+        let p = Path::new("/etc/appsnap.toml");
+        let default = crate::policy::parse_str(p, "").unwrap();
+        assert!(default.cloud.imds_v1_fallback);
+        let off = crate::policy::parse_str(p, "[cloud]\nimds_v1_fallback = false\n").unwrap();
+        assert!(!off.cloud.imds_v1_fallback);
+        for policy in [default, off] {
+            let again = crate::policy::parse_str(p, &policy.to_toml()).unwrap();
+            assert_eq!(again.cloud, policy.cloud);
+        }
+        assert!(crate::policy::parse_str(p, "[cloud]\nimds_v1_fallback = \"no\"\n").is_err());
+    }
 }

@@ -63,14 +63,19 @@ pub struct CloudSettings {
     pub metadata_endpoint: String,
     /// Which signature scheme requests carry.
     pub signature_version: SignatureVersion,
-    /// The most disks one snapshot group may hold (the server has the last word).
+    /// The operator's own cap on disks per group; ECS enforces its own limit
+    /// (16 or 128 depending on region) and answers `NumberExceed.TooManyDisks`.
     pub max_disks_per_group: u32,
+    /// Read the metadata service without a token when its token API is absent
+    /// (404/405), like the official credentials library; `false` forbids it.
+    pub imds_v1_fallback: bool,
 }
 
 /// Default metadata service address on every ECS instance.
 pub const DEFAULT_METADATA_ENDPOINT: &str = "http://100.100.100.200";
-/// Default cap on disks per group (current API description: 16).
-pub const DEFAULT_MAX_DISKS_PER_GROUP: u32 = 16;
+/// Default cap on disks per group: the most any region accepts (128), so
+/// appsnap never refuses what ECS would take; ECS's own answer decides.
+pub const DEFAULT_MAX_DISKS_PER_GROUP: u32 = 128;
 
 impl Default for CloudSettings {
     fn default() -> Self {
@@ -82,6 +87,7 @@ impl Default for CloudSettings {
             metadata_endpoint: DEFAULT_METADATA_ENDPOINT.to_string(),
             signature_version: SignatureVersion::V3,
             max_disks_per_group: DEFAULT_MAX_DISKS_PER_GROUP,
+            imds_v1_fallback: true,
         }
     }
 }

@@ -267,6 +267,10 @@ impl Checker<'_, '_> {
             max_disks_per_group: self
                 .int(&c.max_disks_per_group, None, "max_disks_per_group", 1..=128)
                 .map_or(d.max_disks_per_group, |n| n as u32),
+            imds_v1_fallback: c
+                .imds_v1_fallback
+                .as_ref()
+                .map_or(d.imds_v1_fallback, |b| *b.get_ref()),
         }
     }
 
@@ -538,10 +542,15 @@ impl Checker<'_, '_> {
                     );
                 }
                 if ids.len() > max as usize {
-                    self.push(at, jn, "disks", format!(
-                        "disks: {} listed; a snapshot group holds at most {max} (cloud.max_disks_per_group)",
-                        ids.len()
-                    ));
+                    self.push(
+                        at,
+                        jn,
+                        "disks",
+                        format!(
+                            "disks: {} listed, more than cloud.max_disks_per_group = {max}",
+                            ids.len()
+                        ),
+                    );
                 }
                 if let Some(ex) = &j.exclude_disks {
                     let both: Vec<&str> = exclude

@@ -71,13 +71,15 @@ pub fn run_job(w: &World, env: &[(&str, String)]) -> (Output, Timeline) {
     (out, tl)
 }
 
-/// The run's one group: accomplished, every snapshot `AppConsistent:True`
-/// and `appsnap:consistency=app` in the emulator's state. Returns its id.
+/// The run's one group: not failed (a run ends once its snapshots are
+/// usable, possibly before the upload is accomplished), every snapshot
+/// `AppConsistent:True` and `appsnap:consistency=app` in the emulator's
+/// state. Returns its id.
 pub fn app_consistent_group(w: &World) -> String {
     let groups = w.groups();
     assert_eq!(groups.len(), 1, "{groups:?}");
     let g = &groups[0];
-    assert_eq!(g["status"], "accomplished", "{g}");
+    assert_ne!(g["status"], "failed", "{g}");
     let tags = snapshot_tags(g);
     assert_eq!(tags.len(), 2, "two snapshots, one per disk: {g}");
     for t in &tags {

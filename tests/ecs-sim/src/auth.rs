@@ -290,6 +290,13 @@ fn sig_mismatch(sts: &str) -> ApiError {
 /// Secret for a long-lived key or an STS key the metadata service issued.
 fn lookup_secret(sim: &Sim, ak: &str) -> Result<String, ApiError> {
     if let Some(k) = sim.cfg.access_keys.iter().find(|k| k.id == ak) {
+        if !k.active {
+            return Err(ApiError::new(
+                403,
+                "InvalidAccessKeyId.Inactive",
+                "Specified access key is disabled.",
+            ));
+        }
         return Ok(k.secret.clone());
     }
     if let Some(c) = sim.lock().creds.iter().find(|c| c.access_key_id == ak) {

@@ -113,6 +113,17 @@ pub struct SimConfig {
     /// snapshots are still recorded, but their image files never exist.
     #[serde(default = "default_true")]
     pub copy_images: bool,
+    /// Milliseconds between CreateSnapshotGroup's answer and the point in
+    /// time (probe + copy); 0 = copy first, then answer. Real ECS does not
+    /// document when the point in time is taken (reference §0 item 4), so
+    /// tests can model "after the answer". The fault plan's value wins.
+    #[serde(default)]
+    pub pit_delay_ms: u64,
+    /// Milliseconds after the point in time during which member snapshots
+    /// are listed `Available: false` (ESSD instant access makes them usable
+    /// within seconds). The fault plan's value wins.
+    #[serde(default)]
+    pub available_delay_ms: u64,
     /// Faults active from start-up.
     #[serde(default)]
     pub faults: FaultConfig,
@@ -129,6 +140,10 @@ pub struct AccessKey {
     pub id: String,
     /// AccessKeySecret.
     pub secret: String,
+    /// `false`: a disabled key, refused with 403 `InvalidAccessKeyId.Inactive`
+    /// (a real code, alibaba-api.md §0 item 12) whatever the signature.
+    #[serde(default = "default_true")]
+    pub active: bool,
 }
 
 /// `system` or `data`, as DescribeDisks `Type` reports it.
@@ -189,6 +204,9 @@ pub struct DiskConfig {
     /// emulator probes whether each is frozen and records it.
     #[serde(default)]
     pub probe_mounts: Vec<PathBuf>,
+    /// Tags DescribeDisks reports for the disk.
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 impl DiskConfig {
@@ -218,8 +236,9 @@ fn default_accomplish() -> f64 {
 fn default_quota() -> usize {
     256
 }
+/// Many regions allow 128 disks per group (alibaba-api.md §0 item 7).
 fn default_max_disks() -> usize {
-    16
+    128
 }
 fn default_true() -> bool {
     true

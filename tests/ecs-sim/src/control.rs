@@ -11,10 +11,10 @@ use chrono::Duration;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::actions::tag_list;
+use crate::actions::{tag_list, TagStyle};
 use crate::faults::FaultConfig;
 use crate::state::Sim;
-use crate::util::fmt_time;
+use crate::util::{fmt_time, log_time};
 
 fn reply(status: StatusCode, v: Value) -> Response<Body> {
     Response::builder()
@@ -40,11 +40,17 @@ pub async fn state(State(sim): State<Arc<Sim>>) -> Response<Body> {
                 "progress": inner.progress(g, tta),
                 "copying": g.copying,
                 "created": fmt_time(g.created),
+                "answered_at": g.answered_at.map(log_time),
+                "pit_at": g.pit_at.map(log_time),
+                "pit_after_answer_ms": g.pit_after_answer_ms(),
+                "failed": g.failed,
+                "available": inner.members_available(g, tta),
                 "dir": g.dir,
-                "tags": tag_list(&g.tags),
-                "frozen_at_accept": g.frozen_at_accept,
+                "tags": tag_list(&g.tags, TagStyle::KeyValue),
+                "frozen_at_pit": g.frozen_at_pit,
+                "frozen_at_accept": g.frozen_at_pit,
                 "snapshots": g.snapshots.iter().map(|s| json!({
-                    "id": s.id, "disk_id": s.disk_id, "image": s.image, "tags": tag_list(&s.tags),
+                    "id": s.id, "disk_id": s.disk_id, "image": s.image, "tags": tag_list(&s.tags, TagStyle::KeyValue),
                 })).collect::<Vec<_>>(),
             })
         })

@@ -1,5 +1,6 @@
 //! The ECS OpenAPI endpoint: authenticate, apply faults, dispatch, answer in
-//! the vendor's JSON shape, and write one request-log line.
+//! the vendor's shape (XML unless JSON was asked for), and write one
+//! request-log line.
 
 use std::sync::Arc;
 
@@ -42,8 +43,10 @@ pub async fn handle(
         body: body.to_vec(),
     };
     let (meta, auth) = authenticate(&sim, &incoming);
+    let json_wanted = crate::xml::wants_json(&meta.params, &incoming.headers);
     let mut verdict = "accepted";
     let mut accept = None;
+    let mut retry_after_ms = None;
     let (status, mut answer) = match auth {
         Err(e) => {
             verdict = "rejected";
@@ -60,6 +63,7 @@ pub async fn handle(
             }
             if let Some(e) = decision.error {
                 verdict = "fault";
+                retry_after_ms = decision.retry_after_ms;
                 (e.status, e.body(&rid, &host_id))
             } else {
                 let r = match dispatch(sim.clone(), &a.action, &a.api_version, Params(a.params))
@@ -84,6 +88,14 @@ pub async fn handle(
     if let Value::Object(m) = &mut answer {
         m.entry("RequestId").or_insert_with(|| json!(rid));
     }
+    let (text, content_type) = if json_wanted {
+        (answer.to_string(), "application/json;charset=utf-8")
+    } else if status == 200 {
+        let root = format!("{}Response", meta.action.as_deref().unwrap_or("Unknown"));
+        (crate::xml::render(&root, &answer), "text/xml;charset=utf-8")
+    } else {
+        (crate::xml::render_error(&answer), "text/xml;charset=utf-8")
+    };
     sim.log.write(&json!({
         "time": crate::util::log_time(sim.now()),
         "service": "ecs",
@@ -97,12 +109,18 @@ pub async fn handle(
         "status": status,
         "code": answer.get("Code"),
         "answer": redact_answer(&answer),
+        "format": if json_wanted { "json" } else { "xml" },
+        "answer_xml": (!json_wanted).then_some(&text),
+        "retry_after_ms": retry_after_ms,
         "accept": accept,
     }));
-    Response::builder()
+    let mut resp = Response::builder()
         .status(status)
-        .header("content-type", "application/json;charset=utf-8")
-        .header("x-acs-request-id", rid)
-        .body(Body::from(answer.to_string()))
+        .header("content-type", content_type)
+        .header("x-acs-request-id", rid);
+    if let Some(ms) = retry_after_ms {
+        resp = resp.header("x-acs-retry-after", ms.to_string());
+    }
+    resp.body(Body::from(text))
         .expect("static response parts are valid")
 }

@@ -32,6 +32,17 @@ pub struct FaultConfig {
     /// answering (a slow accept); tests use it to hit `IdempotentProcessing`.
     #[serde(default)]
     pub accept_delay_ms: u64,
+    /// Overrides the config's `pit_delay_ms` while set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pit_delay_ms: Option<u64>,
+    /// Overrides the config's `available_delay_ms` while set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_delay_ms: Option<u64>,
+    /// With `throttle_rps_per_key`: a throttled answer carries
+    /// `x-acs-retry-after: <ms>` (the header the SDK turns into a
+    /// `ThrottlingException` with `retry_after`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 /// What to do to one action.
@@ -103,6 +114,8 @@ pub struct Decision {
     pub error: Option<ApiError>,
     /// Sleep this long after processing, before answering.
     pub answer_delay: Duration,
+    /// `x-acs-retry-after` value (ms) to send with the answer.
+    pub retry_after_ms: Option<u64>,
 }
 
 /// Live fault state: the plan plus the counters it consumes.
@@ -150,6 +163,7 @@ impl Faults {
                     "Throttling.User",
                     "Request was denied due to user flow control.",
                 ));
+                d.retry_after_ms = self.plan.retry_after_ms;
                 return d;
             }
             w.push_back(now);
@@ -284,5 +298,18 @@ mod tests {
         assert!(f.on_ecs("A", "k1").error.is_none());
         assert_eq!(f.on_ecs("A", "k1").error.unwrap().code, "Throttling.User");
         assert!(f.on_ecs("A", "k2").error.is_none());
+    }
+
+    #[test]
+    fn retry_after_only_on_throttled_answers() {
+        let mut f = Faults::new(FaultConfig {
+            throttle_rps_per_key: Some(1),
+            retry_after_ms: Some(1500),
+            ..Default::default()
+        });
+        assert_eq!(f.on_ecs("A", "k").retry_after_ms, None);
+        let d = f.on_ecs("A", "k");
+        assert_eq!(d.error.unwrap().code, "Throttling.User");
+        assert_eq!(d.retry_after_ms, Some(1500));
     }
 }

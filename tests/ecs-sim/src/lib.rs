@@ -24,6 +24,7 @@ pub mod testkit;
 pub mod util;
 pub mod validate;
 pub mod verify;
+pub mod xml;
 
 pub use config::SimConfig;
 pub use server::{start, SimHandle, StartError, Started};

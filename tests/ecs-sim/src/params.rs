@@ -117,6 +117,27 @@ impl Params {
         }
     }
 
+    /// `MaxResults` as DescribeDisks treats it: a number out of range is
+    /// clamped into `min..=max` (alibaba-api.md §0 item 12), not refused;
+    /// only a non-number is `InvalidParameter.MaxResults`.
+    pub fn max_results_clamped(
+        &self,
+        min: usize,
+        max: usize,
+        default: usize,
+    ) -> Result<usize, ApiError> {
+        match self.get("MaxResults") {
+            None | Some("") => Ok(default),
+            Some(s) => s.parse::<usize>().map(|n| n.clamp(min, max)).map_err(|_| {
+                ApiError::new(
+                    400,
+                    "InvalidParameter.MaxResults",
+                    format!("The specified MaxResults {s} is not a number."),
+                )
+            }),
+        }
+    }
+
     /// Start offset from `NextToken` (opaque to clients: `nt-<offset>`).
     pub fn next_token(&self) -> Result<usize, ApiError> {
         match self.get("NextToken") {

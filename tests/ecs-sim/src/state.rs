@@ -81,22 +81,40 @@ pub struct Group {
     pub instance_id: String,
     /// ResourceGroupId as sent.
     pub resource_group_id: String,
-    /// Accept time (emulator clock).
+    /// `CreationTime`: when the request was accepted (emulator clock); with
+    /// an immediate point in time, reset to it as before.
     pub created: DateTime<Utc>,
+    /// When CreateSnapshotGroup answered (emulator clock); `None` before.
+    pub answered_at: Option<DateTime<Utc>>,
+    /// When the point-in-time copy started (emulator clock); `None` until
+    /// it is done. Progress and `Available` count from here.
+    pub pit_at: Option<DateTime<Utc>>,
+    /// Members stay `Available: false` this long after `pit_at`.
+    pub available_delay_ms: u64,
     /// Tags.
     pub tags: Vec<(String, String)>,
     /// Snapshots, one per disk.
     pub snapshots: Vec<Snapshot>,
     /// `<snapshot_dir>/<ssg-id>`.
     pub dir: PathBuf,
-    /// True while the accept-time copy runs (before the answer).
+    /// True until the point-in-time copy is done (before the answer, or
+    /// after it when `pit_delay_ms > 0`); the group has no visible members
+    /// meanwhile.
     pub copying: bool,
     /// Set when the group failed.
     pub failed: bool,
     /// Set when the group must fail once its progress completes (fault).
     pub fail_at_end: bool,
-    /// Per-disk freeze probe results at accept time.
-    pub frozen_at_accept: BTreeMap<String, Vec<ProbeResult>>,
+    /// Per-disk freeze probe results taken at the point in time.
+    pub frozen_at_pit: BTreeMap<String, Vec<ProbeResult>>,
+}
+
+impl Group {
+    /// Milliseconds from the answer to the point in time: negative when the
+    /// copy came first (`pit_delay_ms = 0`), `None` while either is unknown.
+    pub fn pit_after_answer_ms(&self) -> Option<i64> {
+        Some((self.pit_at? - self.answered_at?).num_milliseconds())
+    }
 }
 
 /// A ClientToken's first use.
@@ -200,13 +218,13 @@ impl Inner {
 
     /// Group progress in percent at `now`, given the configured duration.
     pub fn progress(&self, g: &Group, tta_secs: f64) -> u32 {
-        if g.copying {
+        let Some(pit) = g.pit_at.filter(|_| !g.copying) else {
             return 0;
-        }
+        };
         if tta_secs <= 0.0 {
             return 100;
         }
-        let elapsed = (self.now() - g.created).num_milliseconds() as f64 / 1000.0;
+        let elapsed = (self.now() - pit).num_milliseconds() as f64 / 1000.0;
         ((elapsed / tta_secs) * 100.0).clamp(0.0, 100.0) as u32
     }
 
@@ -222,10 +240,27 @@ impl Inner {
         }
     }
 
-    /// True if a progressing group holds a snapshot of `disk_id`.
+    /// Whether the group's members are usable: after the point in time plus
+    /// the availability delay (ESSD instant access), and always once the
+    /// group is accomplished; never for a failed group.
+    pub fn members_available(&self, g: &Group, tta_secs: f64) -> bool {
+        match self.group_status(g, tta_secs) {
+            "accomplished" => true,
+            "failed" => false,
+            _ => g.pit_at.filter(|_| !g.copying).is_some_and(|pit| {
+                self.now() >= pit + Duration::milliseconds(g.available_delay_ms as i64)
+            }),
+        }
+    }
+
+    /// True if a progressing group holds a snapshot of `disk_id` that is not
+    /// usable yet. The vendor's exit 16 reads "the previous snapshot is being
+    /// created and the instant access feature is disabled": an Available
+    /// (instant access) snapshot still uploading does not block a new one.
     pub fn disk_busy(&self, disk_id: &str, tta_secs: f64) -> bool {
         self.groups.iter().any(|g| {
             self.group_status(g, tta_secs) == "progressing"
+                && !self.members_available(g, tta_secs)
                 && g.snapshots.iter().any(|s| s.disk_id == disk_id)
         })
     }

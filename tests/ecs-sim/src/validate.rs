@@ -4,14 +4,19 @@ use std::collections::HashSet;
 
 use crate::error::ApiError;
 
-/// Categories CreateSnapshotGroup accepts (ESSD family, incl. finance-cloud XC).
+/// Categories CreateSnapshotGroup accepts (ESSD family, incl. finance-cloud
+/// XC, and Regional ESSD: alibaba-api.md §0 item 7).
 pub const SUPPORTED_CATEGORIES: &[&str] = &[
     "cloud_essd",
     "cloud_auto",
     "cloud_essd_entry",
     "cloud_essd_xc0",
     "cloud_essd_xc1",
+    REGIONAL_ESSD,
 ];
+
+/// Regional ESSD: accepted in a group only together with its own kind.
+pub const REGIONAL_ESSD: &str = "cloud_regional_disk_auto";
 
 fn starts_http(s: &str) -> bool {
     s.starts_with("http://") || s.starts_with("https://")

@@ -96,6 +96,7 @@ fn describe_disks_pages_with_next_token() {
             zone_id: None,
             backing,
             probe_mounts: vec![],
+            tags: Default::default(),
         });
     }
     let h = start(&w);
@@ -128,10 +129,34 @@ fn describe_disks_pages_with_next_token() {
     all.sort();
     all.dedup();
     assert_eq!(all.len(), 15);
+    // Out of range is clamped (alibaba-api.md §0 item 12), not refused.
+    let v = ok(&c
+        .call(
+            "DescribeDisks",
+            &[
+                ("RegionId", REGION),
+                ("InstanceId", INSTANCE),
+                ("MaxResults", "5"),
+            ],
+        )
+        .unwrap());
+    assert_eq!(v["Disks"]["Disk"].as_array().unwrap().len(), 10, "{v}");
+    let v = ok(&c
+        .call(
+            "DescribeDisks",
+            &[
+                ("RegionId", REGION),
+                ("InstanceId", INSTANCE),
+                ("MaxResults", "900"),
+            ],
+        )
+        .unwrap());
+    assert_eq!(v["Disks"]["Disk"].as_array().unwrap().len(), 15, "{v}");
+    assert_eq!(v["NextToken"], "", "{v}");
     assert_error(
         &c.call(
             "DescribeDisks",
-            &[("RegionId", REGION), ("MaxResults", "5")],
+            &[("RegionId", REGION), ("MaxResults", "five")],
         )
         .unwrap(),
         400,
@@ -394,7 +419,8 @@ fn group_lifecycle_progressing_then_accomplished_then_deleted() {
             "per-snapshot entries have no Status"
         );
         assert!(s["Progress"].as_str().unwrap().ends_with('%'));
-        assert_eq!(s["Available"], false);
+        // Instant access (ESSD): usable as soon as the point in time is taken.
+        assert_eq!(s["Available"], true);
     }
     // DescribeSnapshots shows them progressing.
     let v = ok(&c
@@ -498,7 +524,9 @@ fn group_lifecycle_progressing_then_accomplished_then_deleted() {
 
 #[test]
 fn second_group_on_a_busy_disk_is_refused_until_accomplished() {
-    let w = world();
+    // Snapshots that are not usable before the upload ends (no instant access).
+    let mut w = world();
+    w.cfg.available_delay_ms = 3_600_000;
     let h = start(&w);
     let c = client(&h, Scheme::V1);
     create_group(&c, &[]);
@@ -507,6 +535,18 @@ fn second_group_on_a_busy_disk_is_refused_until_accomplished() {
     // A disk outside the running group is fine.
     ok(&csg(&c, &[("InstanceId", INSTANCE), ("DiskId.1", SYS)]));
     advance_clock(&h, 61);
+    ok(&csg(&c, &[("InstanceId", INSTANCE), ("DiskId.1", DATA2)]));
+}
+
+/// Instant access: a snapshot still uploading but already Available does not
+/// block a new group on its disk (the vendor's exit 16 is "being created and
+/// the instant access feature is disabled").
+#[test]
+fn an_available_snapshot_still_uploading_does_not_block_its_disk() {
+    let w = world();
+    let h = start(&w);
+    let c = client(&h, Scheme::V3);
+    create_group(&c, &[]);
     ok(&csg(&c, &[("InstanceId", INSTANCE), ("DiskId.1", DATA2)]));
 }
 
@@ -675,7 +715,12 @@ fn tag_resources_on_snapshots_and_groups() {
         "APPConsistent",
         "True",
     ));
-    ok(&tr("snapshotgroup", &[&id], "appsnap:result", "ok"));
+    // `snapshotgroup` is not a TagResources type (SDK 7.11.8 docstring).
+    assert_error(
+        &tr("snapshotgroup", &[&id], "appsnap:result", "ok"),
+        404,
+        "InvalidResourceType.NotFound",
+    );
     let v = ok(&c
         .call(
             "DescribeSnapshots",
@@ -698,7 +743,8 @@ fn tag_resources_on_snapshots_and_groups() {
             .as_array()
             .unwrap()
             .len(),
-        1
+        0,
+        "the refused group tag was not applied"
     );
     assert_error(
         &tr("snapshot", &["s-bp1nosuchsnapshot0"], "k", "v"),
@@ -707,8 +753,8 @@ fn tag_resources_on_snapshots_and_groups() {
     );
     assert_error(
         &tr("instance", &[INSTANCE], "k", "v"),
-        400,
-        "InvalidParameter",
+        404,
+        "InvalidResourceType.NotFound",
     );
     assert_error(
         &tr("snapshot", &[&snaps[0]], "aliyun:x", "v"),
@@ -727,4 +773,35 @@ fn tag_resources_on_snapshots_and_groups() {
         v["Snapshots"]["Snapshot"][0]["SnapshotId"],
         Value::String(snaps[1].clone())
     );
+}
+
+/// Regional ESSD is accepted in a group, but only with its own kind
+/// (alibaba-api.md §0 item 7).
+#[test]
+fn regional_essd_groups_only_with_regional_essd() {
+    let mut w = world();
+    let template = w.cfg.disks.iter().find(|d| d.id == DATA1).unwrap().clone();
+    for id in ["d-bp1regional0000001", "d-bp1regional0000002"] {
+        let backing = w.path(&format!("{id}.raw"));
+        std::fs::write(&backing, [0u8; 4096]).unwrap();
+        let mut d = template.clone();
+        d.id = id.into();
+        d.category = "cloud_regional_disk_auto".into();
+        d.backing = backing;
+        w.cfg.disks.push(d);
+    }
+    let h = start(&w);
+    let c = client(&h, Scheme::V3);
+    let create = |disks: &[&str]| {
+        let keys: Vec<String> = (1..=disks.len()).map(|n| format!("DiskId.{n}")).collect();
+        let mut p = vec![("RegionId", REGION), ("InstanceId", INSTANCE)];
+        p.extend(keys.iter().map(String::as_str).zip(disks.iter().copied()));
+        c.call("CreateSnapshotGroup", &p).unwrap()
+    };
+    assert_error(
+        &create(&["d-bp1regional0000001", DATA1]),
+        403,
+        "InvalidDiskCategory.NotSupported",
+    );
+    ok(&create(&["d-bp1regional0000001", "d-bp1regional0000002"]));
 }

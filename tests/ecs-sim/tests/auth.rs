@@ -212,6 +212,28 @@ fn unknown_access_key_is_not_found() {
 }
 
 #[test]
+fn disabled_access_key_is_inactive() {
+    let w = world();
+    let h = start(&w);
+    for scheme in [Scheme::V1, Scheme::V3] {
+        let c = EcsClient::new(
+            &h.started.ecs_url,
+            Creds {
+                access_key_id: INACTIVE_AK.into(),
+                secret: SECRET.into(),
+                token: None,
+            },
+            scheme,
+        );
+        assert_error(
+            &c.call("DescribeDisks", DESCRIBE).unwrap(),
+            403,
+            "InvalidAccessKeyId.Inactive",
+        );
+    }
+}
+
+#[test]
 fn timestamp_outside_15_minutes_is_expired_inside_is_fine() {
     let w = world();
     let h = start(&w);

@@ -147,3 +147,68 @@ fn frozen_loop_device_is_copied_and_seen_frozen() {
         .expect("debugfs reads the image");
     assert_eq!(content, "before");
 }
+
+/// `pit_delay_ms`: the answer comes while frozen, the file system is thawed,
+/// written and frozen again before the deferred point in time. The image
+/// holds the write made after the answer, and the probe reports the state
+/// at the point in time, not at the answer.
+#[test]
+fn deferred_point_in_time_copies_what_was_written_after_the_answer() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIP deferred_point_in_time_copies_what_was_written_after_the_answer: {why}");
+        return;
+    }
+    let mut w = world();
+    w.cfg.pit_delay_ms = 3_000;
+    let mut fs = setup(w.dir.path()).expect("loop fs");
+    let mnt = fs.mnt.clone();
+    let m = mnt.to_string_lossy().to_string();
+    std::fs::write(mnt.join("marker"), b"before").unwrap();
+    {
+        let d = w.cfg.disks.iter_mut().find(|d| d.id == DATA1).unwrap();
+        d.backing = PathBuf::from(&fs.dev);
+        d.probe_mounts = vec![mnt.clone()];
+    }
+    let h = start(&w);
+    let c = client(&h, Scheme::V3);
+
+    run("fsfreeze", &["-f", &m]).unwrap();
+    fs.frozen = true;
+    let r = c.call(
+        "CreateSnapshotGroup",
+        &[
+            ("RegionId", REGION),
+            ("InstanceId", INSTANCE),
+            ("DiskId.1", DATA1),
+        ],
+    );
+    run("fsfreeze", &["-u", &m]).unwrap();
+    fs.frozen = false;
+    let id = ok(&r.unwrap())["SnapshotGroupId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::write(mnt.join("marker"), b"after").unwrap();
+    run("fsfreeze", &["-f", &m]).unwrap();
+    fs.frozen = true;
+    // Wait (bounded) for the point in time, then thaw.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let g = loop {
+        let st = control(&h, "GET", "/_sim/state", "").json();
+        let g = st["groups"][0].clone();
+        if g["copying"] == false || std::time::Instant::now() > deadline {
+            break g;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    run("fsfreeze", &["-u", &m]).unwrap();
+    fs.frozen = false;
+    assert_eq!(g["copying"], false, "no point in time: {g}");
+    assert_eq!(g["frozen_at_pit"][DATA1][0]["frozen"], true, "{g}");
+    assert!(g["pit_after_answer_ms"].as_i64().unwrap() >= 3_000, "{g}");
+    let img = w.cfg.snapshot_dir.join(&id).join(format!("{DATA1}.img"));
+    run("e2fsck", &["-fn", &img.to_string_lossy()]).expect("image checks clean");
+    let content = run("debugfs", &["-R", "cat /marker", &img.to_string_lossy()])
+        .expect("debugfs reads the image");
+    assert_eq!(content, "after");
+}

@@ -2,6 +2,7 @@
 
 use serde_json::{json, Value};
 
+use super::{tag_list, TagStyle};
 use crate::error::ApiError;
 use crate::params::{page, Params};
 use crate::state::Sim;
@@ -22,7 +23,7 @@ pub fn describe_disks(sim: &Sim, p: &Params) -> Result<Value, ApiError> {
         }
     }
     let multi = p.get("MultiAttach").filter(|s| !s.is_empty());
-    let max = p.max_results(10, 500, 10)?;
+    let max = p.max_results_clamped(10, 500, 10)?;
     let start = p.next_token()?;
     let inner = sim.lock();
     let mut out = Vec::new();
@@ -50,6 +51,8 @@ pub fn describe_disks(sim: &Sim, p: &Params) -> Result<Value, ApiError> {
         } else {
             vec![json!({"InstanceId": inst, "Device": "", "AttachedTime": "2025-01-01T00:00:00Z"})]
         };
+        let tags: Vec<(String, String)> =
+            d.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         out.push(json!({
             "DiskId": d.id,
             "DiskName": "",
@@ -68,7 +71,7 @@ pub fn describe_disks(sim: &Sim, p: &Params) -> Result<Value, ApiError> {
             "Portable": d.disk_type.as_str() == "data",
             "PerformanceLevel": "PL1",
             "OperationLocks": {"OperationLock": []},
-            "Tags": {"Tag": []},
+            "Tags": tag_list(&tags, TagStyle::TagKeyValue),
         }));
     }
     let total = out.len();

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use super::{tag_list, tags_match};
+use super::{tag_list, tags_match, TagStyle};
 use crate::error::ApiError;
 use crate::params::{page, Params};
 use crate::state::{Group, Inner, Sim};
@@ -12,8 +12,11 @@ use crate::util::fmt_time;
 pub fn group_json(inner: &Inner, g: &Group, tta: f64) -> Value {
     let progress = inner.progress(g, tta);
     let status = inner.group_status(g, tta);
-    let snaps: Vec<Value> = g
-        .snapshots
+    let available = inner.members_available(g, tta);
+    // Before the point in time the group is listed without members (the
+    // vendor plugin polls until one snapshot per disk shows up).
+    let members: &[crate::state::Snapshot] = if g.copying { &[] } else { &g.snapshots };
+    let snaps: Vec<Value> = members
         .iter()
         .map(|s| {
             json!({
@@ -21,10 +24,10 @@ pub fn group_json(inner: &Inner, g: &Group, tta: f64) -> Value {
                 "SourceDiskId": s.disk_id,
                 "SourceDiskType": s.disk_type,
                 "Progress": format!("{progress}%"),
-                "Available": status == "accomplished",
+                "Available": available,
                 "InstantAccess": false,
                 "InstantAccessRetentionDays": 0,
-                "Tags": tag_list(&s.tags),
+                "Tags": tag_list(&s.tags, TagStyle::KeyValue),
             })
         })
         .collect();
@@ -37,7 +40,7 @@ pub fn group_json(inner: &Inner, g: &Group, tta: f64) -> Value {
         "ResourceGroupId": g.resource_group_id,
         "Status": status,
         "ProgressStatus": "",
-        "Tags": tag_list(&g.tags),
+        "Tags": tag_list(&g.tags, TagStyle::KeyValue),
         "Snapshots": {"Snapshot": snaps},
     })
 }
@@ -91,6 +94,9 @@ pub fn delete_snapshot_group(sim: &Sim, p: &Params) -> Result<Value, ApiError> {
             format!("The specified snapshot group {id} does not exist."),
         ));
     };
+    // Pessimistic: a group whose point in time is still pending (or, with
+    // an immediate point in time, whose copy is running) cannot be deleted
+    // yet; the caller has to come back.
     if inner.groups[pos].copying {
         return Err(ApiError::new(
             409,

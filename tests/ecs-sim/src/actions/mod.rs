@@ -72,11 +72,30 @@ pub async fn dispatch(
     Ok(Outcome { body, accept: None })
 }
 
-/// `{"Tag": [{"Key":..,"Value":..}]}` as ECS nests tag lists.
-pub fn tag_list(tags: &[(String, String)]) -> Value {
+/// How an action spells a tag: the official 7.11.8 response models differ per
+/// action, and a client must cope with exactly what each one sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagStyle {
+    /// `{Key, Value}`: DescribeSnapshotGroups (group and member tags).
+    KeyValue,
+    /// `{TagKey, TagValue}`: DescribeSnapshots, DescribeDisks.
+    TagKeyValue,
+}
+
+/// `{"Tag": [..]}` as ECS nests tag lists, spelled the way `style` says.
+pub fn tag_list(tags: &[(String, String)], style: TagStyle) -> Value {
+    let (k_name, v_name) = match style {
+        TagStyle::KeyValue => ("Key", "Value"),
+        TagStyle::TagKeyValue => ("TagKey", "TagValue"),
+    };
     let list: Vec<Value> = tags
         .iter()
-        .map(|(k, v)| serde_json::json!({"Key": k, "Value": v, "TagKey": k, "TagValue": v}))
+        .map(|(k, v)| {
+            let mut m = serde_json::Map::new();
+            m.insert(k_name.into(), Value::String(k.clone()));
+            m.insert(v_name.into(), Value::String(v.clone()));
+            Value::Object(m)
+        })
         .collect();
     serde_json::json!({ "Tag": list })
 }

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::{tag_list, tags_match};
+use super::{tag_list, tags_match, TagStyle};
 use crate::error::ApiError;
 use crate::params::{page, Params};
 use crate::state::Sim;
@@ -33,8 +33,10 @@ pub fn describe_snapshots(sim: &Sim, p: &Params) -> Result<Value, ApiError> {
     let tta = sim.cfg.time_to_accomplish_secs;
     let inner = sim.lock();
     let mut all = Vec::new();
-    for g in &inner.groups {
+    // A group's snapshots exist only from its point in time on.
+    for g in inner.groups.iter().filter(|g| !g.copying) {
         let st = inner.group_status(g, tta);
+        let available = inner.members_available(g, tta);
         let progress = inner.progress(g, tta);
         let remain = if st == "progressing" {
             (tta * f64::from(100 - progress) / 100.0).ceil() as u64
@@ -67,12 +69,12 @@ pub fn describe_snapshots(sim: &Sim, p: &Params) -> Result<Value, ApiError> {
                 "Status": st,
                 "Progress": format!("{progress}%"),
                 "RemainTime": remain,
-                "Available": st == "accomplished",
-                "CreationTime": fmt_time(g.created),
+                "Available": available,
+                "CreationTime": fmt_time(g.pit_at.unwrap_or(g.created)),
                 "SnapshotType": "user",
                 "Usage": "none",
                 "InstantAccess": false,
-                "Tags": tag_list(&s.tags),
+                "Tags": tag_list(&s.tags, TagStyle::TagKeyValue),
             }));
         }
     }

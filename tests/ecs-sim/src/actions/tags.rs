@@ -7,14 +7,18 @@ use crate::params::Params;
 use crate::state::Sim;
 use crate::validate;
 
-/// TagResources: ResourceType `snapshot` or `snapshotgroup`, ResourceId.N
-/// (1..=50), Tag.N (1..=20). Existing keys are overwritten.
+/// TagResources: ResourceType `snapshot` (the only type of ours the API
+/// documents; `snapshotgroup` is not one), ResourceId.N (1..=50), Tag.N
+/// (1..=20). Existing keys are overwritten.
 pub fn tag_resources(sim: &Sim, p: &Params) -> Result<Value, ApiError> {
     let rtype = p.required("ResourceType")?.to_string();
-    if rtype != "snapshot" && rtype != "snapshotgroup" {
-        return Err(ApiError::invalid(format!(
-            "The specified ResourceType {rtype} is not supported by this emulator."
-        )));
+    if rtype != "snapshot" {
+        // alibaba-api.md §0 item 12: the real code for an unsupported type.
+        return Err(ApiError::new(
+            404,
+            "InvalidResourceType.NotFound",
+            format!("The specified ResourceType {rtype} is not found."),
+        ));
     }
     let ids = p.list("ResourceId", 50)?;
     if ids.is_empty() {
@@ -28,13 +32,11 @@ pub fn tag_resources(sim: &Sim, p: &Params) -> Result<Value, ApiError> {
     let mut inner = sim.lock();
     // Check every id first so a failure changes nothing.
     for id in &ids {
-        let found = inner.groups.iter().any(|g| {
-            if rtype == "snapshotgroup" {
-                &g.id == id
-            } else {
-                g.snapshots.iter().any(|s| &s.id == id)
-            }
-        });
+        // Snapshots do not exist before their point in time.
+        let found = inner
+            .groups
+            .iter()
+            .any(|g| !g.copying && g.snapshots.iter().any(|s| &s.id == id));
         if !found {
             return Err(ApiError::new(
                 404,
@@ -44,14 +46,8 @@ pub fn tag_resources(sim: &Sim, p: &Params) -> Result<Value, ApiError> {
         }
     }
     for g in inner.groups.iter_mut() {
-        if rtype == "snapshotgroup" {
-            if ids.contains(&g.id) {
-                merge(&mut g.tags, &tags)?;
-            }
-        } else {
-            for s in g.snapshots.iter_mut().filter(|s| ids.contains(&s.id)) {
-                merge(&mut s.tags, &tags)?;
-            }
+        for s in g.snapshots.iter_mut().filter(|s| ids.contains(&s.id)) {
+            merge(&mut s.tags, &tags)?;
         }
     }
     Ok(json!({}))

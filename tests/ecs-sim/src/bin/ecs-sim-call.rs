@@ -3,7 +3,7 @@
 //! metadata service (token flow + RAM role), as appsnap will get them.
 //!
 //! Usage: `ecs-sim-call --imds URL --ecs URL ACTION [Key=Value ...]`
-//! Prints the JSON answer; exits 1 on an HTTP error status.
+//! Prints the answer (JSON; XML with `--xml`); exits 1 on an HTTP error status.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -23,6 +23,9 @@ struct Args {
     /// Sign with RPC v1 instead of V3.
     #[arg(long)]
     v1: bool,
+    /// Do not ask for JSON: get the API's default format, XML.
+    #[arg(long)]
+    xml: bool,
     /// The action.
     action: String,
     /// Operation parameters, `Key=Value`.
@@ -96,7 +99,8 @@ fn main() -> ExitCode {
         }
     };
     let scheme = if a.v1 { Scheme::V1 } else { Scheme::V3 };
-    let client = EcsClient::new(&a.ecs, creds, scheme);
+    let mut client = EcsClient::new(&a.ecs, creds, scheme);
+    client.accept_json = !a.xml;
     let kv: Vec<(&str, &str)> = a
         .params
         .iter()

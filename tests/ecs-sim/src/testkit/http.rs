@@ -42,12 +42,16 @@ impl HttpResponse {
         serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
     }
 
-    /// The `Code` of an ECS error body, if any.
+    /// The `Code` of an ECS error body, if any: JSON, or the `<Code>` of an
+    /// XML `<Error>` (the answer to a request that did not ask for JSON, e.g.
+    /// one whose `Format` was tampered with).
     pub fn code(&self) -> Option<String> {
-        self.json()
-            .get("Code")
-            .and_then(|c| c.as_str())
-            .map(str::to_string)
+        if let Some(c) = self.json().get("Code").and_then(|c| c.as_str()) {
+            return Some(c.to_string());
+        }
+        let t = self.text();
+        let rest = t.split_once("<Error>")?.1.split_once("<Code>")?.1;
+        Some(rest.split_once("</Code>")?.0.to_string())
     }
 
     /// A response header.

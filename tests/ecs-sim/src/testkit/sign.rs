@@ -68,7 +68,10 @@ pub fn sign_v1(
     let mut add = |k: &str, v: &str| p.push((k.to_string(), v.to_string()));
     add("Action", action);
     add("Version", "2014-05-26");
-    add("Format", "JSON");
+    // JSON unless the caller chose a Format itself (the API's default is XML).
+    if !op_params.iter().any(|(k, _)| k == "Format") {
+        add("Format", "JSON");
+    }
     add("AccessKeyId", &creds.access_key_id);
     add("SignatureMethod", "HMAC-SHA1");
     add("SignatureVersion", "1.0");
@@ -197,6 +200,9 @@ pub struct EcsClient {
     pub scheme: Scheme,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Ask for JSON (V3 `Accept: application/json`, V1 `Format=JSON`), as the
+    /// official SDK does; `false` gets the API's default, XML.
+    pub accept_json: bool,
 }
 
 impl EcsClient {
@@ -207,6 +213,7 @@ impl EcsClient {
             creds,
             scheme,
             timeout: Duration::from_secs(60),
+            accept_json: true,
         }
     }
 
@@ -223,12 +230,15 @@ impl EcsClient {
         ts: &str,
         nonce: &str,
     ) -> RawRequest {
-        let p: Vec<(String, String)> = params
+        let mut p: Vec<(String, String)> = params
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         match self.scheme {
             Scheme::V1 => {
+                if !self.accept_json && !p.iter().any(|(k, _)| k == "Format") {
+                    p.push(("Format".into(), "XML".into()));
+                }
                 let (all, _) = sign_v1("POST", action, &p, &self.creds, ts, nonce);
                 RawRequest {
                     method: "POST".into(),
@@ -240,10 +250,15 @@ impl EcsClient {
             Scheme::V3 => {
                 let host = super::http::authority(&self.base_url).to_string();
                 let s = sign_v3("POST", &host, action, &p, b"", &self.creds, ts, nonce);
+                let mut headers = s.headers;
+                if self.accept_json {
+                    // Unsigned, as the signing spec allows for `accept`.
+                    headers.push(("accept".into(), "application/json".into()));
+                }
                 RawRequest {
                     method: "POST".into(),
                     target: format!("/?{}", sorted_query(&p)),
-                    headers: s.headers,
+                    headers,
                     body: vec![],
                 }
             }

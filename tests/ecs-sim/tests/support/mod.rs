@@ -16,6 +16,8 @@ pub const INSTANCE: &str = "i-bp1abcdefghijklmnop0";
 pub const ROLE: &str = "AppSnapshotRoleName";
 pub const AK: &str = "testid";
 pub const SECRET: &str = "testsecret";
+/// A configured but disabled long-lived key.
+pub const INACTIVE_AK: &str = "testid-disabled";
 
 /// Disk ids used by `world()`.
 pub const SYS: &str = "d-bp1sys0000000000000";
@@ -62,6 +64,7 @@ fn disk(w: &tempfile::TempDir, id: &str, ty: DiskType) -> DiskConfig {
         zone_id: None,
         backing,
         probe_mounts: vec![],
+        tags: Default::default(),
     }
 }
 
@@ -95,10 +98,18 @@ pub fn world() -> World {
         ram_role: Some(ROLE.into()),
         credential_lifetime_secs: 600,
         http_tokens: HttpTokens::Required,
-        access_keys: vec![AccessKey {
-            id: AK.into(),
-            secret: SECRET.into(),
-        }],
+        access_keys: vec![
+            AccessKey {
+                id: AK.into(),
+                secret: SECRET.into(),
+                active: true,
+            },
+            AccessKey {
+                id: INACTIVE_AK.into(),
+                secret: SECRET.into(),
+                active: false,
+            },
+        ],
         snapshot_dir: dir.path().join("snapshots"),
         time_to_accomplish_secs: 60.0,
         snapshot_quota_per_disk: 256,
@@ -106,6 +117,8 @@ pub fn world() -> World {
         request_log: Some(dir.path().join("requests.jsonl")),
         freeze_probe_timeout_ms: 300,
         copy_images: true,
+        pit_delay_ms: 0,
+        available_delay_ms: 0,
         faults: Default::default(),
         disks,
     };
@@ -210,6 +223,15 @@ pub fn advance_clock(h: &SimHandle, secs: i64) {
 pub fn assert_error(r: &HttpResponse, status: u16, code: &str) {
     assert_eq!(r.code().as_deref(), Some(code), "body: {}", r.text());
     assert_eq!(r.status, status, "body: {}", r.text());
+    if r.header("content-type") == Some("text/xml;charset=utf-8") {
+        // The request did not ask for JSON: the same fields, as XML.
+        let t = r.text();
+        assert!(t.contains("<Error>"), "{t}");
+        for k in ["RequestId", "HostId", "Code", "Message", "Recommend"] {
+            assert!(t.contains(&format!("<{k}>")), "error body lacks {k}: {t}");
+        }
+        return;
+    }
     let v = r.json();
     for k in ["RequestId", "HostId", "Code", "Message", "Recommend"] {
         assert!(v.get(k).is_some(), "error body lacks {k}: {v}");

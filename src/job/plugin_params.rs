@@ -259,6 +259,7 @@ impl PluginParams {
             },
             prescript: self.pre_script.clone(),
             postscript: self.post_script.clone(),
+            script_env: Vec::new(),
             description: self.description.clone(),
             tags: Default::default(),
             keep_last: None,

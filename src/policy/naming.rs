@@ -77,6 +77,40 @@ pub fn check_tag(key: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Prefixes `script_env` may never name: the credentials appsnap signs with
+/// (`ALIBABA_CLOUD_ACCESS_KEY_SECRET`, `..._SECURITY_TOKEN`, ...), the
+/// variables appsnap itself sets, and systemd's sockets, which are the daemon's.
+pub const SCRIPT_ENV_FORBIDDEN: [&str; 5] = [
+    "ALIBABA_CLOUD_",
+    "APPSNAP_",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_",
+    "LISTEN_",
+];
+
+/// One `script_env` name: a portable variable name (`[A-Za-z_][A-Za-z0-9_]*`,
+/// at most 128 bytes) outside [`SCRIPT_ENV_FORBIDDEN`].
+pub fn check_script_env(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let portable = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 128;
+    if !portable {
+        return Err(format!(
+            "script_env: {name:?} is not a variable name (letters, digits and _, not starting with a digit, at most 128)"
+        ));
+    }
+    let upper = name.to_ascii_uppercase();
+    if let Some(p) = SCRIPT_ENV_FORBIDDEN.iter().find(|p| upper.starts_with(*p)) {
+        return Err(format!(
+            "script_env: {name:?} may not be passed to scripts ({p}* holds appsnap's credentials, its own variables or systemd's sockets)"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +133,24 @@ mod tests {
         assert!(check_tag("k", "acs:v").is_err());
         assert!(check_tag("appsnap:job", "v").is_err());
         assert!(check_tag("AppConsistent", "True").is_err());
+    }
+
+    #[test]
+    fn script_env_names() {
+        for ok in ["PGPASSFILE", "MYSQL_HOME", "_x1", "TZ"] {
+            assert_eq!(check_script_env(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "1A", "A-B", "A B", "A=B", &"X".repeat(129)] {
+            assert!(check_script_env(bad).is_err(), "{bad:?}");
+        }
+        for secret in [
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+            "alibaba_cloud_security_token",
+            "APPSNAP_JOB",
+            "NOTIFY_SOCKET",
+        ] {
+            let e = check_script_env(secret).unwrap_err();
+            assert!(e.contains("may not be passed"), "{e}");
+        }
     }
 }

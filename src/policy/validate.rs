@@ -410,6 +410,19 @@ impl Checker<'_, '_> {
             absolute(s, "postscript")
         });
         let description = self.string(&j.description, jn, "description", naming::check_description);
+        let mut script_env: Vec<String> = Vec::new();
+        for n in j.script_env.iter().flat_map(|l| l.get_ref()) {
+            match naming::check_script_env(n.get_ref()) {
+                Ok(()) if script_env.contains(n.get_ref()) => self.push(
+                    n.span().start,
+                    jn,
+                    "script_env",
+                    format!("script_env: {:?} is listed twice", n.get_ref()),
+                ),
+                Ok(()) => script_env.push(n.get_ref().clone()),
+                Err(m) => self.push(n.span().start, jn, "script_env", m),
+            }
+        }
 
         let mut tags = BTreeMap::new();
         if let Some(t) = &j.tags {
@@ -461,6 +474,7 @@ impl Checker<'_, '_> {
             disks: disks?,
             prescript: prescript.map(PathBuf::from),
             postscript: postscript.map(PathBuf::from),
+            script_env,
             description,
             tags,
             keep_last,

@@ -4,6 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
+use appsnap::job::script_check::open_script;
 use appsnap::job::scripts::{run_script, Phase, ScriptContext};
 
 #[tokio::test]
@@ -19,7 +20,7 @@ async fn systemd_notify_and_watchdog_variables_are_not_inherited() {
     .unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
     let run = run_script(
-        &p,
+        &open_script(&p).unwrap(),
         Phase::Post,
         &ScriptContext::default(),
         Duration::from_secs(30),

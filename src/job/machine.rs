@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use super::outcome::Outcome;
 use super::report::{vendor_tag, weakest, Consistency, RunReport, Stage};
-use super::script_check::check_script;
+use super::script_check::{open_script, OpenedScript};
 use super::scripts::{
     run_script_until, Phase, ProcessGroup, ScriptContext, ScriptRun, DEFAULT_KILL_GRACE,
 };
@@ -248,6 +248,8 @@ struct Run<'a> {
     script_ctx: ScriptContext,
     /// Both hooks configured and valid: they run.
     hooks: bool,
+    /// The pre-script opened and checked by `check_hooks`: what runs is this file.
+    prescript: Option<OpenedScript>,
     lock_holders: Option<ProcessGroup>,
     guard: Option<FreezeGuard>,
     frozen: Option<Frozen>,
@@ -300,6 +302,7 @@ impl<'a> Run<'a> {
             request: None,
             script_ctx: ScriptContext::default(),
             hooks: false,
+            prescript: None,
             lock_holders: None,
             guard: None,
             frozen: None,
@@ -489,6 +492,7 @@ impl<'a> Run<'a> {
             disk_ids: selected.iter().map(|(id, _)| id.to_string()).collect(),
             mountpoints: plan.entries.iter().map(|e| e.mount_point.clone()).collect(),
             freeze_deadline_epoch: 0,
+            pass_env: job.script_env.clone(),
         };
 
         if self.opts.dry_run {
@@ -506,6 +510,8 @@ impl<'a> Run<'a> {
         Step::PreScript
     }
 
+    /// Opens and checks both hooks; the pre-script's descriptor is kept (that
+    /// file runs), the post-script is opened and checked again at its start.
     fn check_hooks(&mut self) -> bool {
         let (pre, post) = (self.job.prescript.clone(), self.job.postscript.clone());
         let mut ok = true;
@@ -514,15 +520,23 @@ impl<'a> Run<'a> {
                 None => {
                     ok = false;
                 }
-                Some(p) => {
-                    if let Err(e) = check_script(p) {
+                Some(p) => match open_script(p) {
+                    Ok(opened) => {
+                        if what == "prescript" {
+                            self.prescript = Some(opened);
+                        }
+                    }
+                    Err(e) => {
                         self.warn(format!(
                             "{what} not used, snapshot will be file-system-consistent: {e}"
                         ));
                         ok = false;
                     }
-                }
+                },
             }
+        }
+        if !ok {
+            self.prescript = None;
         }
         if !ok && (pre.is_some() || post.is_some()) && (pre.is_none() || post.is_none()) {
             self.warn(
@@ -590,11 +604,15 @@ impl<'a> Run<'a> {
         if !self.hooks {
             return Step::Freeze;
         }
-        let path = self.job.prescript.clone().expect("hooks imply a prescript");
+        let script = self
+            .prescript
+            .take()
+            .expect("hooks imply an opened prescript");
+        let path = script.path().to_path_buf();
         self.script_ctx.freeze_deadline_epoch =
             epoch_after(self.job.script_timeout + self.job.freeze_timeout);
         let run = run_script_until(
-            &path,
+            &script,
             Phase::Pre,
             &self.script_ctx,
             self.job.script_timeout,
@@ -632,11 +650,19 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Logs how a script ended and its output, with the credentials in use
+    /// redacted: a script may print its environment or a config file holding them.
     fn log_script(&self, phase: Phase, run: &ScriptRun) {
+        let key = self.env.ecs.credentials().current();
+        let secrets: Vec<&crate::cloud::secret::Secret> = key
+            .iter()
+            .flat_map(|k| std::iter::once(&k.access_key_secret).chain(&k.security_token))
+            .collect();
+        let output = crate::cloud::secret::scrub(run.output.trim_end(), &secrets);
         info!(
             job = %self.job.name, run_id = %self.report.run_id, phase = phase.as_str(),
             took_ms = run.duration.as_millis() as u64,
-            "{} script: {}; output: {}", phase.as_str(), describe(run), run.output.trim_end()
+            "{} script: {}; output: {output}", phase.as_str(), describe(run)
         );
     }
 
@@ -910,14 +936,25 @@ impl<'a> Run<'a> {
     // ---- PostScript, then the lock holders end.
 
     async fn post_script(&mut self) -> Step {
-        if self.hooks {
-            let path = self
-                .job
-                .postscript
-                .clone()
-                .expect("hooks imply a postscript");
+        // Opened and checked again now: the path may lead elsewhere than at the start.
+        let script = match self.job.postscript.as_deref().filter(|_| self.hooks) {
+            None => None,
+            Some(path) => match open_script(path) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    self.consistency = weakest(self.consistency, Consistency::Fs);
+                    self.fail(
+                        Outcome::PostScriptFailed,
+                        format!("postscript not run: {e}; snapshot will be at most file-system-consistent"),
+                    );
+                    None
+                }
+            },
+        };
+        if let Some(script) = script {
+            let path = script.path().to_path_buf();
             let run = run_script_until(
-                &path,
+                &script,
                 Phase::Post,
                 &self.script_ctx,
                 self.job.script_timeout,

@@ -567,7 +567,7 @@ fn join_paths(paths: &[PathBuf]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::live_member;
+    use super::*;
 
     #[test]
     fn stat_lines_are_read_past_odd_command_names() {
@@ -575,5 +575,76 @@ mod tests {
         assert!(!live_member("42 (sleep) Z 1 4242 4242 0 -1", 4242));
         assert!(!live_member("42 (sleep) S 1 4243 4243 0 -1", 4242));
         assert!(live_member("42 (a) b (c) R 1 7 7 0", 7));
+    }
+
+    #[test]
+    fn the_environment_is_fixed_plus_what_the_policy_passes() {
+        let ctx = ScriptContext {
+            job: "db".into(),
+            pass_env: vec!["PATH".into(), "ORACLE_HOME".into(), "ABSENT".into()],
+            ..ScriptContext::default()
+        };
+        let daemon = |k: &str| match k {
+            "PATH" => Some("/opt/bin".into()),
+            "ORACLE_HOME" => Some("/u01".into()),
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET" => Some("s3cr3t".into()),
+            _ => None,
+        };
+        let env = script_environment(Phase::Pre, &ctx, daemon);
+        let get = |k: &str| env.get(OsStr::new(k)).and_then(|v| v.to_str());
+        assert_eq!(
+            get("PATH"),
+            Some("/opt/bin"),
+            "listed: the operator's choice"
+        );
+        assert_eq!(get("ORACLE_HOME"), Some("/u01"));
+        assert_eq!(get("ABSENT"), None);
+        assert_eq!(get("ALIBABA_CLOUD_ACCESS_KEY_SECRET"), None);
+        assert_eq!(get("APPSNAP_PHASE"), Some("pre"));
+        assert_eq!(get("LANG"), Some(SCRIPT_LANG));
+        assert_eq!(env.len(), 3 + 1 + 5, "PATH replaced, ORACLE_HOME added");
+        let unlisted = script_environment(Phase::Pre, &ScriptContext::default(), daemon);
+        assert_eq!(unlisted.get(OsStr::new("PATH")).unwrap(), SCRIPT_PATH);
+    }
+
+    /// Issue 14 item 11: a PGID is signalled only while a member we hold by
+    /// pidfd is, by a stat read before the pidfd answered, still in it.
+    #[test]
+    fn a_group_is_ours_only_while_a_held_member_is_in_it_and_unreaped() {
+        let in_group = "42 (mysql) S 1 4242 4242 0 -1";
+        assert!(member_confirmed(Some(in_group), 4242, true));
+        // Reaped since (the pid may now be anybody's), or the stat was unreadable.
+        assert!(!member_confirmed(Some(in_group), 4242, false));
+        assert!(!member_confirmed(None, 4242, true));
+        // Moved to another group (setsid), or a zombie: it no longer holds ours.
+        assert!(!member_confirmed(
+            Some("42 (mysql) S 1 42 42 0 -1"),
+            4242,
+            true
+        ));
+        assert!(!member_confirmed(
+            Some("42 (mysql) Z 1 4242 4242 0 -1"),
+            4242,
+            true
+        ));
+    }
+
+    #[test]
+    fn a_reaped_member_no_longer_vouches_for_its_pgid() {
+        use std::os::unix::process::CommandExt;
+        // A child of this test process in a group of its own, held by pidfd.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let g = ProcessGroup::adopt(Pid::from_raw(pid)).expect("sleep is a live member");
+        assert!(g.is_ours() && g.is_alive());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Reaped: the PGID is free for anyone; nothing confirms it is ours.
+        assert!(!g.is_ours());
+        assert!(!g.is_alive());
     }
 }

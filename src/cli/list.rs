@@ -66,6 +66,21 @@ fn preview(policy: &policy::Policy, args: &ListArgs) -> u8 {
         eprintln!("appsnap: list: no job named {name:?} in the policy");
         return Outcome::InvalidParameters.code();
     };
+    // Read only: a preview never creates the installation's owner ID.
+    let owner = match appsnap::owner::load(&policy.host.state_dir) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            eprintln!(
+                "appsnap: list: no owner id in {}: this installation has created no group yet, so retention would delete nothing",
+                policy.host.state_dir.display()
+            );
+            return Outcome::Success.code();
+        }
+        Err(e) => {
+            eprintln!("appsnap: list: {e}");
+            return Outcome::InvalidParameters.code();
+        }
+    };
     let assessed = block_on(async {
         let cloud = Cloud::connect(&policy.cloud).await?;
         let deadline = Instant::now() + LIST_DEADLINE;
@@ -73,6 +88,7 @@ fn preview(policy: &policy::Policy, args: &ListArgs) -> u8 {
             &cloud.ecs,
             job,
             &cloud.instance_id,
+            &owner,
             Utc::now(),
             None,
             deadline,

@@ -56,6 +56,10 @@ pub struct RunEnv {
     /// The longest pause between two questions meanwhile (polling starts
     /// faster and backs off to this).
     pub poll_interval: Duration,
+    /// This installation's owner ID, tagged on every group it creates so that
+    /// retention deletes only its own (`None`: it could not be read or
+    /// created; groups go untagged and retention deletes nothing).
+    pub owner: Option<crate::owner::OwnerId>,
 }
 
 /// How long a run waits for its snapshots to be usable, by default.
@@ -81,7 +85,18 @@ impl RunEnv {
         ecs: Arc<EcsClient>,
         instance_id: String,
     ) -> RunEnv {
+        let owner = match crate::owner::load_or_create(&policy.host.state_dir) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                warn!(
+                    "{e}; groups are created without the {} tag and retention deletes none of them",
+                    crate::owner::TAG_OWNER
+                );
+                None
+            }
+        };
         RunEnv {
+            owner,
             ecs,
             instance_id,
             host_paths: HostPaths::system(&policy.host.by_id_dir),
@@ -107,6 +122,9 @@ pub struct RunOptions {
     pub freeze_gate: Option<crate::schedule::FreezeGate>,
     /// The daemon's shutdown signal and its count of runs that must finish first.
     pub shutdown: Option<Shutdown>,
+    /// `appsnap plugin`: the group is tagged `appsnap:plugin=<Name>` instead of
+    /// `appsnap:job`, so no job's retention ever counts it as its own.
+    pub plugin: bool,
 }
 
 /// Lets the daemon stop safely: a run that has not frozen yet gives up before
@@ -462,9 +480,16 @@ impl<'a> Run<'a> {
             )
         });
         let mut tags = vec![
-            Tag::new(TAG_JOB, job.name.as_str()),
+            if self.opts.plugin {
+                Tag::new(crate::owner::TAG_PLUGIN, job.name.as_str())
+            } else {
+                Tag::new(TAG_JOB, job.name.as_str())
+            },
             Tag::new(TAG_INSTANCE, self.env.instance_id.as_str()),
         ];
+        if let Some(owner) = &self.env.owner {
+            tags.push(Tag::new(crate::owner::TAG_OWNER, owner.as_str()));
+        }
         tags.extend(
             job.tags
                 .iter()
@@ -1075,7 +1100,11 @@ impl<'a> Run<'a> {
             return Step::Done;
         }
         let mut tags = vec![
-            Tag::new(TAG_JOB, self.job.name.as_str()),
+            if self.opts.plugin {
+                Tag::new(crate::owner::TAG_PLUGIN, self.job.name.as_str())
+            } else {
+                Tag::new(TAG_JOB, self.job.name.as_str())
+            },
             Tag::new(TAG_CONSISTENCY, self.consistency.as_str()),
         ];
         if let Some((k, v)) = vendor_tag(self.consistency) {

@@ -584,3 +584,56 @@ fn thaw_all_from_another_mount_namespace_recognises_the_superblock() {
     );
     drop(g);
 }
+
+/// Issue 14 item 3: a file system the guard froze is thawed from outside
+/// (`fsfreeze -u`). The guard's `check` names it (and holds it frozen again
+/// until the thaw), and the thaw report marks it lost; without a check,
+/// FITHAW's EINVAL marks it lost. A file system left alone is not reported.
+#[test]
+fn a_freeze_thawed_from_outside_is_reported_lost() {
+    root_or_skip!();
+    let lab = Lab::new("lost", Duration::from_secs(90));
+    let dev_a = lab.loop_dev("a", 256);
+    let dev_b = lab.loop_dev("b", 320);
+    lab.mkfs(&dev_a, "ext4");
+    lab.mkfs(&dev_b, "xfs");
+    let mp_a = lab.mount(&dev_a, "a");
+    let mp_b = lab.mount(&dev_b, "b");
+    lab.link("hostlosta", &dev_a);
+    lab.link("hostlostb", &dev_b);
+    let plan = plan_for(&lab, &["d-hostlosta", "d-hostlostb"]).unwrap();
+    let _safety = (ThawOnDrop(mp_a.clone()), ThawOnDrop(mp_b.clone()));
+
+    // 1. check: sees the outside thaw, freezes it again until our thaw.
+    let mut g = spawn(&lab, &plan, LONG);
+    g.freeze().unwrap();
+    assert!(g.check().unwrap().is_empty(), "nothing thawed yet");
+    assert!(fsfreeze("-u", &mp_a), "fsfreeze -u from outside");
+    assert_eq!(g.check().unwrap(), vec![mp_a.clone()]);
+    let mut w = writer(&mp_a, "after-check.txt");
+    assert!(
+        still_blocked_after(&mut w, Duration::from_millis(700)),
+        "the check holds the file system frozen again until the thaw"
+    );
+    let report = g.thaw().unwrap();
+    assert_eq!(report.lost(), vec![mp_a.as_path()], "{report:?}");
+    assert!(finishes_within(&mut w, Duration::from_secs(20)));
+
+    // 2. no check: FITHAW's EINVAL at the thaw is a lost freeze too.
+    let mut g = spawn(&lab, &plan, LONG);
+    g.freeze().unwrap();
+    assert!(fsfreeze("-u", &mp_b), "fsfreeze -u from outside");
+    let report = g.thaw().unwrap();
+    assert_eq!(report.lost(), vec![mp_b.as_path()], "{report:?}");
+    assert_writable_now(&mp_a);
+    assert_writable_now(&mp_b);
+}
+
+fn assert_writable_now(mp: &Path) {
+    let mut w = writer(mp, "writable.txt");
+    assert!(
+        finishes_within(&mut w, Duration::from_secs(20)),
+        "{}",
+        mp.display()
+    );
+}

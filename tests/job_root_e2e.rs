@@ -671,3 +671,58 @@ fn credentials_expiring_mid_run_are_refreshed_before_the_freeze() {
         "CreateSnapshotGroup was signed with refreshed credentials"
     );
 }
+
+/// Issue 14 item 3: someone thaws one of the job's file systems while
+/// CreateSnapshotGroup is in flight (`fsfreeze -u`, as `appsnap thaw --all`
+/// used to). The cloud's point in time may then be on an unfrozen file
+/// system: the run must not claim app or fs consistency, must name the file
+/// system, and must not exit 0.
+#[test]
+fn a_freeze_lost_during_the_api_call_is_never_app_consistent() {
+    root_or_skip!();
+    let w = World::new(
+        "e2e-lost",
+        Setup {
+            sim_extra: "[faults.actions.CreateSnapshotGroup]\nlatency_ms = 4000\n".into(),
+            ..Setup::default()
+        },
+    );
+    let mut cmd = Command::new(appsnap_bin());
+    cmd.arg("-c")
+        .arg(&w.policy)
+        .args(["--config-dir", "/nonexistent", "run", "db"]);
+    let run = std::thread::spawn(move || run_bounded(cmd, Duration::from_secs(120)));
+    // Thaw the ext4 file system from outside as soon as the guard has frozen it
+    // (fsfreeze -u fails while it is not frozen).
+    let start = Instant::now();
+    let mut thawed_from_outside = false;
+    while !run.is_finished() && start.elapsed() < Duration::from_secs(60) {
+        if w.lab.run_dir().join("frozen.json").exists() && common::fsfreeze("-u", &w.ext) {
+            thawed_from_outside = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = run.join().unwrap();
+    let t = text(&out);
+    assert!(thawed_from_outside, "never saw the file system frozen: {t}");
+    assert_eq!(out.status.code(), Some(11), "{t}");
+    assert!(
+        t.contains(&w.ext.display().to_string()) && t.contains("lost"),
+        "the warning names the thawed file system: {t}"
+    );
+    let groups = w.groups();
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    for tags in snapshot_tags(&groups[0]) {
+        assert!(has_tag(&tags, "appsnap:consistency", "crash"), "{tags:?}");
+        assert!(
+            !tags
+                .iter()
+                .any(|(k, _)| k == "FsConsistent" || k == "AppConsistent"),
+            "{tags:?}"
+        );
+    }
+    assert_writable(&w.ext);
+    assert_writable(&w.xfs);
+    assert!(!w.lab.run_dir().join("frozen.json").exists());
+}

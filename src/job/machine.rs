@@ -891,11 +891,57 @@ impl<'a> Run<'a> {
             self.after_window();
             return Step::PostScript;
         };
-        let joined = tokio::task::spawn_blocking(move || guard.thaw()).await;
+        // First ask whether someone thawed a file system behind the guard's
+        // back (`fsfreeze -u`, another tool): then the point in time may be
+        // on an unfrozen file system. The check costs one FIFREEZE per file
+        // system (EBUSY) before the thaw.
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut guard = guard;
+            let checked = guard.check();
+            (checked, guard.thaw())
+        })
+        .await;
         // Thawed (or the guard is gone and its deadline rules): logging is safe again.
         self.hold = None;
         self.permit = None;
         self.after_window();
+        let (checked, joined) = match joined {
+            Ok((checked, thawed)) => (Some(checked), Ok(thawed)),
+            Err(e) => (None, Err(e)),
+        };
+        let mut lost: Vec<PathBuf> = Vec::new();
+        match checked {
+            Some(Ok(l)) => lost.extend(l),
+            Some(Err(e)) => {
+                self.consistency = Consistency::Crash;
+                self.warn(format!(
+                    "could not confirm that the file systems stayed frozen until the point in time ({e}); the group is crash-consistent at best"
+                ));
+            }
+            None => {}
+        }
+        if let Ok(Ok(report)) = &joined {
+            for p in report.lost() {
+                if !lost.iter().any(|l| l == p) {
+                    lost.push(p.to_path_buf());
+                }
+            }
+        }
+        if !lost.is_empty() {
+            self.consistency = Consistency::Crash;
+            let names = lost
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            self.warn(format!(
+                "freeze lost: {names} was thawed by someone else (fsfreeze -u, appsnap thaw --all --force, another tool) while the snapshot was taken; the group is crash-consistent at best"
+            ));
+            self.fail(
+                Outcome::FreezeFailed,
+                format!("cannot prove I/O was suspended: the freeze of {names} was lost"),
+            );
+        }
         match joined {
             Ok(Ok(report)) => {
                 self.report.frozen_ms = Some(report.window_us / 1000);

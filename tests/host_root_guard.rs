@@ -637,3 +637,57 @@ fn assert_writable_now(mp: &Path) {
         mp.display()
     );
 }
+
+fn thaw_all(run_dir: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(appsnap_bin())
+        .args(["thaw", "--all", "--run-dir"])
+        .arg(run_dir)
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Issue 14 item 3: `thaw --all` while a live guard holds the freeze (an
+/// `appsnap run` in progress) refuses, naming the guard's pid, and leaves the
+/// freeze and the record alone; `--force` thaws, and the guard then reports
+/// the freeze lost.
+#[test]
+fn thaw_all_leaves_a_live_guards_freeze_alone_unless_forced() {
+    root_or_skip!();
+    let lab = Lab::new("live", Duration::from_secs(90));
+    let dev = lab.loop_dev("l", 256);
+    lab.mkfs(&dev, "ext4");
+    let mp = lab.mount(&dev, "l");
+    lab.link("hostlive", &dev);
+    let plan = plan_for(&lab, &["d-hostlive"]).unwrap();
+    let _safety = ThawOnDrop(mp.clone());
+    let mut g = spawn(&lab, &plan, LONG);
+    g.freeze().unwrap();
+    let pid = g.pid().unwrap();
+
+    let (code, out) = thaw_all(&lab.run_dir(), &[]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("pid {pid}")), "{out}");
+    assert!(record::read(&lab.run_dir()).unwrap().is_some(), "{out}");
+    let mut w = writer(&mp, "held.txt");
+    assert!(
+        still_blocked_after(&mut w, Duration::from_millis(700)),
+        "thaw --all thawed a live guard's freeze: {out}"
+    );
+
+    let (code, out) = thaw_all(&lab.run_dir(), &["--force"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("thawed {}", mp.display())), "{out}");
+    assert!(finishes_within(&mut w, Duration::from_secs(20)));
+    let report = g.thaw().unwrap();
+    assert_eq!(report.lost(), vec![mp.as_path()]);
+}

@@ -286,6 +286,7 @@ pub fn run_with_mountinfo(mountinfo: &Path) -> u8 {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
+        guard_start_ticks: record::own_start_ticks(),
         deadline_ms: req.deadline_ms,
         targets: recorded,
     };

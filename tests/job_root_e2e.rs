@@ -612,6 +612,14 @@ fn plugin_takes_the_vendor_sample_string() {
     for tags in snapshot_tags(g) {
         assert!(has_tag(&tags, "FsConsistent", "True"), "{tags:?}");
     }
+    // A plugin group is no job's: no job's retention may ever count it as its own.
+    assert_eq!(
+        group_tag(g, "appsnap:plugin").as_deref(),
+        Some("LinuxApp1"),
+        "{g}"
+    );
+    assert_eq!(group_tag(g, "appsnap:job"), None, "{g}");
+    assert_eq!(group_tag(g, "appsnap:owner"), Some(owner_id(&w)), "{g}");
     let mut f = std::fs::File::create(w.ext.join("after")).unwrap();
     f.write_all(b"writable").unwrap();
 }
@@ -713,6 +721,19 @@ fn a_freeze_lost_during_the_api_call_is_never_app_consistent() {
     );
     let groups = w.groups();
     assert_eq!(groups.len(), 1, "{groups:?}");
+    // The emulator saw it: the ext4 file system was not frozen at the point in time.
+    assert_eq!(
+        groups[0]["frozen_at_pit"][EXT_DISK][0]["frozen"], false,
+        "{}",
+        groups[0]
+    );
+    // Created by this installation: its owner tag, so its retention may prune it.
+    assert_eq!(
+        group_tag(&groups[0], "appsnap:owner"),
+        Some(owner_id(&w)),
+        "{}",
+        groups[0]
+    );
     for tags in snapshot_tags(&groups[0]) {
         assert!(has_tag(&tags, "appsnap:consistency", "crash"), "{tags:?}");
         assert!(
@@ -725,4 +746,19 @@ fn a_freeze_lost_during_the_api_call_is_never_app_consistent() {
     assert_writable(&w.ext);
     assert_writable(&w.xfs);
     assert!(!w.lab.run_dir().join("frozen.json").exists());
+}
+
+/// A group tag as the emulator shows it (`{"Tag": [{"Key", "Value"}, ...]}`).
+fn group_tag(g: &Value, key: &str) -> Option<String> {
+    g["tags"]["Tag"].as_array()?.iter().find_map(|t| {
+        (t["Key"] == key).then(|| t["Value"].as_str().unwrap_or_default().to_string())
+    })
+}
+
+/// The installation's owner ID, which the first run generated in its state dir.
+fn owner_id(w: &World) -> String {
+    std::fs::read_to_string(w.lab.dir.join("state/owner-id"))
+        .unwrap()
+        .trim()
+        .to_string()
 }

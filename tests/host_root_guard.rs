@@ -639,10 +639,16 @@ fn assert_writable_now(mp: &Path) {
 }
 
 fn thaw_all(run_dir: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    thaw_all_env(run_dir, extra, &[])
+}
+
+fn thaw_all_env(run_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let out = Command::new(appsnap_bin())
         .args(["thaw", "--all", "--run-dir"])
         .arg(run_dir)
         .args(extra)
+        .env_remove("SERVICE_RESULT")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -688,6 +694,16 @@ fn thaw_all_leaves_a_live_guards_freeze_alone_unless_forced() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains(&format!("thawed {}", mp.display())), "{out}");
     assert!(finishes_within(&mut w, Duration::from_secs(20)));
+    let report = g.thaw().unwrap();
+    assert_eq!(report.lost(), vec![mp.as_path()]);
+
+    // As the unit's ExecStopPost (SERVICE_RESULT set) with the guard in the
+    // same cgroup: systemd kills the guard right after, so its freeze is thawed.
+    let mut g = spawn(&lab, &plan, LONG);
+    g.freeze().unwrap();
+    let (code, out) = thaw_all_env(&lab.run_dir(), &[], &[("SERVICE_RESULT", "success")]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("thawed {}", mp.display())), "{out}");
     let report = g.thaw().unwrap();
     assert_eq!(report.lost(), vec![mp.as_path()]);
 }

@@ -246,6 +246,23 @@ pub fn guard_alive(rec: &FrozenRecord, proc_root: &Path) -> bool {
     }
 }
 
+/// Whether `pid` will be killed the moment this process ends: we run as the
+/// systemd unit's `ExecStopPost` (systemd sets `SERVICE_RESULT` for it) and
+/// the guard is in our own cgroup, i.e. the unit's. Its daemon is gone, and
+/// systemd's final SIGKILL would leave whatever it still holds frozen (a
+/// FIFREEZE hung in the kernel stops its own thaw), with nobody to thaw it.
+/// A guard of an `appsnap run` started elsewhere is in another cgroup.
+fn dies_with_the_stopping_unit(pid: u32, proc_root: &Path) -> bool {
+    if std::env::var_os("SERVICE_RESULT").is_none() {
+        return false;
+    }
+    let cgroup = |p: &str| std::fs::read(proc_root.join(p).join("cgroup")).ok();
+    match (cgroup(&pid.to_string()), cgroup("self")) {
+        (Some(theirs), Some(ours)) => theirs == ours,
+        _ => false,
+    }
+}
+
 /// A start time in ticks since boot, as Unix milliseconds (`btime` + ticks).
 fn started_unix_ms(proc_root: &Path, ticks: u64) -> Option<u64> {
     let stat = std::fs::read_to_string(proc_root.join("stat")).ok()?;
@@ -280,7 +297,11 @@ pub fn recover_with(
     let Some(rec) = read(run_dir)? else {
         return Ok(None);
     };
-    if !force && guard_alive(&rec, Path::new("/proc")) {
+    let proc_root = Path::new("/proc");
+    if !force
+        && guard_alive(&rec, proc_root)
+        && !dies_with_the_stopping_unit(rec.guard_pid, proc_root)
+    {
         return Err(RecordError::GuardAlive {
             path: record_path(run_dir),
             pid: rec.guard_pid,

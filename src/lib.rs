@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod host;
 pub mod job;
 pub mod logging;
+pub mod owner;
 pub mod policy;
 pub mod retention;
 pub mod schedule;

@@ -66,6 +66,21 @@ fn preview(policy: &policy::Policy, args: &ListArgs) -> u8 {
         eprintln!("appsnap: list: no job named {name:?} in the policy");
         return Outcome::InvalidParameters.code();
     };
+    // Read only: a preview never creates the installation's owner ID.
+    let owner = match appsnap::owner::load(&policy.host.state_dir) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            eprintln!(
+                "appsnap: list: no owner id in {}: this installation has created no group yet, so retention would delete nothing",
+                policy.host.state_dir.display()
+            );
+            return Outcome::Success.code();
+        }
+        Err(e) => {
+            eprintln!("appsnap: list: {e}");
+            return Outcome::InvalidParameters.code();
+        }
+    };
     let assessed = block_on(async {
         let cloud = Cloud::connect(&policy.cloud).await?;
         let deadline = Instant::now() + LIST_DEADLINE;
@@ -73,6 +88,7 @@ fn preview(policy: &policy::Policy, args: &ListArgs) -> u8 {
             &cloud.ecs,
             job,
             &cloud.instance_id,
+            &owner,
             Utc::now(),
             None,
             deadline,
@@ -215,7 +231,12 @@ pub fn rows(
     let mut rows: Vec<Row> = groups
         .into_iter()
         .filter_map(|g| {
-            let owner = g.tag(TAG_JOB)?.to_string();
+            // `appsnap plugin` groups carry `appsnap:plugin=<Name>` instead of a job.
+            let owner = match (g.tag(TAG_JOB), g.tag(appsnap::owner::TAG_PLUGIN)) {
+                (Some(j), _) => j.to_string(),
+                (None, Some(n)) => format!("plugin:{n}"),
+                (None, None) => return None,
+            };
             if job.is_some_and(|j| j != owner) {
                 return None;
             }
@@ -314,6 +335,17 @@ mod tests {
             }],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn plugin_groups_are_listed_as_the_plugins_never_as_a_jobs() {
+        let mut p = group("ssg-plugin", None, "2025-01-01T00:00:00Z", false);
+        p.tags.push(Tag::new(appsnap::owner::TAG_PLUGIN, "mysql"));
+        let tags = std::collections::HashMap::new();
+        let all = rows(vec![p.clone()], None, &tags);
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].job, "plugin:mysql");
+        assert!(rows(vec![p], Some("mysql"), &tags).is_empty());
     }
 
     #[test]

@@ -572,6 +572,9 @@ impl EcsClient {
         url.set_query(None);
         super::tls::install_provider();
         let mut builder = reqwest::Client::builder()
+            // Never follow a redirect: it would replay the signed request (V1's
+            // whole query, in `Referer`, and the STS token) to another server.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_keepalive(Duration::from_secs(30))
@@ -1128,6 +1131,11 @@ fn decode_error(
             request_id: field(v, "RequestId"),
             code,
             http_status: status,
+        },
+        None if (300..400).contains(&status) => EcsError::Decode {
+            action: action.into(),
+            http_status: status,
+            reason: "a redirect, not followed (appsnap never follows redirects: they would replay the signed request elsewhere)".into(),
         },
         None => {
             let text = String::from_utf8_lossy(body);

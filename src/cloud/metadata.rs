@@ -172,6 +172,9 @@ impl MetadataClient {
         super::tls::install_provider();
         let http = reqwest::Client::builder()
             .no_proxy()
+            // A redirect would carry the IMDS token (and the STS credentials it
+            // guards) to whatever the Location names: a 3xx is an error.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(1))
             .read_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(5))

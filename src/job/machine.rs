@@ -56,6 +56,10 @@ pub struct RunEnv {
     /// The longest pause between two questions meanwhile (polling starts
     /// faster and backs off to this).
     pub poll_interval: Duration,
+    /// This installation's owner ID, tagged on every group it creates so that
+    /// retention deletes only its own (`None`: it could not be read or
+    /// created; groups go untagged and retention deletes nothing).
+    pub owner: Option<crate::owner::OwnerId>,
 }
 
 /// How long a run waits for its snapshots to be usable, by default.
@@ -81,7 +85,18 @@ impl RunEnv {
         ecs: Arc<EcsClient>,
         instance_id: String,
     ) -> RunEnv {
+        let owner = match crate::owner::load_or_create(&policy.host.state_dir) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                warn!(
+                    "{e}; groups are created without the {} tag and retention deletes none of them",
+                    crate::owner::TAG_OWNER
+                );
+                None
+            }
+        };
         RunEnv {
+            owner,
             ecs,
             instance_id,
             host_paths: HostPaths::system(&policy.host.by_id_dir),
@@ -107,6 +122,9 @@ pub struct RunOptions {
     pub freeze_gate: Option<crate::schedule::FreezeGate>,
     /// The daemon's shutdown signal and its count of runs that must finish first.
     pub shutdown: Option<Shutdown>,
+    /// `appsnap plugin`: the group is tagged `appsnap:plugin=<Name>` instead of
+    /// `appsnap:job`, so no job's retention ever counts it as its own.
+    pub plugin: bool,
 }
 
 /// Lets the daemon stop safely: a run that has not frozen yet gives up before
@@ -465,9 +483,16 @@ impl<'a> Run<'a> {
             )
         });
         let mut tags = vec![
-            Tag::new(TAG_JOB, job.name.as_str()),
+            if self.opts.plugin {
+                Tag::new(crate::owner::TAG_PLUGIN, job.name.as_str())
+            } else {
+                Tag::new(TAG_JOB, job.name.as_str())
+            },
             Tag::new(TAG_INSTANCE, self.env.instance_id.as_str()),
         ];
+        if let Some(owner) = &self.env.owner {
+            tags.push(Tag::new(crate::owner::TAG_OWNER, owner.as_str()));
+        }
         tags.extend(
             job.tags
                 .iter()
@@ -892,11 +917,57 @@ impl<'a> Run<'a> {
             self.after_window();
             return Step::PostScript;
         };
-        let joined = tokio::task::spawn_blocking(move || guard.thaw()).await;
+        // First ask whether someone thawed a file system behind the guard's
+        // back (`fsfreeze -u`, another tool): then the point in time may be
+        // on an unfrozen file system. The check costs one FIFREEZE per file
+        // system (EBUSY) before the thaw.
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut guard = guard;
+            let checked = guard.check();
+            (checked, guard.thaw())
+        })
+        .await;
         // Thawed (or the guard is gone and its deadline rules): logging is safe again.
         self.hold = None;
         self.permit = None;
         self.after_window();
+        let (checked, joined) = match joined {
+            Ok((checked, thawed)) => (Some(checked), Ok(thawed)),
+            Err(e) => (None, Err(e)),
+        };
+        let mut lost: Vec<PathBuf> = Vec::new();
+        match checked {
+            Some(Ok(l)) => lost.extend(l),
+            Some(Err(e)) => {
+                self.consistency = Consistency::Crash;
+                self.warn(format!(
+                    "could not confirm that the file systems stayed frozen until the point in time ({e}); the group is crash-consistent at best"
+                ));
+            }
+            None => {}
+        }
+        if let Ok(Ok(report)) = &joined {
+            for p in report.lost() {
+                if !lost.iter().any(|l| l == p) {
+                    lost.push(p.to_path_buf());
+                }
+            }
+        }
+        if !lost.is_empty() {
+            self.consistency = Consistency::Crash;
+            let names = lost
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            self.warn(format!(
+                "freeze lost: {names} was thawed by someone else (fsfreeze -u, appsnap thaw --all --force, another tool) while the snapshot was taken; the group is crash-consistent at best"
+            ));
+            self.fail(
+                Outcome::FreezeFailed,
+                format!("cannot prove I/O was suspended: the freeze of {names} was lost"),
+            );
+        }
         match joined {
             Ok(Ok(report)) => {
                 self.report.frozen_ms = Some(report.window_us / 1000);
@@ -1112,7 +1183,11 @@ impl<'a> Run<'a> {
             return Step::Done;
         }
         let mut tags = vec![
-            Tag::new(TAG_JOB, self.job.name.as_str()),
+            if self.opts.plugin {
+                Tag::new(crate::owner::TAG_PLUGIN, self.job.name.as_str())
+            } else {
+                Tag::new(TAG_JOB, self.job.name.as_str())
+            },
             Tag::new(TAG_CONSISTENCY, self.consistency.as_str()),
         ];
         if let Some((k, v)) = vendor_tag(self.consistency) {

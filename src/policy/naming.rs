@@ -9,8 +9,9 @@ pub const GROUP_NAME_SUFFIX_LEN: usize = 17;
 pub const GROUP_NAME_MAX: usize = 128;
 /// Longest job name that still yields a valid group name.
 pub const JOB_NAME_MAX: usize = GROUP_NAME_MAX - GROUP_NAME_SUFFIX_LEN;
-/// ECS allows 20 tags per request; appsnap adds `appsnap:job`,
-/// `appsnap:instance` and a consistency tag.
+/// ECS allows 20 tags per request; appsnap adds three to every group it
+/// creates (`appsnap:job` or `appsnap:plugin`, `appsnap:instance`,
+/// `appsnap:owner`), so 17 are left for the job's own.
 pub const MAX_USER_TAGS: usize = 17;
 /// Tag keys appsnap writes itself; a user tag may not shadow them.
 pub const RESERVED_TAG_KEYS: [&str; 2] = ["AppConsistent", "FsConsistent"];

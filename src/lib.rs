@@ -11,4 +11,5 @@ pub mod logging;
 pub mod policy;
 pub mod retention;
 pub mod schedule;
+pub mod securefs;
 pub mod state;

@@ -597,18 +597,9 @@ fn id_like(s: &str, key: &str, what: &str, prefix: &str) -> Result<(), String> {
     }
 }
 
-/// RAM role names: 1-64 of letters, digits, `.`, `-`, `_`.
+/// RAM role names ([`naming::check_ram_role_name`]).
 fn ram_role(s: &str) -> Result<(), String> {
-    let ok = (1..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "ram_role {s:?}: must be 1-64 letters, digits, '.', '-' or '_'"
-        ))
-    }
+    naming::check_ram_role_name(s).map_err(|why| format!("ram_role {s:?}: {why}"))
 }
 
 /// URLs: `https` always allowed; plain `http` only where the key allows it

@@ -222,8 +222,10 @@ fn check_owned(path: &Path, meta: &std::fs::Metadata) -> Result<(), TrustError> 
 /// the passage rule. Returns the physical path; its last component is not a
 /// symlink (it may not exist: the error then says so).
 pub fn resolve_trusted(path: &Path) -> Result<PathBuf, TrustError> {
-    let io = |what, p: &Path| {
-        let p = p.to_path_buf();
+    // I/O errors name the path asked for (a missing intermediate directory
+    // reads as the file missing, as the operator expects).
+    let io = |what, _at: &Path| {
+        let p = path.to_path_buf();
         move |source| TrustError::Io {
             what,
             path: p,

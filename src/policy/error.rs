@@ -54,7 +54,7 @@ pub enum PolicyError {
     /// by root, writable by others, reached through such a directory, not a
     /// regular file, too large. The message names it and says why.
     #[error("refusing policy: {0}")]
-    Untrusted(#[from] crate::securefs::TrustError),
+    Untrusted(crate::securefs::TrustError),
     /// One or more located problems; all are reported at once so an operator
     /// fixes the file in one pass.
     #[error("{}", Problems(.0))]

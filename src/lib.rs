@@ -12,4 +12,5 @@ pub mod owner;
 pub mod policy;
 pub mod retention;
 pub mod schedule;
+pub mod securefs;
 pub mod state;

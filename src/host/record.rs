@@ -5,6 +5,7 @@
 
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -13,6 +14,7 @@ use thiserror::Error;
 
 use super::freeze::{self, IdentityError, Thawed};
 use super::protocol::Target;
+use crate::securefs;
 
 /// File name of the record inside `run_dir`.
 pub const RECORD_FILE: &str = "frozen.json";
@@ -66,6 +68,10 @@ pub enum RecordError {
         /// The guard.
         pid: u32,
     },
+    /// The run dir is not one only root could write, or the record is not a
+    /// regular file of sane size (a planted FIFO must not hang `thaw --all`).
+    #[error(transparent)]
+    Untrusted(crate::securefs::TrustError),
     /// The file is not a record we understand.
     #[error("{path}: not a frozen-set record: {message}")]
     Corrupt {
@@ -89,10 +95,19 @@ pub fn write(run_dir: &Path, rec: &FrozenRecord) -> Result<(), RecordError> {
         let path = path.to_path_buf();
         move |source| RecordError::Io { path, source }
     };
-    std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
+    securefs::ensure_trusted_dir(run_dir).map_err(RecordError::Untrusted)?;
     let final_path = record_path(run_dir);
     let tmp = run_dir.join(format!(".{RECORD_FILE}.{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    // A stale temp file of a dead guard with our pid: ours to replace.
+    let _ = std::fs::remove_file(&tmp);
+    // Never through a planted symlink: a fresh file or nothing.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
     let body = serde_json::to_vec_pretty(rec).unwrap_or_default();
     f.write_all(&body).map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
@@ -125,13 +140,20 @@ pub fn write(run_dir: &Path, rec: &FrozenRecord) -> Result<(), RecordError> {
     Ok(())
 }
 
-/// Reads the record; `Ok(None)` when there is none.
+/// Reads the record; `Ok(None)` when there is none. The run dir must be one
+/// only root could write; the record a regular file (`O_NOFOLLOW`,
+/// `O_NONBLOCK`: a FIFO is refused, never waited on) of at most 1 MiB.
 pub fn read(run_dir: &Path) -> Result<Option<FrozenRecord>, RecordError> {
     let path = record_path(run_dir);
-    let bytes = match std::fs::read(&path) {
+    match securefs::check_trusted_dir(run_dir) {
+        Ok(_) => {}
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(RecordError::Untrusted(e)),
+    }
+    let bytes = match securefs::read_bounded_regular(&path, securefs::RECORD_FILE_LIMIT) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(RecordError::Io { path, source }),
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(RecordError::Untrusted(e)),
     };
     serde_json::from_slice(&bytes)
         .map(Some)
@@ -389,6 +411,21 @@ mod tests {
         assert!(!guard_alive(&rec, Path::new("/proc")));
         rec.guard_pid = 0;
         assert!(!guard_alive(&rec, Path::new("/proc")));
+    }
+
+    #[test]
+    fn a_planted_symlink_or_oversized_record_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim.json");
+        std::fs::write(&victim, b"{}").unwrap();
+        std::os::unix::fs::symlink(&victim, record_path(dir.path())).unwrap();
+        let e = read(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        std::fs::remove_file(record_path(dir.path())).unwrap();
+        let big = vec![b' '; securefs::RECORD_FILE_LIMIT as usize + 1];
+        std::fs::write(record_path(dir.path()), big).unwrap();
+        let e = read(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("larger than the 1 MiB limit"), "{e}");
     }
 
     #[test]

@@ -37,6 +37,33 @@ pub fn check_job_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A snapshot group Name by ECS's rule: 2-128 characters, starting with a
+/// letter (Chinese characters count), then letters, digits, `.`, `_`, `-`,
+/// `:`; so never a URL, a path or a control character.
+pub fn check_group_name(v: &str) -> Result<(), String> {
+    let mut chars = v.chars();
+    let first = chars.next().is_some_and(|c| c.is_alphabetic());
+    let rest = chars.all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'));
+    let n = v.chars().count();
+    if !(2..=GROUP_NAME_MAX).contains(&n) || !first || !rest {
+        return Err("must be 2-128 characters, start with a letter, and contain only letters, digits, '.', '_', '-', ':'".into());
+    }
+    Ok(())
+}
+
+/// A RAM role name: 1-64 of letters, digits, `.`, `-`, `_` (RAM's rule). It
+/// goes into the metadata service's URL path, so nothing else may pass.
+pub fn check_ram_role_name(s: &str) -> Result<(), String> {
+    let ok = (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    if ok {
+        Ok(())
+    } else {
+        Err("must be 1-64 letters, digits, '.', '-' or '_'".to_string())
+    }
+}
+
 /// Description: 2-256 characters, not a URL.
 pub fn check_description(d: &str) -> Result<(), String> {
     let n = d.chars().count();
@@ -125,6 +152,32 @@ mod tests {
         assert!(check_job_name("my sql").is_err());
         assert!(check_job_name(&"a".repeat(JOB_NAME_MAX)).is_ok());
         assert!(check_job_name(&"a".repeat(JOB_NAME_MAX + 1)).is_err());
+    }
+
+    #[test]
+    fn ram_role_names() {
+        assert!(check_ram_role_name("AppSnapshotRoleName").is_ok());
+        assert!(check_ram_role_name("a.b-c_d").is_ok());
+        for bad in [
+            "",
+            "../../..",
+            "a/b",
+            "r?x",
+            "r%2F",
+            "rôle",
+            &"r".repeat(65),
+        ] {
+            assert!(check_ram_role_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn group_names() {
+        assert!(check_group_name("LinuxApp1").is_ok());
+        assert!(check_group_name("应用快照").is_ok());
+        for bad in ["1app", "a", "a/b", "http://x", "a b", "a\u{1b}"] {
+            assert!(check_group_name(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

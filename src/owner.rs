@@ -63,6 +63,10 @@ pub enum OwnerError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The state directory is not one only root could write: an ID kept
+    /// there could be replaced by another user's to steer retention.
+    #[error("owner id: {0}")]
+    Untrusted(crate::securefs::TrustError),
     /// The file holds something else than an ID; it is left as it is.
     #[error("owner id {path}: not an appsnap owner id (32 hex digits); retention deletes nothing until it is fixed")]
     Corrupt {
@@ -113,7 +117,7 @@ pub fn load_or_create(state_dir: &Path) -> Result<OwnerId, OwnerError> {
         let path = path.to_path_buf();
         move |source| OwnerError::Io { path, source }
     };
-    std::fs::create_dir_all(state_dir).map_err(io(state_dir))?;
+    crate::securefs::ensure_trusted_dir(state_dir).map_err(OwnerError::Untrusted)?;
     let mut b = [0u8; ID_HEX_LEN / 2];
     getrandom::fill(&mut b).map_err(|e| OwnerError::Io {
         path: owner_path(state_dir),
@@ -155,6 +159,18 @@ pub fn load_or_create(state_dir: &Path) -> Result<OwnerId, OwnerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_id_is_created_in_a_directory_others_may_write() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = load_or_create(&state).unwrap_err();
+        assert!(matches!(e, OwnerError::Untrusted(_)), "{e}");
+        assert!(!owner_path(&state).exists());
+    }
 
     #[test]
     fn generated_once_then_read_back() {

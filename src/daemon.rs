@@ -114,7 +114,7 @@ impl Daemon {
                     ..RunOptions::default()
                 };
                 let report = machine::run(&env, job, opts).await;
-                prune_after(&c, job, &report).await;
+                prune_after(&c, job, env.owner.as_ref(), &report).await;
                 let result = report.to_job_result(Some(req.scheduled_for));
                 if let (Some(group_id), Some(true)) = (
                     result.snapshot_group_id.clone(),
@@ -201,11 +201,16 @@ impl Daemon {
 async fn prune_after(
     c: &Connected,
     job: &crate::policy::Job,
+    owner: Option<&crate::owner::OwnerId>,
     report: &crate::job::report::RunReport,
 ) {
     if job.keep_last.is_none() && job.max_age_days.is_none() {
         return;
     }
+    let Some(owner) = owner else {
+        warn!("retention skipped: no owner id, so no group can be proven this installation's");
+        return;
+    };
     let Ok(run) = retention::SuccessfulRun::from_report(report) else {
         return;
     };
@@ -214,6 +219,7 @@ async fn prune_after(
         &c.ecs,
         job,
         &c.instance_id,
+        owner,
         &run,
         chrono::Utc::now(),
         deadline,

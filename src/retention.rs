@@ -6,13 +6,17 @@
 //! from ECS and calls it; [`prune`] assesses and deletes.
 //!
 //! # Rules
-//! * Only groups *this job on this instance* created are considered: the
-//!   group tag `appsnap:job` must equal the job's name, and the instance must
-//!   match — the `appsnap:instance` tag and the group's `InstanceId`, each
-//!   when present, must equal this instance, and at least one must be present.
-//!   Anything else (other job, no tag, another instance, any disagreement) is
-//!   foreign and never deleted. [`prune`] re-reads each group right before
-//!   deleting it and checks this again.
+//! * Only groups *this installation's job on this instance* created are
+//!   considered: the group tag `appsnap:owner` must equal this installation's
+//!   owner ID ([`crate::owner`]), the group tag `appsnap:job` must equal the
+//!   job's name, there must be no `appsnap:plugin` tag (groups `appsnap plugin`
+//!   made are never pruned by a job), and the instance must match — the
+//!   `appsnap:instance` tag and the group's `InstanceId`, each when present,
+//!   must equal this instance, and at least one must be present. Anything else
+//!   (another installation with the same job name, a group tagged by hand, a
+//!   group made by an appsnap older than the owner tag, other job, another
+//!   instance, any disagreement) is foreign and never deleted. [`prune`]
+//!   re-reads each group right before deleting it and checks this again.
 //! * A group is **successful** when its status is `accomplished` and every one
 //!   of its snapshots carries consistency `app` or `fs` (the
 //!   `appsnap:consistency` tag, else the vendor's `AppConsistent` /
@@ -51,6 +55,7 @@ use crate::cloud::{TAG_APP_CONSISTENT, TAG_FS_CONSISTENT, TAG_INSTANCE, TAG_JOB}
 use crate::job::machine::TAG_CONSISTENCY;
 use crate::job::outcome::Outcome;
 use crate::job::report::RunReport;
+use crate::owner::{OwnerId, TAG_OWNER, TAG_PLUGIN};
 use crate::policy::Job;
 use crate::state::Consistency;
 
@@ -96,6 +101,10 @@ pub struct GroupFacts {
     pub job_tag: Option<String>,
     /// The `appsnap:instance` group tag, if any.
     pub instance_tag: Option<String>,
+    /// The `appsnap:owner` group tag: the installation that created it.
+    pub owner_tag: Option<String>,
+    /// The `appsnap:plugin` group tag: made by `appsnap plugin`, never pruned.
+    pub plugin_tag: Option<String>,
     /// The group's `InstanceId` as ECS reports it (empty when not reported).
     pub instance_id: String,
     /// Creation time; `None` when ECS's value could not be parsed.
@@ -139,6 +148,8 @@ impl GroupFacts {
             id: g.snapshot_group_id.clone(),
             job_tag: g.tag(TAG_JOB).map(str::to_string),
             instance_tag: g.tag(TAG_INSTANCE).map(str::to_string),
+            owner_tag: g.tag(TAG_OWNER).map(str::to_string),
+            plugin_tag: g.tag(TAG_PLUGIN).map(str::to_string),
             instance_id: g.instance_id.clone(),
             created: parse_time(&g.creation_time),
             status: g.status.clone(),
@@ -146,10 +157,13 @@ impl GroupFacts {
         }
     }
 
-    /// True only for a group this job created on this instance (see the
-    /// module's rules): the one test that guards every deletion.
-    pub fn is_ours(&self, job: &str, instance_id: &str) -> bool {
-        if self.job_tag.as_deref() != Some(job) {
+    /// True only for a group this installation's job created on this
+    /// instance (see the module's rules): the one test that guards every deletion.
+    pub fn is_ours(&self, job: &str, instance_id: &str, owner: &OwnerId) -> bool {
+        if self.owner_tag.as_deref() != Some(owner.as_str())
+            || self.plugin_tag.is_some()
+            || self.job_tag.as_deref() != Some(job)
+        {
             return false;
         }
         let tag_ok = self.instance_tag.as_deref().map(|t| t == instance_id);
@@ -298,6 +312,7 @@ pub struct Selection {
 pub fn select(
     job: &str,
     instance_id: &str,
+    owner: &OwnerId,
     rules: Rules,
     now: DateTime<Utc>,
     protect: Option<&str>,
@@ -306,7 +321,7 @@ pub fn select(
     let mut ours: Vec<&GroupFacts> = Vec::new();
     let mut foreign = 0;
     for g in groups {
-        if g.is_ours(job, instance_id) {
+        if g.is_ours(job, instance_id, owner) {
             ours.push(g);
         } else {
             foreign += 1;
@@ -472,13 +487,17 @@ pub async fn assess(
     ecs: &EcsClient,
     job: &Job,
     instance_id: &str,
+    owner: &OwnerId,
     now: DateTime<Utc>,
     protect: Option<&str>,
     deadline: Instant,
 ) -> Result<Selection, RetentionError> {
     let filter = SnapshotGroupFilter {
         instance_id: Some(instance_id.to_string()),
-        tags: vec![Tag::new(TAG_JOB, job.name.as_str())],
+        tags: vec![
+            Tag::new(TAG_JOB, job.name.as_str()),
+            Tag::new(TAG_OWNER, owner.as_str()),
+        ],
         ..Default::default()
     };
     let groups = ecs
@@ -493,6 +512,7 @@ pub async fn assess(
     Ok(select(
         job.name.as_str(),
         instance_id,
+        owner,
         Rules::of(job),
         now,
         protect,
@@ -537,6 +557,7 @@ pub async fn prune(
     ecs: &EcsClient,
     job: &Job,
     instance_id: &str,
+    owner: &OwnerId,
     run: &SuccessfulRun,
     now: DateTime<Utc>,
     deadline: Instant,
@@ -548,7 +569,16 @@ pub async fn prune(
             job: name.to_string(),
         });
     }
-    let selection = assess(ecs, job, instance_id, now, Some(&run.group_id), deadline).await?;
+    let selection = assess(
+        ecs,
+        job,
+        instance_id,
+        owner,
+        now,
+        Some(&run.group_id),
+        deadline,
+    )
+    .await?;
     let mut report = PruneReport {
         kept: selection.keep,
         foreign: selection.foreign,
@@ -561,7 +591,7 @@ pub async fn prune(
             reason: reason.clone(),
             error,
         };
-        if let Err(why) = recheck(ecs, name, instance_id, &v.id, deadline).await {
+        if let Err(why) = recheck(ecs, name, instance_id, owner, &v.id, deadline).await {
             warn!(APPSNAP_JOB = name, APPSNAP_SNAPSHOT_GROUP = %v.id, "retention: not deleting: {why}");
             report.failed.push(fail(why));
             continue;
@@ -598,6 +628,7 @@ async fn recheck(
     ecs: &EcsClient,
     job: &str,
     instance_id: &str,
+    owner: &OwnerId,
     id: &str,
     deadline: Instant,
 ) -> Result<(), String> {
@@ -614,10 +645,10 @@ async fn recheck(
         .find(|g| g.snapshot_group_id == id)
         .ok_or_else(|| "the group is no longer listed".to_string())?;
     let facts = GroupFacts::from_group(g, &HashMap::new());
-    if !facts.is_ours(job, instance_id) {
+    if !facts.is_ours(job, instance_id, owner) {
         return Err(format!(
-            "not created by job {job} on {instance_id} (tags {}={:?}, {}={:?}, InstanceId {:?})",
-            TAG_JOB, facts.job_tag, TAG_INSTANCE, facts.instance_tag, facts.instance_id
+            "not created by job {job} of this installation ({TAG_OWNER}={owner}) on {instance_id} (tags {}={:?}, {}={:?}, {}={:?}, {}={:?}, InstanceId {:?})",
+            TAG_JOB, facts.job_tag, TAG_OWNER, facts.owner_tag, TAG_PLUGIN, facts.plugin_tag, TAG_INSTANCE, facts.instance_tag, facts.instance_id
         ));
     }
     if !matches!(

@@ -6,8 +6,14 @@
 //! a [`JobResult`]. One file per job so that writing one job's result never
 //! rewrites (or risks) another's, and a reader needs no lock.
 //!
-//! **Atomic writes.** Write `<job>.json.tmp-<pid>` beside it, fsync it,
-//! rename over the old file, fsync the directory: after a crash or power
+//! **Trusted places only.** `state_dir`, its `jobs/` and `run_dir` must be
+//! owned by root (or the user appsnap runs as) and writable by nobody else,
+//! as must every directory on the way (sticky ones like `/tmp` excepted); a
+//! symlink or FIFO planted at a file's path is refused, never followed or
+//! waited on; files are read up to 1 MiB ([`crate::securefs`]).
+//!
+//! **Atomic writes.** Write a fresh temp file (`O_EXCL | O_NOFOLLOW`) beside
+//! it, fsync it, rename over the old file, fsync the directory: after a crash or power
 //! loss the file is the old result or the new one, never a torn mix. The
 //! job machine writes only after thaw (the state dir may be on a disk that
 //! was frozen).
@@ -21,7 +27,7 @@
 //! The kernel drops the lock when the process dies however it dies, so a
 //! stale pid file can never claim a dead daemon is running.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
@@ -29,6 +35,8 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::securefs::{self, TrustError, STATE_FILE_LIMIT};
 
 /// The schema version written into every result file; a reader refuses
 /// (as "no result") files from a newer schema rather than misreading them.
@@ -140,6 +148,10 @@ pub enum StateError {
         /// The OS error.
         source: io::Error,
     },
+    /// A place appsnap does not trust or a file it will not read: a directory
+    /// others can write, a planted symlink or FIFO, a file over its limit.
+    #[error(transparent)]
+    Untrusted(TrustError),
     /// The file exists but is not a result we can use.
     #[error("{path}: {reason}")]
     Corrupt {
@@ -156,6 +168,15 @@ pub enum StateError {
         /// The lock file.
         path: PathBuf,
     },
+}
+
+impl From<TrustError> for StateError {
+    fn from(e: TrustError) -> StateError {
+        match e {
+            TrustError::Io { what, path, source } => StateError::Io { what, path, source },
+            other => StateError::Untrusted(other),
+        }
+    }
 }
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StateError {
@@ -187,46 +208,42 @@ impl StateStore {
     }
 
     /// Replaces the job's last result atomically (temp file, fsync, rename,
-    /// fsync of the directory).
+    /// fsync of the directory), in a directory only root could write.
     pub fn write(&self, result: &JobResult) -> Result<(), StateError> {
         let path = self.path_for(&result.job)?;
-        let dir = &self.jobs_dir;
-        if !dir.is_dir() {
-            fs::create_dir_all(dir).map_err(io_err("create", dir))?;
-            if let Some(parent) = dir.parent() {
-                sync_dir(parent)?;
+        let existed = self.jobs_dir.is_dir();
+        if let Some(state_dir) = self.jobs_dir.parent() {
+            securefs::ensure_trusted_dir(state_dir)?;
+        }
+        securefs::ensure_trusted_dir(&self.jobs_dir)?;
+        if !existed {
+            if let Some(state_dir) = self.jobs_dir.parent() {
+                securefs::sync_dir(state_dir)?;
             }
         }
-        let mut json = serde_json::to_vec_pretty(result).expect("a JobResult always serializes");
+        let mut json = serde_json::to_vec_pretty(result).map_err(|e| StateError::Corrupt {
+            path: path.clone(),
+            reason: format!("cannot serialize: {e}"),
+        })?;
         json.push(b'\n');
-        let tmp = dir.join(format!("{}.json.tmp-{}", result.job, std::process::id()));
-        let written = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o644)
-                .open(&tmp)
-                .map_err(io_err("create", &tmp))?;
-            f.write_all(&json).map_err(io_err("write", &tmp))?;
-            f.sync_all().map_err(io_err("fsync", &tmp))?;
-            fs::rename(&tmp, &path).map_err(io_err("rename into place", &path))?;
-            sync_dir(dir)
-        })();
-        if written.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        written
+        let name = format!("{}.json", result.job);
+        securefs::write_atomic_nofollow(&self.jobs_dir, &name, &json, 0o644)?;
+        Ok(())
     }
 
     /// The job's last result: `Ok(None)` if it has none yet, `Err` with the
     /// reason if the file is unreadable or unusable.
     pub fn load(&self, job: &str) -> Result<Option<JobResult>, StateError> {
         let path = self.path_for(job)?;
-        let bytes = match fs::read(&path) {
+        match securefs::check_trusted_dir(&self.jobs_dir) {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let bytes = match securefs::read_bounded_regular(&path, STATE_FILE_LIMIT) {
             Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err("read", &path)(e)),
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.into()),
         };
         let corrupt = |reason: String| StateError::Corrupt {
             path: path.clone(),
@@ -266,13 +283,6 @@ impl StateStore {
     }
 }
 
-/// fsyncs a directory so a rename or create in it is durable.
-fn sync_dir(dir: &Path) -> Result<(), StateError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync directory", dir))
-}
-
 /// Held by the daemon for its whole life: an exclusive `flock` on
 /// `<run_dir>/daemon.lock`, which also holds its pid. Dropping it (or the
 /// process dying) releases it.
@@ -288,16 +298,26 @@ impl DaemonLock {
     /// May sleep up to half a second (blocking): call it at startup, before
     /// the runtime starts or from `spawn_blocking`.
     pub fn acquire(run_dir: &Path) -> Result<DaemonLock, StateError> {
-        fs::create_dir_all(run_dir).map_err(io_err("create", run_dir))?;
+        securefs::ensure_trusted_dir(run_dir)?;
         let path = run_dir.join(DAEMON_LOCK_FILE);
+        // Never through a planted symlink (root would write its pid into
+        // the target); O_NONBLOCK so a planted FIFO cannot stall the start.
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(&path)
-            .map_err(io_err("open", &path))?;
+            .map_err(|e| lock_open_error(&path, e))?;
+        let meta = file.metadata().map_err(io_err("inspect", &path))?;
+        if !meta.is_file() {
+            return Err(StateError::Untrusted(TrustError::NotRegular {
+                path,
+                kind: "special file",
+            }));
+        }
         // `status` takes a shared lock for an instant to test liveness; retry
         // briefly so that instant can never look like a second daemon.
         let mut tries = 0;
@@ -329,6 +349,18 @@ impl DaemonLock {
     }
 }
 
+/// `ELOOP` from `O_NOFOLLOW` means a symlink sits where the lock should be.
+fn lock_open_error(path: &Path, e: io::Error) -> StateError {
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        StateError::Untrusted(TrustError::NotRegular {
+            path: path.to_path_buf(),
+            kind: "symbolic link",
+        })
+    } else {
+        io_err("open", path)(e)
+    }
+}
+
 /// Whether a daemon is running, as `status` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DaemonState {
@@ -349,12 +381,12 @@ pub enum DaemonState {
 /// Tests the daemon lock under `run_dir` without disturbing the daemon.
 pub fn daemon_state(run_dir: &Path) -> DaemonState {
     let path = run_dir.join(DAEMON_LOCK_FILE);
-    let mut file = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return DaemonState::Stopped,
+    let mut file = match securefs::open_regular_nofollow(&path) {
+        Ok((f, _)) => f,
+        Err(e) if e.is_not_found() => return DaemonState::Stopped,
         Err(e) => {
             return DaemonState::Unknown {
-                reason: format!("open {}: {e}", path.display()),
+                reason: e.to_string(),
             }
         }
     };
@@ -390,6 +422,7 @@ fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn result(job: &str) -> JobResult {
         JobResult {
@@ -534,5 +567,71 @@ mod tests {
         assert_eq!(daemon_state(&run), DaemonState::Stopped);
         let again = DaemonLock::acquire(&run).unwrap();
         assert_eq!(again.path(), run.join(DAEMON_LOCK_FILE));
+    }
+
+    #[test]
+    fn a_planted_symlink_at_the_state_path_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "precious").unwrap();
+        fs::create_dir_all(dir.path().join("jobs")).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("jobs/mysql.json")).unwrap();
+        let store = StateStore::new(dir.path());
+        let e = store.write(&result("mysql")).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        let e = store.load("mysql").unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+    }
+
+    #[test]
+    fn a_planted_symlink_at_the_lock_path_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join(DAEMON_LOCK_FILE)).unwrap();
+        let e = DaemonLock::acquire(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(
+            matches!(daemon_state(dir.path()), DaemonState::Unknown { ref reason } if reason.contains("symbolic link")),
+            "{:?}",
+            daemon_state(dir.path())
+        );
+    }
+
+    #[test]
+    fn state_and_run_dirs_others_can_write_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = DaemonLock::acquire(&open).unwrap_err();
+        assert!(e.to_string().contains("has mode 0777"), "{e}");
+        assert!(!open.join(DAEMON_LOCK_FILE).exists());
+        let e = StateStore::new(&open).write(&result("mysql")).unwrap_err();
+        assert!(e.to_string().contains("has mode 0777"), "{e}");
+    }
+
+    #[test]
+    fn fifos_and_oversized_state_files_are_refused_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("jobs")).unwrap();
+        nix::unistd::mkfifo(
+            &dir.path().join("jobs/fifo.json"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let store = StateStore::new(dir.path());
+        let e = store.load("fifo").unwrap_err();
+        assert!(e.to_string().contains("FIFO"), "{e}");
+        fs::write(
+            dir.path().join("jobs/big.json"),
+            vec![b' '; 1024 * 1024 + 1],
+        )
+        .unwrap();
+        let e = store.load("big").unwrap_err();
+        assert!(e.to_string().contains("larger than the 1 MiB limit"), "{e}");
     }
 }

@@ -612,6 +612,14 @@ fn plugin_takes_the_vendor_sample_string() {
     for tags in snapshot_tags(g) {
         assert!(has_tag(&tags, "FsConsistent", "True"), "{tags:?}");
     }
+    // A plugin group is no job's: no job's retention may ever count it as its own.
+    assert_eq!(
+        group_tag(g, "appsnap:plugin").as_deref(),
+        Some("LinuxApp1"),
+        "{g}"
+    );
+    assert_eq!(group_tag(g, "appsnap:job"), None, "{g}");
+    assert_eq!(group_tag(g, "appsnap:owner"), Some(owner_id(&w)), "{g}");
     let mut f = std::fs::File::create(w.ext.join("after")).unwrap();
     f.write_all(b"writable").unwrap();
 }
@@ -670,4 +678,87 @@ fn credentials_expiring_mid_run_are_refreshed_before_the_freeze() {
         first, create,
         "CreateSnapshotGroup was signed with refreshed credentials"
     );
+}
+
+/// Issue 14 item 3: someone thaws one of the job's file systems while
+/// CreateSnapshotGroup is in flight (`fsfreeze -u`, as `appsnap thaw --all`
+/// used to). The cloud's point in time may then be on an unfrozen file
+/// system: the run must not claim app or fs consistency, must name the file
+/// system, and must not exit 0.
+#[test]
+fn a_freeze_lost_during_the_api_call_is_never_app_consistent() {
+    root_or_skip!();
+    let w = World::new(
+        "e2e-lost",
+        Setup {
+            sim_extra: "[faults.actions.CreateSnapshotGroup]\nlatency_ms = 4000\n".into(),
+            ..Setup::default()
+        },
+    );
+    let mut cmd = Command::new(appsnap_bin());
+    cmd.arg("-c")
+        .arg(&w.policy)
+        .args(["--config-dir", "/nonexistent", "run", "db"]);
+    let run = std::thread::spawn(move || run_bounded(cmd, Duration::from_secs(120)));
+    // Thaw the ext4 file system from outside as soon as the guard has frozen it
+    // (fsfreeze -u fails while it is not frozen).
+    let start = Instant::now();
+    let mut thawed_from_outside = false;
+    while !run.is_finished() && start.elapsed() < Duration::from_secs(60) {
+        if w.lab.run_dir().join("frozen.json").exists() && common::fsfreeze("-u", &w.ext) {
+            thawed_from_outside = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = run.join().unwrap();
+    let t = text(&out);
+    assert!(thawed_from_outside, "never saw the file system frozen: {t}");
+    assert_eq!(out.status.code(), Some(11), "{t}");
+    assert!(
+        t.contains(&w.ext.display().to_string()) && t.contains("lost"),
+        "the warning names the thawed file system: {t}"
+    );
+    let groups = w.groups();
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    // The emulator saw it: the ext4 file system was not frozen at the point in time.
+    assert_eq!(
+        groups[0]["frozen_at_pit"][EXT_DISK][0]["frozen"], false,
+        "{}",
+        groups[0]
+    );
+    // Created by this installation: its owner tag, so its retention may prune it.
+    assert_eq!(
+        group_tag(&groups[0], "appsnap:owner"),
+        Some(owner_id(&w)),
+        "{}",
+        groups[0]
+    );
+    for tags in snapshot_tags(&groups[0]) {
+        assert!(has_tag(&tags, "appsnap:consistency", "crash"), "{tags:?}");
+        assert!(
+            !tags
+                .iter()
+                .any(|(k, _)| k == "FsConsistent" || k == "AppConsistent"),
+            "{tags:?}"
+        );
+    }
+    assert_writable(&w.ext);
+    assert_writable(&w.xfs);
+    assert!(!w.lab.run_dir().join("frozen.json").exists());
+}
+
+/// A group tag as the emulator shows it (`{"Tag": [{"Key", "Value"}, ...]}`).
+fn group_tag(g: &Value, key: &str) -> Option<String> {
+    g["tags"]["Tag"].as_array()?.iter().find_map(|t| {
+        (t["Key"] == key).then(|| t["Value"].as_str().unwrap_or_default().to_string())
+    })
+}
+
+/// The installation's owner ID, which the first run generated in its state dir.
+fn owner_id(w: &World) -> String {
+    std::fs::read_to_string(w.lab.dir.join("state/owner-id"))
+        .unwrap()
+        .trim()
+        .to_string()
 }

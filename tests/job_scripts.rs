@@ -2,16 +2,18 @@
 //! the whole tree (even a grandchild ignoring SIGTERM), and lock holders.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
+use appsnap::job::script_check::{open_script, OpenedScript};
 use appsnap::job::scripts::{run_script, run_script_until, Phase, ScriptContext, ScriptStatus};
 
-fn write_script(dir: &Path, name: &str, body: &str) -> PathBuf {
+/// A root-owned 0700 `#!/bin/sh` hook in `dir`, opened and checked as a run does.
+fn write_script(dir: &Path, name: &str, body: &str) -> OpenedScript {
     let p = dir.join(name);
     std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
-    p
+    open_script(&p).unwrap_or_else(|e| panic!("these tests run as root: {e}"))
 }
 
 fn ctx() -> ScriptContext {
@@ -20,6 +22,7 @@ fn ctx() -> ScriptContext {
         disk_ids: vec!["d-a1".into(), "d-b2".into()],
         mountpoints: vec!["/data".into(), "/mnt/with space".into()],
         freeze_deadline_epoch: 1_900_000_000,
+        pass_env: Vec::new(),
     }
 }
 
@@ -84,6 +87,7 @@ async fn missing_interpreter_is_a_spawn_failure() {
     let p = d.path().join("bad.sh");
     std::fs::write(&p, "#!/nonexistent/interpreter\n").unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let p = open_script(&p).unwrap();
     let run = run_script(&p, Phase::Post, &ctx(), LONG, GRACE).await;
     assert!(
         matches!(run.status, ScriptStatus::SpawnFailed(_)),
@@ -154,7 +158,6 @@ async fn cancel_ends_the_whole_tree_long_before_the_timeout() {
     };
     let started = std::time::Instant::now();
     let run = tokio::spawn({
-        let s = s.clone();
         async move {
             run_script_until(
                 &s,
@@ -220,4 +223,30 @@ async fn lock_holders_outlive_the_pre_script_until_terminated() {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("lock holder {holder} survived terminate()");
+}
+
+/// Issue 14 item 1: what runs is the file that was checked, by its
+/// descriptor, even when another file is renamed over the path afterwards;
+/// and it still runs in its own process group, in `/`.
+#[tokio::test]
+async fn the_opened_file_runs_even_after_the_path_is_replaced() {
+    let d = tempfile::tempdir().unwrap();
+    let s = write_script(
+        d.path(),
+        "pre.sh",
+        "echo checked-file cwd=$(pwd)\nset -- $(sed 's/.*) //' /proc/$$/stat)\n[ \"$3\" = \"$$\" ] && echo own-group",
+    );
+    let other = d.path().join("other.sh");
+    std::fs::write(&other, "#!/bin/sh\necho swapped-in\n").unwrap();
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::rename(&other, d.path().join("pre.sh")).unwrap();
+    let run = run_script(&s, Phase::Pre, &ctx(), LONG, GRACE).await;
+    assert!(run.status.succeeded(), "{:?} {}", run.status, run.output);
+    assert!(
+        run.output.contains("checked-file cwd=/\n"),
+        "{}",
+        run.output
+    );
+    assert!(run.output.contains("own-group"), "{}", run.output);
+    assert!(!run.output.contains("swapped-in"), "{}", run.output);
 }

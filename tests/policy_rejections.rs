@@ -73,6 +73,10 @@ rejections! {
     script_timeout_too_long: "[defaults]\nscript_timeout_secs = 86401\n", 2, "script_timeout_secs";
     negative_jitter: job("jitter_secs = -5\n"), 5, "jitter_secs";
     unknown_thaw_point: job("thaw_after = \"answered\"\n"), 5, "thaw_after";
+    script_env_credentials: job("script_env = [\"PGPASSFILE\",\n  \"ALIBABA_CLOUD_ACCESS_KEY_SECRET\"]\n"), 6, "ALIBABA_CLOUD_ACCESS_KEY_SECRET";
+    script_env_own_variables: job("script_env = [\"APPSNAP_JOB\"]\n"), 5, "may not be passed";
+    script_env_not_a_name: job("script_env = [\"A-B\"]\n"), 5, "not a variable name";
+    script_env_twice: job("script_env = [\"TZ\", \"TZ\"]\n"), 5, "listed twice";
     minute_61: "[[job]]\nname = \"mysql\"\nschedule = \"61 * * * *\"\ndisks = \"all\"\n", 3, "minute";
     hour_24: "[[job]]\nname = \"mysql\"\nschedule = \"0 24 * * *\"\ndisks = \"all\"\n", 3, "hour";
     four_cron_fields: "[[job]]\nname = \"mysql\"\nschedule = \"0 2 * *\"\ndisks = \"all\"\n", 3, "schedule";

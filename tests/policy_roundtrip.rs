@@ -100,6 +100,7 @@ prop_compose! {
         all in any::<bool>(),
         disks in proptest::collection::btree_set(disk(), 1..5),
         scripts in proptest::option::of(("/[a-z]{1,8}", "[a-z]{1,8}")),
+        script_env in proptest::collection::btree_set("[A-Z][A-Z0-9_]{0,12}", 0..3),
         description in proptest::option::of("[A-Za-z][A-Za-z0-9 ]{1,40}"),
         tags in proptest::collection::btree_map("[a-z]{1,10}", "[A-Za-z0-9]{0,10}", 0..4),
         keep_last in opt_int(1, 100),
@@ -125,6 +126,12 @@ prop_compose! {
             t.insert("prescript".into(), Value::String(format!("{dir}/{file}-pre.sh")));
             t.insert("postscript".into(), Value::String(format!("{dir}/{file}-post.sh")));
         }
+        let script_env: Vec<Value> = script_env
+            .into_iter()
+            .filter(|n| appsnap::policy::naming::check_script_env(n).is_ok())
+            .map(Value::String)
+            .collect();
+        if !script_env.is_empty() { t.insert("script_env".into(), Value::Array(script_env)); }
         if let Some(d) = description { t.insert("description".into(), Value::String(d)); }
         if !tags.is_empty() {
             t.insert("tags".into(), Value::Table(tags.into_iter().map(|(k, v)| (k, Value::String(v))).collect()));

@@ -1,11 +1,17 @@
 //! Table tests of the pure retention selection over a mixed history.
 
+use appsnap::owner::OwnerId;
 use appsnap::retention::{select, Class, GroupFacts, Reason, Rules, Selection};
 use appsnap::state::Consistency;
 use chrono::{DateTime, Duration, Utc};
 
 const JOB: &str = "mysql";
 const ME: &str = "i-bp1me";
+const OWNER: &str = "0123456789abcdef0123456789abcdef";
+
+fn owner() -> OwnerId {
+    OwnerId::parse(OWNER).unwrap()
+}
 
 fn now() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-03-31T12:00:00Z")
@@ -19,6 +25,8 @@ fn g(id: &str, age: Duration, status: &str, c: Option<Consistency>) -> GroupFact
         id: id.into(),
         job_tag: Some(JOB.into()),
         instance_tag: Some(ME.into()),
+        owner_tag: Some(OWNER.into()),
+        plugin_tag: None,
         instance_id: ME.into(),
         created: Some(now() - age),
         status: status.into(),
@@ -99,7 +107,19 @@ fn foreign() -> Vec<GroupFacts> {
     // Case matters: a job named MySQL is another job.
     let mut case = ok("ssg-case", 400);
     case.job_tag = Some("MySQL".into());
+    // Another installation with the same job name on this instance.
+    let mut other_owner = ok("ssg-otherowner", 400);
+    other_owner.owner_tag = Some("ffffffffffffffffffffffffffffffff".into());
+    // Made by an appsnap older than the owner tag, or tagged by hand.
+    let mut no_owner = ok("ssg-noowner", 400);
+    no_owner.owner_tag = None;
+    // Made by `appsnap plugin -Name=mysql` on this installation.
+    let mut plugin = ok("ssg-plugin", 400);
+    plugin.plugin_tag = Some(JOB.into());
     vec![
+        other_owner,
+        no_owner,
+        plugin,
         other_job,
         untagged,
         other_instance,
@@ -129,7 +149,15 @@ fn mixed_history() -> Vec<GroupFacts> {
 
 #[test]
 fn keep_last_counts_app_and_fs_alike_and_skips_failed_and_crash() {
-    let s = select(JOB, ME, rules(Some(3), None), now(), None, &mixed_history());
+    let s = select(
+        JOB,
+        ME,
+        &owner(),
+        rules(Some(3), None),
+        now(),
+        None,
+        &mixed_history(),
+    );
     // Successful newest first: a1, s3, a5 kept; a10, a45 beyond.
     assert_eq!(
         deleted(&s),
@@ -138,7 +166,7 @@ fn keep_last_counts_app_and_fs_alike_and_skips_failed_and_crash() {
             ("ssg-a45", "beyond keep_last=3".to_string())
         ]
     );
-    assert_eq!(s.foreign, 6);
+    assert_eq!(s.foreign, 9);
     let kept = ids(&s.keep);
     for id in [
         "ssg-p0", "ssg-a1", "ssg-f2", "ssg-s3", "ssg-c4", "ssg-a5", "ssg-f40", "ssg-c41", "ssg-p50",
@@ -155,6 +183,7 @@ fn max_age_deletes_old_successful_failed_and_crash_but_never_progressing() {
     let s = select(
         JOB,
         ME,
+        &owner(),
         rules(None, Some(30)),
         now(),
         None,
@@ -177,6 +206,7 @@ fn both_rules_at_once_give_both_reasons() {
     let s = select(
         JOB,
         ME,
+        &owner(),
         rules(Some(2), Some(7)),
         now(),
         None,
@@ -229,7 +259,15 @@ fn age_boundary_is_strict() {
             None,
         ),
     ];
-    let s = select(JOB, ME, rules(None, Some(30)), now(), None, &history);
+    let s = select(
+        JOB,
+        ME,
+        &owner(),
+        rules(None, Some(30)),
+        now(),
+        None,
+        &history,
+    );
     assert_eq!(
         deleted(&s),
         [("ssg-over", "older than 30 days".to_string())]
@@ -242,6 +280,7 @@ fn keep_last_larger_than_history_deletes_nothing() {
     let s = select(
         JOB,
         ME,
+        &owner(),
         rules(Some(50), None),
         now(),
         None,
@@ -260,7 +299,15 @@ fn newest_successful_survives_any_age_and_keep_last_zero() {
         fs("ssg-good", 90),
         ok("ssg-older", 95),
     ];
-    let s = select(JOB, ME, rules(Some(0), Some(30)), now(), None, &history);
+    let s = select(
+        JOB,
+        ME,
+        &owner(),
+        rules(Some(0), Some(30)),
+        now(),
+        None,
+        &history,
+    );
     assert_eq!(
         deleted(&s),
         [(
@@ -284,7 +331,15 @@ fn crash_groups_never_take_a_keep_last_slot() {
         ok("ssg-good", 5),
         ok("ssg-old-good", 6),
     ];
-    let s = select(JOB, ME, rules(Some(1), None), now(), None, &history);
+    let s = select(
+        JOB,
+        ME,
+        &owner(),
+        rules(Some(1), None),
+        now(),
+        None,
+        &history,
+    );
     assert_eq!(
         deleted(&s),
         [("ssg-old-good", "beyond keep_last=1".to_string())]
@@ -302,6 +357,7 @@ fn protected_group_and_unknown_time_are_kept() {
     let s = select(
         JOB,
         ME,
+        &owner(),
         rules(Some(1), Some(1)),
         now(),
         Some("ssg-just"),
@@ -325,7 +381,15 @@ fn protected_group_and_unknown_time_are_kept() {
 
 #[test]
 fn no_rules_delete_nothing() {
-    let s = select(JOB, ME, Rules::default(), now(), None, &mixed_history());
+    let s = select(
+        JOB,
+        ME,
+        &owner(),
+        Rules::default(),
+        now(),
+        None,
+        &mixed_history(),
+    );
     assert!(s.delete.is_empty());
     assert_eq!(s.keep.len(), 11);
 }
@@ -336,7 +400,15 @@ fn no_foreign_group_is_ever_selected_under_any_rules() {
     let foreign_ids: Vec<String> = foreign().into_iter().map(|g| g.id).collect();
     for keep_last in [None, Some(0), Some(1), Some(3), Some(100)] {
         for max_age in [None, Some(0), Some(1), Some(30), Some(365)] {
-            let s = select(JOB, ME, rules(keep_last, max_age), now(), None, &history);
+            let s = select(
+                JOB,
+                ME,
+                &owner(),
+                rules(keep_last, max_age),
+                now(),
+                None,
+                &history,
+            );
             for v in s.delete.iter().chain(s.keep.iter()) {
                 assert!(
                     !foreign_ids.contains(&v.id),
@@ -350,8 +422,8 @@ fn no_foreign_group_is_ever_selected_under_any_rules() {
     // An instance tag alone (no InstanceId reported) is enough to be ours.
     let mut tag_only = ok("ssg-tagonly", 400);
     tag_only.instance_id = String::new();
-    assert!(tag_only.is_ours(JOB, ME));
+    assert!(tag_only.is_ours(JOB, ME, &owner()));
     let mut id_only = ok("ssg-idonly", 400);
     id_only.instance_tag = None;
-    assert!(id_only.is_ours(JOB, ME));
+    assert!(id_only.is_ours(JOB, ME, &owner()));
 }

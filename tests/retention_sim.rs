@@ -11,6 +11,7 @@ use appsnap::cloud::ecs::{ClientToken, CreateSnapshotGroup, GroupDisks, Snapshot
 use appsnap::cloud::{Cloud, TAG_INSTANCE, TAG_JOB};
 use appsnap::job::machine::TAG_CONSISTENCY;
 use appsnap::job::report::RunReport;
+use appsnap::owner::{OwnerId, TAG_OWNER};
 use appsnap::policy::{self, DiskId, Policy};
 use appsnap::retention::{self, SuccessfulRun};
 use appsnap::state::Consistency;
@@ -55,11 +56,17 @@ backing = "{backing}"
 
 fn write_policy(dir: &Path, sim: &SimHandle) -> (std::path::PathBuf, Policy) {
     let path = dir.join("appsnap.toml");
+    std::fs::create_dir_all(dir.join("state")).unwrap();
+    std::fs::write(dir.join("state/owner-id"), format!("{OWNER_A}\n")).unwrap();
     let text = format!(
         r#"
 [cloud]
 metadata_endpoint = "{imds}"
 endpoint = "{ecs}"
+
+[host]
+state_dir = "{state}"
+run_dir = "{run}"
 
 [[job]]
 name = "mysql"
@@ -70,6 +77,8 @@ max_age_days = 30
 "#,
         imds = sim.started.imds_url,
         ecs = sim.started.ecs_url,
+        state = dir.join("state").display(),
+        run = dir.join("run").display(),
     );
     std::fs::write(&path, &text).unwrap();
     let p = policy::parse_str(&path, &text).unwrap_or_else(|e| panic!("{e}"));
@@ -212,7 +221,11 @@ fn prune_deletes_exactly_the_selected_groups_and_no_foreign_one() {
         .enable_all()
         .build()
         .unwrap();
-    let ours = [(TAG_JOB, "mysql"), (TAG_INSTANCE, INSTANCE)];
+    let ours = [
+        (TAG_JOB, "mysql"),
+        (TAG_INSTANCE, INSTANCE),
+        (TAG_OWNER, OWNER_A),
+    ];
     let (ids, cloud) = rt.block_on(async {
         let cloud = Cloud::connect(&policy.cloud).await.unwrap();
         assert_eq!(cloud.instance_id, INSTANCE);
@@ -332,6 +345,7 @@ fn prune_deletes_exactly_the_selected_groups_and_no_foreign_one() {
             &cloud.ecs,
             &job,
             INSTANCE,
+            &OwnerId::parse(OWNER_A).unwrap(),
             &run,
             now,
             Instant::now() + Duration::from_secs(60),
@@ -414,4 +428,149 @@ fn a_failed_run_cannot_prune() {
     report.group_id = Some("ssg-x".into());
     let run = SuccessfulRun::from_report(&report).unwrap();
     assert_eq!(run.group_id(), "ssg-x");
+}
+
+const OWNER_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const OWNER_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+/// A second policy file for the same emulator, job `mysql` too, with its own
+/// state dir holding the owner ID `owner`.
+fn installation(dir: &Path, sim: &SimHandle, owner: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir.join("state")).unwrap();
+    std::fs::write(dir.join("state/owner-id"), format!("{owner}\n")).unwrap();
+    let path = dir.join("appsnap.toml");
+    let text = format!(
+        r#"
+[cloud]
+metadata_endpoint = "{imds}"
+endpoint = "{ecs}"
+
+[host]
+state_dir = "{state}"
+run_dir = "{run}"
+
+[[job]]
+name = "mysql"
+schedule = "30 2 * * *"
+disks = ["{DISK}"]
+keep_last = 1
+"#,
+        imds = sim.started.imds_url,
+        ecs = sim.started.ecs_url,
+        state = dir.join("state").display(),
+        run = dir.join("run").display(),
+    );
+    std::fs::write(&path, &text).unwrap();
+    path
+}
+
+fn preview_deletes(config: &Path) -> BTreeSet<String> {
+    let (code, out, err) = preview(config, &[]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    out.lines()
+        .filter(|l| l.starts_with("DELETE"))
+        .map(|l| l.split_whitespace().nth(1).unwrap().to_string())
+        .collect()
+}
+
+/// Issue 14 item 4: job and instance tags are not ownership. A second
+/// installation with the same job name on the same instance, and a group
+/// tagged by hand like appsnap's, are never selected for deletion; only
+/// groups carrying this installation's `appsnap:owner` tag are.
+#[test]
+fn only_groups_with_this_installations_owner_tag_are_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim(dir.path());
+    let (_, policy) = write_policy(dir.path(), &sim);
+    let a = installation(&dir.path().join("a"), &sim, OWNER_A);
+    let b = installation(&dir.path().join("b"), &sim, OWNER_B);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tags_a = [
+        (TAG_JOB, "mysql"),
+        (TAG_INSTANCE, INSTANCE),
+        (TAG_OWNER, OWNER_A),
+    ];
+    let spoof = [(TAG_JOB, "mysql"), (TAG_INSTANCE, INSTANCE)];
+    let ids = rt.block_on(async {
+        let cloud = Cloud::connect(&policy.cloud).await.unwrap();
+        let mut ids = Vec::new();
+        for (name, tags) in [
+            ("a-1", &tags_a[..]),
+            ("spoof-1", &spoof[..]),
+            ("a-2", &tags_a[..]),
+            ("spoof-2", &spoof[..]),
+            ("a-3", &tags_a[..]),
+        ] {
+            ids.push((
+                name,
+                make_group(&sim, &cloud, name, tags, Some("app"), false, true).await,
+            ));
+        }
+        ids
+    });
+    let id = |name: &str| ids.iter().find(|(n, _)| *n == name).unwrap().1.clone();
+    // Installation B (same job name, same instance, another owner): nothing is its.
+    assert_eq!(preview_deletes(&b), BTreeSet::new());
+    // Installation A: its own two older groups, never the spoofs.
+    let expect: BTreeSet<String> = ["a-1", "a-2"].into_iter().map(id).collect();
+    assert_eq!(preview_deletes(&a), expect);
+
+    // The deletions themselves, as each daemon would after a successful run
+    // (with the installations' keep_last = 1).
+    let mut job = policy.job("mysql").unwrap().clone();
+    job.keep_last = Some(1);
+    let run = |group: &str| {
+        SuccessfulRun::from_report(&RunReport {
+            job: "mysql".into(),
+            run_id: "r".into(),
+            started_at: String::new(),
+            exit_code: 0,
+            group_id: Some(group.into()),
+            group_name: None,
+            consistency: Consistency::App,
+            frozen_ms: None,
+            stages: Vec::new(),
+            warnings: Vec::new(),
+            errors: Vec::new(),
+            upload: None,
+        })
+        .unwrap()
+    };
+    let prune_as = |owner: &str, group: &str| {
+        rt.block_on(async {
+            let cloud = Cloud::connect(&policy.cloud).await.unwrap();
+            retention::prune(
+                &cloud.ecs,
+                &job,
+                INSTANCE,
+                &OwnerId::parse(owner).unwrap(),
+                &run(group),
+                chrono::Utc::now(),
+                Instant::now() + Duration::from_secs(60),
+            )
+            .await
+            .unwrap()
+        })
+    };
+    let b_pruned = prune_as(OWNER_B, "ssg-of-b");
+    assert!(b_pruned.deleted.is_empty(), "{:?}", b_pruned.deleted);
+    let a_pruned = prune_as(OWNER_A, &id("a-3"));
+    assert!(a_pruned.failed.is_empty(), "{:?}", a_pruned.failed);
+    let deleted: BTreeSet<String> = a_pruned.deleted.iter().map(|v| v.id.clone()).collect();
+    assert_eq!(deleted, expect);
+    let left: BTreeSet<String> = rt
+        .block_on(async {
+            let cloud = Cloud::connect(&policy.cloud).await.unwrap();
+            all_groups(&cloud).await
+        })
+        .into_iter()
+        .map(|g| g.snapshot_group_id)
+        .collect();
+    let expect_left: BTreeSet<String> = ["spoof-1", "spoof-2", "a-3"].into_iter().map(id).collect();
+    assert_eq!(left, expect_left);
+    drop(rt);
+    drop(sim);
 }

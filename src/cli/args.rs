@@ -152,6 +152,10 @@ pub struct ThawArgs {
     /// Where the record is (default: the policy's `host.run_dir`); for tests and rescue.
     #[arg(long, value_name = "DIR", hide = true)]
     pub run_dir: Option<PathBuf>,
+    /// Thaw even while the freeze guard that wrote the record still runs (a
+    /// snapshot in progress, which then becomes crash-consistent).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `generate-assets`.

@@ -204,8 +204,35 @@ fn offline(cli: &Cli) -> Result<Policy> {
     let now = chrono::Utc::now();
     for job in &policy.jobs {
         println!("{}", summary(job, now));
+        if let Some(w) = sub_minute_warning(job, now) {
+            println!("{w}");
+        }
     }
     Ok(policy)
+}
+
+/// A job over every disk that fires more often than once a minute freezes
+/// every file system of the instance (`/` included) again and again, and
+/// each run uses snapshot quota and API rate; a policy someone wrote by
+/// mistake (or a drop-in someone wrote on purpose) should not do that
+/// silently. Not refused: a short-lived test may want it.
+fn sub_minute_warning(job: &Job, now: chrono::DateTime<chrono::Utc>) -> Option<String> {
+    if !matches!(job.disks, DiskSelection::All { .. }) {
+        return None;
+    }
+    // Three fires are enough: if a minute holds two, the 2nd and 3rd share one.
+    let next = job.next_runs(now, 3);
+    let gap = next
+        .windows(2)
+        .map(|w| w[1].signed_duration_since(w[0]).num_seconds())
+        .min()?;
+    (gap < 60).then(|| {
+        format!(
+            "job {:?}: warning: schedule {:?} fires every {gap}s, more often than once a minute, with disks = \"all\": each run freezes every file system of the instance and takes a snapshot group of every disk (quota and API rate); use a schedule of at most once a minute, or list the disks",
+            job.name.as_str(),
+            job.schedule.as_str()
+        )
+    })
 }
 
 /// `job "mysql": "30 2 * * *" Asia/Shanghai, disks d-a,d-b, freeze 30s; next: ...`

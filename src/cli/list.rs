@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::args::{Cli, ListArgs};
 use super::cloud::{block_on, outcome};
+use super::printable::{printable, printable_lines};
 
 /// How long listing may take in all, retries included.
 const LIST_DEADLINE: Duration = Duration::from_secs(60);
@@ -23,7 +24,10 @@ pub fn run(cli: &Cli, args: &ListArgs) -> u8 {
     let policy = match policy::load(&cli.config, &cli.config_dir) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("appsnap: policy rejected:\n{e}");
+            eprintln!(
+                "appsnap: policy rejected:\n{}",
+                printable_lines(&e.to_string())
+            );
             return Outcome::InvalidParameters.code();
         }
     };
@@ -33,14 +37,14 @@ pub fn run(cli: &Cli, args: &ListArgs) -> u8 {
     let fetched = match block_on(fetch(&policy.cloud, args.job.as_deref())) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("appsnap: list: {e:#}");
+            eprintln!("appsnap: list: {}", printable_lines(&format!("{e:#}")));
             return Outcome::Unknown.code();
         }
     };
     let rows = match fetched {
         Ok(rows) => rows,
         Err(e) => {
-            eprintln!("appsnap: list: {e}");
+            eprintln!("appsnap: list: {}", printable_lines(&e.to_string()));
             return outcome(&e).code();
         }
     };
@@ -48,7 +52,7 @@ pub fn run(cli: &Cli, args: &ListArgs) -> u8 {
         match serde_json::to_string_pretty(&rows) {
             Ok(s) => println!("{s}"),
             Err(e) => {
-                eprintln!("appsnap: list: {e}");
+                eprintln!("appsnap: list: {}", printable_lines(&e.to_string()));
                 return Outcome::Unknown.code();
             }
         }
@@ -66,6 +70,21 @@ fn preview(policy: &policy::Policy, args: &ListArgs) -> u8 {
         eprintln!("appsnap: list: no job named {name:?} in the policy");
         return Outcome::InvalidParameters.code();
     };
+    // Read only: a preview never creates the installation's owner ID.
+    let owner = match appsnap::owner::load(&policy.host.state_dir) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            eprintln!(
+                "appsnap: list: no owner id in {}: this installation has created no group yet, so retention would delete nothing",
+                policy.host.state_dir.display()
+            );
+            return Outcome::Success.code();
+        }
+        Err(e) => {
+            eprintln!("appsnap: list: {e}");
+            return Outcome::InvalidParameters.code();
+        }
+    };
     let assessed = block_on(async {
         let cloud = Cloud::connect(&policy.cloud).await?;
         let deadline = Instant::now() + LIST_DEADLINE;
@@ -73,6 +92,7 @@ fn preview(policy: &policy::Policy, args: &ListArgs) -> u8 {
             &cloud.ecs,
             job,
             &cloud.instance_id,
+            &owner,
             Utc::now(),
             None,
             deadline,
@@ -83,14 +103,14 @@ fn preview(policy: &policy::Policy, args: &ListArgs) -> u8 {
     let selection = match assessed {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            eprintln!("appsnap: list: {e}");
+            eprintln!("appsnap: list: {}", printable_lines(&e.to_string()));
             return match &e {
                 PreviewError::Cloud(c) => outcome(c).code(),
                 PreviewError::Retention(_) => Outcome::Unknown.code(),
             };
         }
         Err(e) => {
-            eprintln!("appsnap: list: {e:#}");
+            eprintln!("appsnap: list: {}", printable_lines(&format!("{e:#}")));
             return Outcome::Unknown.code();
         }
     };
@@ -106,7 +126,7 @@ fn preview(policy: &policy::Policy, args: &ListArgs) -> u8 {
         match serde_json::to_string_pretty(&v) {
             Ok(s) => println!("{s}"),
             Err(e) => {
-                eprintln!("appsnap: list: {e}");
+                eprintln!("appsnap: list: {}", printable_lines(&e.to_string()));
                 return Outcome::Unknown.code();
             }
         }
@@ -154,10 +174,10 @@ pub fn preview_table(job: &str, rules: retention::Rules, s: &retention::Selectio
             .map_or_else(|| "?".to_string(), |t| t.to_rfc3339());
         out.push_str(&format!(
             "{what:<7} {:<26} {:<26} {:<6} {}\n",
-            v.id,
+            printable(&v.id),
             created,
             v.consistency.unwrap_or("-"),
-            v.reason()
+            printable(&v.reason())
         ));
     }
     out
@@ -215,7 +235,12 @@ pub fn rows(
     let mut rows: Vec<Row> = groups
         .into_iter()
         .filter_map(|g| {
-            let owner = g.tag(TAG_JOB)?.to_string();
+            // `appsnap plugin` groups carry `appsnap:plugin=<Name>` instead of a job.
+            let owner = match (g.tag(TAG_JOB), g.tag(appsnap::owner::TAG_PLUGIN)) {
+                (Some(j), _) => j.to_string(),
+                (None, Some(n)) => format!("plugin:{n}"),
+                (None, None) => return None,
+            };
             if job.is_some_and(|j| j != owner) {
                 return None;
             }
@@ -267,12 +292,12 @@ pub fn table(rows: &[Row], now: DateTime<Utc>) -> String {
             .unwrap_or_else(|| "?".into());
         out.push_str(&format!(
             "{:<26} {:<20} {:<13} {:<12} {:>7}  {}\n",
-            r.id,
-            r.job,
-            r.status,
-            r.consistency,
+            printable(&r.id),
+            printable(&r.job),
+            printable(&r.status),
+            printable(&r.consistency),
             age,
-            r.disks.join(",")
+            printable(&r.disks.join(","))
         ));
     }
     out
@@ -314,6 +339,47 @@ mod tests {
             }],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn plugin_groups_are_listed_as_the_plugins_never_as_a_jobs() {
+        let mut p = group("ssg-plugin", None, "2025-01-01T00:00:00Z", false);
+        p.tags.push(Tag::new(appsnap::owner::TAG_PLUGIN, "mysql"));
+        let tags = std::collections::HashMap::new();
+        let all = rows(vec![p.clone()], None, &tags);
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].job, "plugin:mysql");
+        assert!(rows(vec![p], Some("mysql"), &tags).is_empty());
+    }
+
+    #[test]
+    fn the_table_escapes_control_characters_from_the_api() {
+        let mut g = group(
+            "ssg-\u{1b}[2Jx",
+            Some("job\u{1b}]0;title\u{7}"),
+            "2025-01-01T00:00:00Z",
+            false,
+        );
+        g.status = "accomplished\r\u{9b}".into();
+        g.snapshots[0].source_disk_id = "d-\u{202e}a".into();
+        let r = rows(vec![g], None, &Default::default());
+        let now = DateTime::parse_from_rfc3339("2025-01-02T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let t = table(&r, now);
+        let raw: Vec<char> = t
+            .chars()
+            .filter(|c| (c.is_control() && *c != '\n') || *c == '\u{202e}')
+            .collect();
+        assert!(raw.is_empty(), "raw {raw:?} in {t}");
+        assert!(
+            t.contains("ssg-\\x1b[2Jx") && t.contains("job\\x1b]0;title\\x07"),
+            "{t}"
+        );
+        assert!(
+            t.contains("accomplished\\x0d\\u{9b}") && t.contains("d-\\u{202e}a"),
+            "{t}"
+        );
     }
 
     #[test]

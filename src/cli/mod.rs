@@ -8,6 +8,7 @@ mod cloud;
 mod freeze_guard;
 mod list;
 mod plan;
+mod printable;
 mod run;
 mod status;
 mod thaw;

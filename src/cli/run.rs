@@ -71,6 +71,7 @@ pub fn plugin(cli: &Cli, args: &PluginArgs) -> u8 {
     let opts = RunOptions {
         dry_run: false,
         group_name: Some(params.name.clone()),
+        plugin: true,
         ..RunOptions::default()
     };
     execute(&policy, &job, opts, false)

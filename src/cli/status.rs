@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::args::{Cli, JsonArgs};
+use super::printable::{printable, printable_lines};
 
 /// `status --json` output (documented in the README; fields only added).
 #[derive(Debug, Serialize)]
@@ -46,7 +47,10 @@ pub fn run(cli: &Cli, args: &JsonArgs) -> u8 {
     let policy = match policy::load(&cli.config, &cli.config_dir) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("appsnap: policy rejected:\n{e:#}");
+            eprintln!(
+                "appsnap: policy rejected:\n{}",
+                printable_lines(&format!("{e:#}"))
+            );
             return Outcome::InvalidParameters.code();
         }
     };
@@ -54,8 +58,9 @@ pub fn run(cli: &Cli, args: &JsonArgs) -> u8 {
     for j in &report.jobs {
         if let Some(e) = &j.last_result_error {
             eprintln!(
-                "appsnap: warning: job {:?}: ignoring the last result: {e}",
-                j.name
+                "appsnap: warning: job {:?}: ignoring the last result: {}",
+                j.name,
+                printable(e)
             );
         }
     }
@@ -120,7 +125,7 @@ fn next_in_zone(job: &Job, now: DateTime<Utc>) -> Option<String> {
 fn render(r: &StatusReport) -> String {
     let mut out = match (&r.daemon.state, r.daemon.pid, &r.daemon.reason) {
         (&"running", Some(pid), _) => format!("daemon: running (pid {pid})\n"),
-        (&"unknown", _, Some(why)) => format!("daemon: unknown ({why})\n"),
+        (&"unknown", _, Some(why)) => format!("daemon: unknown ({})\n", printable(why)),
         (state, _, _) => format!("daemon: {state}\n"),
     };
     if r.jobs.is_empty() {
@@ -151,11 +156,13 @@ fn render(r: &StatusReport) -> String {
                 l.finished_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                 result_word(l.exit_code),
                 l.consistency.as_str().to_string(),
-                l.snapshot_group_id.clone().unwrap_or_else(|| "-".into()),
+                l.snapshot_group_id
+                    .as_deref()
+                    .map_or_else(|| "-".into(), |g| printable(g).into_owned()),
                 l.frozen_ms
                     .map(|ms| format!("{ms}ms"))
                     .unwrap_or_else(|| "-".into()),
-                upload_word(l.upload.as_ref()),
+                printable(&upload_word(l.upload.as_ref())).into_owned(),
                 next,
             ],
             (None, err) => [

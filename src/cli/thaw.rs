@@ -1,11 +1,14 @@
 //! `appsnap thaw --all`: thaw whatever the frozen-set record names. Run by the
 //! unit's ExecStopPost and by every daemon start; safe to repeat. Works even
-//! when the policy does not load, because a broken policy must never keep a
-//! file system frozen.
+//! when the default policy does not load, because a broken policy must never
+//! keep a file system frozen; a policy named with `-c` that does not load is
+//! an error instead (its run dir is unknown: the default one may hold another
+//! installation's record). A record whose freeze guard still runs is a
+//! snapshot in progress and is left alone unless `--force`.
 
 use std::path::{Path, PathBuf};
 
-use appsnap::host::record::{self, RecoveryAction};
+use appsnap::host::record::{self, RecordError, RecoveryAction};
 use appsnap::job::outcome::Outcome;
 use appsnap::policy::{self, HostSettings};
 
@@ -15,15 +18,23 @@ use super::args::{Cli, ThawArgs};
 pub fn run(cli: &Cli, args: &ThawArgs) -> u8 {
     let run_dir = match &args.run_dir {
         Some(d) => d.clone(),
-        None => run_dir_from_policy(cli),
+        None => match run_dir_from_policy(cli) {
+            Some(d) => d,
+            None => return Outcome::InvalidParameters.code(),
+        },
     };
-    let recovery = match record::recover(&run_dir, Path::new("/proc/self/mountinfo")) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("appsnap: thaw: {e}");
-            return Outcome::ThawFailed.code();
-        }
-    };
+    let recovery =
+        match record::recover_with(&run_dir, Path::new("/proc/self/mountinfo"), args.force) {
+            Ok(r) => r,
+            Err(e @ RecordError::GuardAlive { .. }) => {
+                eprintln!("appsnap: thaw: {e}");
+                return Outcome::ConditionsNotMet.code();
+            }
+            Err(e) => {
+                eprintln!("appsnap: thaw: {e}");
+                return Outcome::ThawFailed.code();
+            }
+        };
     let Some(r) = recovery else {
         println!(
             "nothing to thaw: no frozen-set record in {}",
@@ -63,16 +74,28 @@ pub fn run(cli: &Cli, args: &ThawArgs) -> u8 {
     }
 }
 
-fn run_dir_from_policy(cli: &Cli) -> PathBuf {
+/// The policy's run dir; the default one only when the default policy does
+/// not load. `None` (after saying why) when a policy named with `-c` does not.
+fn run_dir_from_policy(cli: &Cli) -> Option<PathBuf> {
     match policy::load(&cli.config, &cli.config_dir) {
-        Ok(p) => p.host.run_dir,
+        Ok(p) => Some(p.host.run_dir),
+        Err(e) if cli.config != Path::new(DEFAULT_CONFIG) => {
+            eprintln!(
+                "appsnap: thaw: the policy {} did not load ({e}); its run dir is unknown, so nothing is thawed (fix it, or name the record's directory with --run-dir)",
+                cli.config.display()
+            );
+            None
+        }
         Err(e) => {
             let d = HostSettings::default().run_dir;
             eprintln!(
                 "appsnap: thaw: the policy did not load ({e}); using the default run dir {}",
                 d.display()
             );
-            d
+            Some(d)
         }
     }
 }
+
+/// `-c`'s default (kept equal to the argument's `default_value`).
+const DEFAULT_CONFIG: &str = "/etc/appsnap.toml";

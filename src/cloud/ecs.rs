@@ -101,6 +101,17 @@ pub enum EcsError {
         /// What was wrong.
         reason: String,
     },
+    /// The answer was larger than [`super::body::ECS_BODY_LIMIT`]; reading
+    /// stopped there (a broken or hostile server must not exhaust memory).
+    #[error("ECS {action}: answer (HTTP {http_status}) larger than the {} limit; refused", crate::securefs::human_size(*.limit))]
+    TooLarge {
+        /// API action.
+        action: String,
+        /// HTTP status.
+        http_status: u16,
+        /// The limit, bytes.
+        limit: u64,
+    },
     /// The caller's deadline came before the call could succeed; no request was
     /// sent after it (nor one that would have started after it).
     #[error("ECS {action}: deadline reached after {attempts} attempt(s){}", last_suffix(.last))]
@@ -572,6 +583,9 @@ impl EcsClient {
         url.set_query(None);
         super::tls::install_provider();
         let mut builder = reqwest::Client::builder()
+            // Never follow a redirect: it would replay the signed request (V1's
+            // whole query, in `Referer`, and the STS token) to another server.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_keepalive(Duration::from_secs(30))
@@ -1002,7 +1016,18 @@ impl EcsClient {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        let body = resp.bytes().await.map_err(transport)?;
+        let body = match super::body::read_capped(resp, super::body::ECS_BODY_LIMIT).await {
+            Ok(b) => b,
+            Err(super::body::BodyError::Transport(e)) => return Err(transport(e).into()),
+            Err(super::body::BodyError::TooLarge) => {
+                return Err(EcsError::TooLarge {
+                    action: action.into(),
+                    http_status: status,
+                    limit: super::body::ECS_BODY_LIMIT,
+                }
+                .into())
+            }
+        };
         let parsed: Result<Value, _> = serde_json::from_slice(&body);
         if (200..300).contains(&status) {
             let v = parsed.map_err(|e| EcsError::Decode {
@@ -1128,6 +1153,11 @@ fn decode_error(
             request_id: field(v, "RequestId"),
             code,
             http_status: status,
+        },
+        None if (300..400).contains(&status) => EcsError::Decode {
+            action: action.into(),
+            http_status: status,
+            reason: "a redirect, not followed (appsnap never follows redirects: they would replay the signed request elsewhere)".into(),
         },
         None => {
             let text = String::from_utf8_lossy(body);

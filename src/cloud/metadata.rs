@@ -89,6 +89,15 @@ pub enum MetadataError {
         /// HTTP status code (404 or 405).
         status: u16,
     },
+    /// The answer was larger than [`super::body::IMDS_BODY_LIMIT`]; reading
+    /// stopped there.
+    #[error("metadata service answer for {path} is larger than the {} limit; refused", crate::securefs::human_size(*.limit))]
+    TooLarge {
+        /// Path under `/latest/`.
+        path: String,
+        /// The limit, bytes.
+        limit: u64,
+    },
     /// No RAM role is attached to this instance.
     #[error(
         "no RAM role is attached to this instance (metadata ram/security-credentials/ is empty)"
@@ -172,6 +181,9 @@ impl MetadataClient {
         super::tls::install_provider();
         let http = reqwest::Client::builder()
             .no_proxy()
+            // A redirect would carry the IMDS token (and the STS credentials it
+            // guards) to whatever the Location names: a 3xx is an error.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(1))
             .read_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(5))
@@ -288,13 +300,7 @@ impl MetadataClient {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     match status {
-                        200..=299 => {
-                            return resp.text().await.map_err(|e| MetadataError::Unreachable {
-                                path: path.to_string(),
-                                tries: attempt,
-                                error: e.without_url(),
-                            });
-                        }
+                        200..=299 => return body_text(resp, path, attempt).await,
                         // 401: the token expired. 403 in normal mode: the
                         // instance may have been switched to hardened-only.
                         401 | 403 if !retoken_done && (status == 401 || token.is_none()) => {
@@ -394,12 +400,7 @@ impl MetadataClient {
                     let status = resp.status().as_u16();
                     match status {
                         200..=299 => {
-                            let body =
-                                resp.text().await.map_err(|e| MetadataError::Unreachable {
-                                    path: path.into(),
-                                    tries: attempt,
-                                    error: e.without_url(),
-                                })?;
+                            let body = body_text(resp, path, attempt).await?;
                             let token = Secret::new(body.trim());
                             if token.is_empty() {
                                 return Err(MetadataError::TokenRefused { status });
@@ -424,6 +425,27 @@ impl MetadataClient {
             }
             tokio::time::sleep(self.backoff.delay(attempt - 1)).await;
         }
+    }
+}
+
+/// A 2xx body as text, at most [`super::body::IMDS_BODY_LIMIT`] bytes.
+async fn body_text(
+    resp: reqwest::Response,
+    path: &str,
+    attempt: u32,
+) -> Result<String, MetadataError> {
+    use super::body::{read_capped, BodyError, IMDS_BODY_LIMIT};
+    match read_capped(resp, IMDS_BODY_LIMIT).await {
+        Ok(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
+        Err(BodyError::Transport(e)) => Err(MetadataError::Unreachable {
+            path: path.to_string(),
+            tries: attempt,
+            error: e.without_url(),
+        }),
+        Err(BodyError::TooLarge) => Err(MetadataError::TooLarge {
+            path: path.to_string(),
+            limit: IMDS_BODY_LIMIT,
+        }),
     }
 }
 

@@ -16,6 +16,7 @@
 //!    [`ecs::EcsClient::tag_resources`] on the snapshots,
 //!    [`ecs::EcsClient::delete_snapshot_group`] to prune.
 
+pub mod body;
 pub mod credentials;
 pub mod ecs;
 pub mod metadata;

@@ -17,6 +17,17 @@
 //! A FIFREEZE that hangs (D state) cannot stop the deadline: the thaw thread
 //! thaws every target already frozen; the hung one is thawed by the freezing
 //! thread itself the moment its FIFREEZE returns.
+//!
+//! **A lost freeze.** Anyone with CAP_SYS_ADMIN can thaw a file system the
+//! guard froze (`fsfreeze -u`, another tool). The kernel offers no query for
+//! "is this superblock frozen", so `check` probes with FIFREEZE itself: EBUSY
+//! means still frozen (nothing changes); success means someone had thawed it
+//! — it is now frozen again, which is harmless because the guard holds it
+//! only until its own thaw that follows, and the target is reported lost. Any
+//! other error is reported lost too (pessimistic). FITHAW answering EINVAL at
+//! the thaw also means lost. What the probe cannot see: a thaw followed by a
+//! freeze from someone else before the check (EBUSY either way); the guard's
+//! FITHAW then ends that other freeze, as before.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -39,7 +50,8 @@ use super::stages::freeze_stages;
 pub const EXIT_OK: u8 = 0;
 /// Exit status: a request or preparation error; nothing was frozen.
 pub const EXIT_PREPARE: u8 = 2;
-/// Exit status: a freeze failed (vendor "cannot suspend I/O").
+/// Exit status: a freeze failed, or one was lost (thawed by someone else
+/// while held) (vendor "cannot suspend I/O").
 pub const EXIT_FREEZE_FAILED: u8 = 11;
 /// Exit status: a thaw failed (vendor "cannot resume I/O").
 pub const EXIT_THAW_FAILED: u8 = 12;
@@ -71,6 +83,8 @@ struct Shared {
     /// The first target whose FIFREEZE failed ([`NO_FAILURE`] if none): no more freezes start.
     failed: AtomicUsize,
     failed_errno: AtomicI32,
+    /// Per target: `check` found it thawed by someone else.
+    lost: Vec<AtomicBool>,
 }
 
 impl Shared {
@@ -93,6 +107,29 @@ impl Shared {
             self.thaw_end_ns[i].store(self.now_ns(), SeqCst);
             self.state[i].store(DONE, SeqCst);
         }
+    }
+
+    /// `check` for target `i`: probes with FIFREEZE (module doc) and returns
+    /// whether someone else had thawed it. Marked FREEZING meanwhile so the
+    /// deadline thread skips it; if the deadline passed during the probe, it
+    /// is thawed here, as in [`Self::freeze_one`].
+    fn probe_one(&self, i: usize, fd: BorrowedFd<'_>) -> bool {
+        if self.state[i]
+            .compare_exchange(FROZEN, FREEZING, SeqCst, SeqCst)
+            .is_err()
+        {
+            // Not frozen by us (never, or already thawed by our deadline): nothing to probe.
+            return false;
+        }
+        let lost = !matches!(freeze::freeze(fd), Err(Errno::EBUSY));
+        if lost {
+            self.lost[i].store(true, SeqCst);
+        }
+        self.state[i].store(FROZEN, SeqCst);
+        if self.abort.load(SeqCst) {
+            self.thaw_one(i, fd);
+        }
+        lost
     }
 
     /// Freezes target `i` unless freezing was abandoned; runs on any pool thread.
@@ -249,6 +286,7 @@ pub fn run_with_mountinfo(mountinfo: &Path) -> u8 {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
+        guard_start_ticks: record::own_start_ticks(),
         deadline_ms: req.deadline_ms,
         targets: recorded,
     };
@@ -278,6 +316,7 @@ fn armed_phase(req: &GuardRequest, fds: Vec<OwnedFd>, thaw_fds: Vec<OwnedFd>) ->
         cause: AtomicU8::new(CAUSE_NONE),
         failed: AtomicUsize::new(NO_FAILURE),
         failed_errno: AtomicI32::new(NO_ERRNO),
+        lost: (0..n).map(|_| AtomicBool::new(false)).collect(),
     });
     // Threads for the parallel rounds exist before anything is frozen.
     let stages = freeze_stages(&req.targets);
@@ -305,6 +344,20 @@ fn armed_phase(req: &GuardRequest, fds: Vec<OwnedFd>, thaw_fds: Vec<OwnedFd>) ->
     };
     let frozen_line = GuardEvent::Frozen.to_line();
     let freezing_line = GuardEvent::Freezing.to_line();
+    // The answers to `check`, serialized now: nothing is allocated while frozen.
+    let checked_line = GuardEvent::Checked.to_line();
+    let lost_lines: Vec<Vec<u8>> = req
+        .targets
+        .iter()
+        .enumerate()
+        .map(|(index, t)| {
+            GuardEvent::Lost {
+                index,
+                mount_point: t.mount_point.clone(),
+            }
+            .to_line()
+        })
+        .collect();
     // SAFETY: mlockall has no memory-safety preconditions.
     let mlocked = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } == 0;
     if !emit(&GuardEvent::Armed { mlocked }) {
@@ -403,6 +456,22 @@ fn armed_phase(req: &GuardRequest, fds: Vec<OwnedFd>, thaw_fds: Vec<OwnedFd>) ->
                     break 'wait;
                 }
                 fill += r as usize;
+                // Complete lines first: `check` is answered in place.
+                while let Some(nl) = buf[..fill].iter().position(|b| *b == b'\n') {
+                    if buf[..nl].trim_ascii() == b"check" {
+                        for (i, fd) in fds.iter().enumerate() {
+                            if shared.probe_one(i, fd.as_fd()) {
+                                write_all(libc::STDOUT_FILENO, &lost_lines[i]);
+                            }
+                        }
+                        write_all(libc::STDOUT_FILENO, &checked_line);
+                    } else if buf[..nl].windows(4).any(|w| w == b"thaw") {
+                        cause = ThawCause::Requested;
+                        break 'wait;
+                    }
+                    buf.copy_within(nl + 1..fill, 0);
+                    fill -= nl + 1;
+                }
                 if buf[..fill].windows(4).any(|w| w == b"thaw") {
                     cause = ThawCause::Requested;
                     break 'wait;
@@ -422,6 +491,7 @@ fn armed_phase(req: &GuardRequest, fds: Vec<OwnedFd>, thaw_fds: Vec<OwnedFd>) ->
         let bad = fs
             .iter()
             .any(|f| f.errno.is_some_and(|e| e != Errno::EINVAL as i32));
+        let lost = fs.iter().any(|f| f.lost);
         // Gone before the parent hears `thawed`, so its next run can write its own.
         if !bad {
             let _ = record::remove(&req.run_dir);
@@ -431,7 +501,13 @@ fn armed_phase(req: &GuardRequest, fds: Vec<OwnedFd>, thaw_fds: Vec<OwnedFd>) ->
             filesystems: fs,
             window_us: window_us(&shared),
         });
-        return if bad { EXIT_THAW_FAILED } else { EXIT_OK };
+        return if bad {
+            EXIT_THAW_FAILED
+        } else if lost {
+            EXIT_FREEZE_FAILED
+        } else {
+            EXIT_OK
+        };
     }
     // A freeze failed or the deadline interrupted freezing: thaw what we froze.
     write_all(wake_w.as_raw_fd(), b"t");
@@ -486,6 +562,7 @@ fn report(shared: &Shared, req: &GuardRequest) -> Vec<FsThaw> {
                 errno: (e != NO_ERRNO).then_some(e),
                 freeze_began_us: start.saturating_sub(first) / 1000,
                 freeze_took_us: frozen.saturating_sub(start) / 1000,
+                lost: e == Errno::EINVAL as i32 || shared.lost[i].load(SeqCst),
             }
         })
         .collect()

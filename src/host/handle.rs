@@ -127,6 +127,18 @@ pub struct ThawReport {
     pub window_us: u64,
 }
 
+impl ThawReport {
+    /// File systems someone else thawed while the guard held them (`check`
+    /// or FITHAW's EINVAL): their I/O was not suspended throughout.
+    pub fn lost(&self) -> Vec<&Path> {
+        self.filesystems
+            .iter()
+            .filter(|f| f.lost)
+            .map(|f| f.mount_point.as_path())
+            .collect()
+    }
+}
+
 /// A running freeze guard.
 #[derive(Debug)]
 pub struct FreezeGuard {
@@ -134,6 +146,9 @@ pub struct FreezeGuard {
     stdin: Option<ChildStdin>,
     stdout: LineReader,
     deadline: Duration,
+    /// An event read by [`FreezeGuard::check`] that belongs to the thaw (the
+    /// guard's deadline thawed before the check arrived).
+    pending: Option<GuardEvent>,
 }
 
 impl FreezeGuard {
@@ -185,6 +200,7 @@ impl FreezeGuard {
             stdin: Some(stdin),
             stdout,
             deadline,
+            pending: None,
         };
         let req = GuardRequest {
             version: VERSION,
@@ -278,12 +294,45 @@ impl FreezeGuard {
         }
     }
 
+    /// Asks the guard whether every file system is still frozen, i.e. nobody
+    /// thawed one behind its back; returns those that were (the guard has
+    /// frozen them again until [`Self::thaw`]). Asked once the point in time
+    /// is fixed, right before the thaw. If the guard has already thawed at its
+    /// deadline, returns no file system and [`Self::thaw`] reports the deadline.
+    pub fn check(&mut self) -> Result<Vec<PathBuf>, ThawError> {
+        self.send(b"check\n")
+            .map_err(|e| ThawError::Guard(format!("sending check: {e}")))?;
+        let mut lost = Vec::new();
+        loop {
+            match self.next_event(GRACE + GRACE) {
+                Ok(GuardEvent::Lost { mount_point, .. }) => lost.push(mount_point),
+                Ok(GuardEvent::Checked) => return Ok(lost),
+                Ok(ev @ GuardEvent::Thawed { .. }) => {
+                    self.pending = Some(ev);
+                    return Ok(lost);
+                }
+                Ok(other) => {
+                    return Err(ThawError::Guard(format!(
+                        "unexpected {other:?} answering check"
+                    )))
+                }
+                Err(e) if e == "timeout" => return Err(ThawError::Timeout(GRACE + GRACE)),
+                Err(e) => return Err(ThawError::Guard(e)),
+            }
+        }
+    }
+
     /// Thaws (in reverse plan order) and returns how long each file system was
     /// suspended. If the guard already thawed at its deadline, the report says so.
     pub fn thaw(mut self) -> Result<ThawReport, ThawError> {
-        // The guard may already have thawed at its deadline and exited: a broken pipe is fine.
-        let _ = self.send(b"thaw\n");
-        let ev = self.next_event(GRACE + GRACE);
+        let ev = match self.pending.take() {
+            Some(ev) => Ok(ev),
+            None => {
+                // The guard may already have thawed at its deadline and exited: a broken pipe is fine.
+                let _ = self.send(b"thaw\n");
+                self.next_event(GRACE + GRACE)
+            }
+        };
         self.stdin = None;
         match ev {
             Ok(GuardEvent::Thawed {

@@ -1,8 +1,10 @@
 //! What the daemon and the freeze guard say to each other over the guard's
 //! stdin/stdout pipes: one JSON line per message.
 //!
-//! Parent → guard: a [`GuardRequest`] line, then the bare lines `freeze` and
-//! `thaw`; closing stdin means "thaw now" (the parent died). Guard → parent:
+//! Parent → guard: a [`GuardRequest`] line, then the bare lines `freeze`,
+//! optionally `check` (answered by [`GuardEvent::Lost`] lines and
+//! [`GuardEvent::Checked`]) and `thaw`; closing stdin means "thaw now" (the
+//! parent died). Guard → parent:
 //! [`GuardEvent`] lines. The `frozen` event is serialized before the freeze so
 //! the guard allocates nothing while file systems are frozen.
 
@@ -78,6 +80,10 @@ pub struct FsThaw {
     /// How long its FIFREEZE call took (the kernel's flush with writers blocked).
     #[serde(default)]
     pub freeze_took_us: u64,
+    /// Someone else thawed it while the guard held it (seen by `check`, or
+    /// FITHAW answered EINVAL): I/O was not suspended throughout the window.
+    #[serde(default)]
+    pub lost: bool,
 }
 
 /// Messages from the guard.
@@ -93,6 +99,16 @@ pub enum GuardEvent {
     Freezing,
     /// Every target is frozen.
     Frozen,
+    /// Answer to `check`, one per target found thawed by someone else (it is
+    /// frozen again now, until the guard's thaw). Followed by [`GuardEvent::Checked`].
+    Lost {
+        /// Index of the target in the request.
+        index: usize,
+        /// Its mount point.
+        mount_point: PathBuf,
+    },
+    /// End of the answer to `check`.
+    Checked,
     /// A FIFREEZE failed (or the deadline passed while freezing); everything the guard froze is thawed again.
     FreezeFailed {
         /// Index of the failing target (`None` when the deadline interrupted freezing).

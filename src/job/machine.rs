@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use super::outcome::Outcome;
 use super::report::{vendor_tag, weakest, Consistency, RunReport, Stage};
-use super::script_check::check_script;
+use super::script_check::{open_script, OpenedScript};
 use super::scripts::{
     run_script_until, Phase, ProcessGroup, ScriptContext, ScriptRun, DEFAULT_KILL_GRACE,
 };
@@ -56,6 +56,10 @@ pub struct RunEnv {
     /// The longest pause between two questions meanwhile (polling starts
     /// faster and backs off to this).
     pub poll_interval: Duration,
+    /// This installation's owner ID, tagged on every group it creates so that
+    /// retention deletes only its own (`None`: it could not be read or
+    /// created; groups go untagged and retention deletes nothing).
+    pub owner: Option<crate::owner::OwnerId>,
 }
 
 /// How long a run waits for its snapshots to be usable, by default.
@@ -81,7 +85,18 @@ impl RunEnv {
         ecs: Arc<EcsClient>,
         instance_id: String,
     ) -> RunEnv {
+        let owner = match crate::owner::load_or_create(&policy.host.state_dir) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                warn!(
+                    "{e}; groups are created without the {} tag and retention deletes none of them",
+                    crate::owner::TAG_OWNER
+                );
+                None
+            }
+        };
         RunEnv {
+            owner,
             ecs,
             instance_id,
             host_paths: HostPaths::system(&policy.host.by_id_dir),
@@ -107,6 +122,9 @@ pub struct RunOptions {
     pub freeze_gate: Option<crate::schedule::FreezeGate>,
     /// The daemon's shutdown signal and its count of runs that must finish first.
     pub shutdown: Option<Shutdown>,
+    /// `appsnap plugin`: the group is tagged `appsnap:plugin=<Name>` instead of
+    /// `appsnap:job`, so no job's retention ever counts it as its own.
+    pub plugin: bool,
 }
 
 /// Lets the daemon stop safely: a run that has not frozen yet gives up before
@@ -248,6 +266,8 @@ struct Run<'a> {
     script_ctx: ScriptContext,
     /// Both hooks configured and valid: they run.
     hooks: bool,
+    /// The pre-script opened and checked by `check_hooks`: what runs is this file.
+    prescript: Option<OpenedScript>,
     lock_holders: Option<ProcessGroup>,
     guard: Option<FreezeGuard>,
     frozen: Option<Frozen>,
@@ -300,6 +320,7 @@ impl<'a> Run<'a> {
             request: None,
             script_ctx: ScriptContext::default(),
             hooks: false,
+            prescript: None,
             lock_holders: None,
             guard: None,
             frozen: None,
@@ -462,9 +483,16 @@ impl<'a> Run<'a> {
             )
         });
         let mut tags = vec![
-            Tag::new(TAG_JOB, job.name.as_str()),
+            if self.opts.plugin {
+                Tag::new(crate::owner::TAG_PLUGIN, job.name.as_str())
+            } else {
+                Tag::new(TAG_JOB, job.name.as_str())
+            },
             Tag::new(TAG_INSTANCE, self.env.instance_id.as_str()),
         ];
+        if let Some(owner) = &self.env.owner {
+            tags.push(Tag::new(crate::owner::TAG_OWNER, owner.as_str()));
+        }
         tags.extend(
             job.tags
                 .iter()
@@ -489,6 +517,7 @@ impl<'a> Run<'a> {
             disk_ids: selected.iter().map(|(id, _)| id.to_string()).collect(),
             mountpoints: plan.entries.iter().map(|e| e.mount_point.clone()).collect(),
             freeze_deadline_epoch: 0,
+            pass_env: job.script_env.clone(),
         };
 
         if self.opts.dry_run {
@@ -506,6 +535,8 @@ impl<'a> Run<'a> {
         Step::PreScript
     }
 
+    /// Opens and checks both hooks; the pre-script's descriptor is kept (that
+    /// file runs), the post-script is opened and checked again at its start.
     fn check_hooks(&mut self) -> bool {
         let (pre, post) = (self.job.prescript.clone(), self.job.postscript.clone());
         let mut ok = true;
@@ -514,15 +545,23 @@ impl<'a> Run<'a> {
                 None => {
                     ok = false;
                 }
-                Some(p) => {
-                    if let Err(e) = check_script(p) {
+                Some(p) => match open_script(p) {
+                    Ok(opened) => {
+                        if what == "prescript" {
+                            self.prescript = Some(opened);
+                        }
+                    }
+                    Err(e) => {
                         self.warn(format!(
                             "{what} not used, snapshot will be file-system-consistent: {e}"
                         ));
                         ok = false;
                     }
-                }
+                },
             }
+        }
+        if !ok {
+            self.prescript = None;
         }
         if !ok && (pre.is_some() || post.is_some()) && (pre.is_none() || post.is_none()) {
             self.warn(
@@ -590,11 +629,15 @@ impl<'a> Run<'a> {
         if !self.hooks {
             return Step::Freeze;
         }
-        let path = self.job.prescript.clone().expect("hooks imply a prescript");
+        let script = self
+            .prescript
+            .take()
+            .expect("hooks imply an opened prescript");
+        let path = script.path().to_path_buf();
         self.script_ctx.freeze_deadline_epoch =
             epoch_after(self.job.script_timeout + self.job.freeze_timeout);
         let run = run_script_until(
-            &path,
+            &script,
             Phase::Pre,
             &self.script_ctx,
             self.job.script_timeout,
@@ -632,11 +675,19 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Logs how a script ended and its output, with the credentials in use
+    /// redacted: a script may print its environment or a config file holding them.
     fn log_script(&self, phase: Phase, run: &ScriptRun) {
+        let key = self.env.ecs.credentials().current();
+        let secrets: Vec<&crate::cloud::secret::Secret> = key
+            .iter()
+            .flat_map(|k| std::iter::once(&k.access_key_secret).chain(&k.security_token))
+            .collect();
+        let output = crate::cloud::secret::scrub(run.output.trim_end(), &secrets);
         info!(
             job = %self.job.name, run_id = %self.report.run_id, phase = phase.as_str(),
             took_ms = run.duration.as_millis() as u64,
-            "{} script: {}; output: {}", phase.as_str(), describe(run), run.output.trim_end()
+            "{} script: {}; output: {output}", phase.as_str(), describe(run)
         );
     }
 
@@ -866,11 +917,57 @@ impl<'a> Run<'a> {
             self.after_window();
             return Step::PostScript;
         };
-        let joined = tokio::task::spawn_blocking(move || guard.thaw()).await;
+        // First ask whether someone thawed a file system behind the guard's
+        // back (`fsfreeze -u`, another tool): then the point in time may be
+        // on an unfrozen file system. The check costs one FIFREEZE per file
+        // system (EBUSY) before the thaw.
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut guard = guard;
+            let checked = guard.check();
+            (checked, guard.thaw())
+        })
+        .await;
         // Thawed (or the guard is gone and its deadline rules): logging is safe again.
         self.hold = None;
         self.permit = None;
         self.after_window();
+        let (checked, joined) = match joined {
+            Ok((checked, thawed)) => (Some(checked), Ok(thawed)),
+            Err(e) => (None, Err(e)),
+        };
+        let mut lost: Vec<PathBuf> = Vec::new();
+        match checked {
+            Some(Ok(l)) => lost.extend(l),
+            Some(Err(e)) => {
+                self.consistency = Consistency::Crash;
+                self.warn(format!(
+                    "could not confirm that the file systems stayed frozen until the point in time ({e}); the group is crash-consistent at best"
+                ));
+            }
+            None => {}
+        }
+        if let Ok(Ok(report)) = &joined {
+            for p in report.lost() {
+                if !lost.iter().any(|l| l == p) {
+                    lost.push(p.to_path_buf());
+                }
+            }
+        }
+        if !lost.is_empty() {
+            self.consistency = Consistency::Crash;
+            let names = lost
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            self.warn(format!(
+                "freeze lost: {names} was thawed by someone else (fsfreeze -u, appsnap thaw --all --force, another tool) while the snapshot was taken; the group is crash-consistent at best"
+            ));
+            self.fail(
+                Outcome::FreezeFailed,
+                format!("cannot prove I/O was suspended: the freeze of {names} was lost"),
+            );
+        }
         match joined {
             Ok(Ok(report)) => {
                 self.report.frozen_ms = Some(report.window_us / 1000);
@@ -910,14 +1007,25 @@ impl<'a> Run<'a> {
     // ---- PostScript, then the lock holders end.
 
     async fn post_script(&mut self) -> Step {
-        if self.hooks {
-            let path = self
-                .job
-                .postscript
-                .clone()
-                .expect("hooks imply a postscript");
+        // Opened and checked again now: the path may lead elsewhere than at the start.
+        let script = match self.job.postscript.as_deref().filter(|_| self.hooks) {
+            None => None,
+            Some(path) => match open_script(path) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    self.consistency = weakest(self.consistency, Consistency::Fs);
+                    self.fail(
+                        Outcome::PostScriptFailed,
+                        format!("postscript not run: {e}; snapshot will be at most file-system-consistent"),
+                    );
+                    None
+                }
+            },
+        };
+        if let Some(script) = script {
+            let path = script.path().to_path_buf();
             let run = run_script_until(
-                &path,
+                &script,
                 Phase::Post,
                 &self.script_ctx,
                 self.job.script_timeout,
@@ -1075,7 +1183,11 @@ impl<'a> Run<'a> {
             return Step::Done;
         }
         let mut tags = vec![
-            Tag::new(TAG_JOB, self.job.name.as_str()),
+            if self.opts.plugin {
+                Tag::new(crate::owner::TAG_PLUGIN, self.job.name.as_str())
+            } else {
+                Tag::new(TAG_JOB, self.job.name.as_str())
+            },
             Tag::new(TAG_CONSISTENCY, self.consistency.as_str()),
         ];
         if let Some((k, v)) = vendor_tag(self.consistency) {

@@ -231,19 +231,6 @@ fn script(key: &'static str, v: &str) -> Result<Option<PathBuf>, PluginParamsErr
     })
 }
 
-/// Checks a group name by ECS's rule: 2-128 characters, starting with a
-/// letter, then letters, digits, `.`, `_`, `-`, `:`; not a URL.
-fn group_name(v: &str) -> Result<(), String> {
-    let mut chars = v.chars();
-    let first = chars.next().is_some_and(|c| c.is_alphabetic());
-    let rest = chars.all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'));
-    let n = v.chars().count();
-    if !(2..=naming::GROUP_NAME_MAX).contains(&n) || !first || !rest {
-        return Err("must be 2-128 characters, start with a letter, and contain only letters, digits, '.', '_', '-', ':'".into());
-    }
-    Ok(())
-}
-
 impl PluginParams {
     /// The one-off job the vendor plugin runs: every supported disk of the
     /// instance minus `ExcludeDiskId`. It is never scheduled; its schedule is a
@@ -259,6 +246,7 @@ impl PluginParams {
             },
             prescript: self.pre_script.clone(),
             postscript: self.post_script.clone(),
+            script_env: Vec::new(),
             description: self.description.clone(),
             tags: Default::default(),
             keep_last: None,
@@ -327,7 +315,14 @@ fn from_items(items: Vec<(String, String)>) -> Result<PluginParams, PluginParams
     if p.name.is_empty() {
         return Err(PluginParamsError::Missing { key: "Name" });
     }
-    group_name(&p.name).map_err(|reason| PluginParamsError::InvalidName {
+    naming::check_ram_role_name(&p.ram_role_name).map_err(|expected| {
+        PluginParamsError::BadValue {
+            key: "RamRoleName",
+            value: p.ram_role_name.clone(),
+            expected,
+        }
+    })?;
+    naming::check_group_name(&p.name).map_err(|reason| PluginParamsError::InvalidName {
         value: p.name.clone(),
         reason,
     })?;
@@ -427,7 +422,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_culprit_and_map_to_vendor_codes() {
-        let cases: [(&str, &str, u8); 9] = [
+        let cases: [(&str, &str, u8); 10] = [
             (
                 r#"-RamRoleName=r,-Name=a1,-Foo=1"#,
                 "unknown parameter -Foo",
@@ -457,6 +452,11 @@ mod tests {
             ),
             (r#"-RamRoleName=r,Name=a1"#, "expected -Key=Value", 2),
             (r#"-RamRoleName=r,-Name="1bad""#, "-Name=\"1bad\"", 1),
+            (
+                r#"-RamRoleName="../../..",-Name=a1"#,
+                "-RamRoleName=\"../../..\": must be 1-64 letters",
+                2,
+            ),
         ];
         for (input, want, code) in cases {
             let e = parse(input).unwrap_err();

@@ -50,6 +50,11 @@ pub enum PolicyError {
         /// Why.
         source: std::io::Error,
     },
+    /// A file or directory appsnap does not trust, or cannot use: not owned
+    /// by root, writable by others, reached through such a directory, not a
+    /// regular file, too large. The message names it and says why.
+    #[error("refusing policy: {0}")]
+    Untrusted(crate::securefs::TrustError),
     /// One or more located problems; all are reported at once so an operator
     /// fixes the file in one pass.
     #[error("{}", Problems(.0))]

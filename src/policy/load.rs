@@ -1,11 +1,18 @@
 //! Reading the policy from disk: the main file, then `*.toml` drop-ins in
 //! name order (so `10-db.toml` comes before `20-web.toml`).
+//!
+//! The policy tells a root daemon what to freeze, which endpoint to trust and
+//! where to write: every file and the drop-in directory must be ones only
+//! root could have written ([`crate::securefs`]), or the load fails naming
+//! the file and why. Symlinks (the main file or a drop-in) are followed only
+//! through trusted directories.
 
 use std::path::{Path, PathBuf};
 
 use super::error::PolicyError;
 use super::types::Policy;
 use super::validate::{validate, Source};
+use crate::securefs::{self, TrustError, POLICY_FILE_LIMIT};
 
 /// Loads and validates `main` plus every `*.toml` in `dropin_dir` (a missing
 /// directory means no drop-ins; a missing main file is an error).
@@ -34,10 +41,19 @@ pub fn sources(main: &Path, dropin_dir: &Path) -> Result<Vec<PathBuf>, PolicyErr
     Ok(v)
 }
 
+/// A trust failure as a policy error: plain I/O stays "cannot read policy".
+fn policy_error(e: TrustError) -> PolicyError {
+    match e {
+        TrustError::Io { path, source, .. } => PolicyError::Read { path, source },
+        other => PolicyError::Untrusted(other),
+    }
+}
+
 fn read(path: &Path, is_main: bool) -> Result<Source, PolicyError> {
-    let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+    let bytes = securefs::read_trusted_file(path, POLICY_FILE_LIMIT).map_err(policy_error)?;
+    let text = String::from_utf8(bytes).map_err(|_| PolicyError::Read {
         path: path.to_path_buf(),
-        source,
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
     })?;
     Ok(Source {
         path: path.to_path_buf(),
@@ -46,17 +62,22 @@ fn read(path: &Path, is_main: bool) -> Result<Source, PolicyError> {
     })
 }
 
+/// The visible `*.toml` entries of a trusted drop-in directory. Each is
+/// checked when read; one that is not a regular file is refused then, not
+/// skipped, so a planted FIFO or directory is noticed.
 fn dropins(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(PolicyError::ReadDir {
-                path: dir.to_path_buf(),
-                source,
-            })
+    match securefs::check_trusted_dir(dir) {
+        Ok(_) => {}
+        Err(e) if e.is_not_found() => return Ok(Vec::new()),
+        Err(TrustError::Io { path, source, .. }) => {
+            return Err(PolicyError::ReadDir { path, source })
         }
-    };
+        Err(e) => return Err(PolicyError::Untrusted(e)),
+    }
+    let entries = std::fs::read_dir(dir).map_err(|source| PolicyError::ReadDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let mut files = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|source| PolicyError::ReadDir {
@@ -65,7 +86,7 @@ fn dropins(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
         })?;
         let path = entry.path();
         let visible = !entry.file_name().to_string_lossy().starts_with('.');
-        if visible && path.extension().is_some_and(|e| e == "toml") && path.is_file() {
+        if visible && path.extension().is_some_and(|e| e == "toml") {
             files.push(path);
         }
     }

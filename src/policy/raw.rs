@@ -60,6 +60,7 @@ pub struct RawJob {
     pub exclude_disks: Option<Spanned<Vec<String>>>,
     pub prescript: Option<Spanned<String>>,
     pub postscript: Option<Spanned<String>>,
+    pub script_env: Option<Spanned<Vec<Spanned<String>>>>,
     pub description: Option<Spanned<String>>,
     pub tags: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
     pub keep_last: Option<Spanned<i64>>,

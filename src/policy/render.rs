@@ -101,6 +101,10 @@ fn job(j: &Job) -> Table {
     let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
     put_opt(&mut t, "prescript", &path(&j.prescript));
     put_opt(&mut t, "postscript", &path(&j.postscript));
+    if !j.script_env.is_empty() {
+        let names = j.script_env.iter().cloned().map(Value::String).collect();
+        t.insert("script_env".into(), Value::Array(names));
+    }
     put_opt(&mut t, "description", &j.description);
     if !j.tags.is_empty() {
         let tags = j

@@ -280,6 +280,9 @@ pub struct Job {
     pub prescript: Option<PathBuf>,
     /// Resumes the application.
     pub postscript: Option<PathBuf>,
+    /// Names of appsnap's environment variables the scripts also get (their
+    /// environment is otherwise fixed; `ALIBABA_CLOUD_*` is never allowed).
+    pub script_env: Vec<String>,
     /// Snapshot group Description.
     pub description: Option<String>,
     /// Extra tags put on the group (ECS tag rules already checked).

@@ -244,11 +244,11 @@ impl Checker<'_, '_> {
             }),
             ram_role: self.string(&c.ram_role, None, "cloud.ram_role", ram_role),
             endpoint: self.string(&c.endpoint, None, "cloud.endpoint", |s| {
-                url_check(s, "endpoint", true)
+                url_check(s, "endpoint", PlainHttp::LoopbackOnly)
             }),
             metadata_endpoint: self
                 .string(&c.metadata_endpoint, None, "cloud.metadata_endpoint", |s| {
-                    url_check(s, "metadata_endpoint", false)
+                    url_check(s, "metadata_endpoint", PlainHttp::MetadataService)
                 })
                 .unwrap_or(d.metadata_endpoint),
             signature_version: match &c.signature_version {
@@ -410,6 +410,19 @@ impl Checker<'_, '_> {
             absolute(s, "postscript")
         });
         let description = self.string(&j.description, jn, "description", naming::check_description);
+        let mut script_env: Vec<String> = Vec::new();
+        for n in j.script_env.iter().flat_map(|l| l.get_ref()) {
+            match naming::check_script_env(n.get_ref()) {
+                Ok(()) if script_env.contains(n.get_ref()) => self.push(
+                    n.span().start,
+                    jn,
+                    "script_env",
+                    format!("script_env: {:?} is listed twice", n.get_ref()),
+                ),
+                Ok(()) => script_env.push(n.get_ref().clone()),
+                Err(m) => self.push(n.span().start, jn, "script_env", m),
+            }
+        }
 
         let mut tags = BTreeMap::new();
         if let Some(t) = &j.tags {
@@ -461,6 +474,7 @@ impl Checker<'_, '_> {
             disks: disks?,
             prescript: prescript.map(PathBuf::from),
             postscript: postscript.map(PathBuf::from),
+            script_env,
             description,
             tags,
             keep_last,
@@ -597,23 +611,29 @@ fn id_like(s: &str, key: &str, what: &str, prefix: &str) -> Result<(), String> {
     }
 }
 
-/// RAM role names: 1-64 of letters, digits, `.`, `-`, `_`.
+/// RAM role names ([`naming::check_ram_role_name`]).
 fn ram_role(s: &str) -> Result<(), String> {
-    let ok = (1..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "ram_role {s:?}: must be 1-64 letters, digits, '.', '-' or '_'"
-        ))
-    }
+    naming::check_ram_role_name(s).map_err(|why| format!("ram_role {s:?}: {why}"))
 }
 
-/// URLs: `https` always allowed; plain `http` only where the key allows it
-/// (the metadata service) or for loopback (tests and the emulator).
-fn url_check(s: &str, key: &str, https_required: bool) -> Result<(), String> {
+/// Where plain `http` is acceptable for an endpoint.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PlainHttp {
+    /// Loopback only (tests and the emulator): the ECS API.
+    LoopbackOnly,
+    /// Also the metadata service's own address, 100.100.100.200 (the real
+    /// IMDS speaks only plain http, and only on the instance's own link), and
+    /// link-local addresses (169.254/16, fe80::/10), which never leave the
+    /// host's link: a plain-http metadata service anywhere else could be
+    /// answered by anyone on the path, with credentials and identity.
+    MetadataService,
+}
+
+/// The real metadata service's address.
+const IMDS_ADDRESS: std::net::Ipv4Addr = std::net::Ipv4Addr::new(100, 100, 100, 200);
+
+/// URLs: `https` always allowed; plain `http` only where [`PlainHttp`] says.
+fn url_check(s: &str, key: &str, plain: PlainHttp) -> Result<(), String> {
     let u = url::Url::parse(s).map_err(|e| format!("{key} {s:?}: not a URL ({e})"))?;
     let loopback = match u.host() {
         Some(url::Host::Domain(d)) => d == "localhost",
@@ -621,14 +641,23 @@ fn url_check(s: &str, key: &str, https_required: bool) -> Result<(), String> {
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
     };
+    let on_link = match u.host() {
+        Some(url::Host::Ipv4(ip)) => ip == IMDS_ADDRESS || ip.is_link_local(),
+        Some(url::Host::Ipv6(ip)) => ip.is_unicast_link_local(),
+        _ => false,
+    };
     if u.host().is_none() || !u.username().is_empty() || u.password().is_some() {
         return Err(format!(
             "{key} {s:?}: must be scheme://host[:port] without credentials"
         ));
     }
+    let plain_ok = loopback || (plain == PlainHttp::MetadataService && on_link);
     match u.scheme() {
         "https" => Ok(()),
-        "http" if !https_required || loopback => Ok(()),
+        "http" if plain_ok => Ok(()),
+        "http" if plain == PlainHttp::MetadataService => Err(format!(
+            "{key} {s:?}: must use https:// (plain http is only accepted for the metadata service at 100.100.100.200, link-local 169.254.0.0/16 and fe80::/10, and loopback)"
+        )),
         "http" => Err(format!(
             "{key} {s:?}: must use https:// (plain http is only accepted for loopback test endpoints)"
         )),

@@ -48,9 +48,15 @@ pub fn install_example_hooks(w: &World, kind: &str) -> (PathBuf, PathBuf) {
     (pre, post)
 }
 
-/// `appsnap --log-format json run db` with `env` added (the hooks' settings);
+/// `appsnap --log-format json run db` with `env` added (the hooks' settings,
+/// listed in the job's `script_env` so the hooks get them);
 /// requires exit 0 and returns the output and the run's timeline.
 pub fn run_job(w: &World, env: &[(&str, String)]) -> (Output, Timeline) {
+    // Scripts see only what the job's `script_env` passes of appsnap's environment.
+    let names: Vec<String> = env.iter().map(|(k, _)| format!("{k:?}")).collect();
+    let policy = std::fs::read_to_string(&w.policy).unwrap()
+        + &format!("script_env = [{}]\n", names.join(", "));
+    std::fs::write(&w.policy, policy).unwrap();
     let mut cmd = Command::new(appsnap_bin());
     cmd.arg("-c")
         .arg(&w.policy)

@@ -12,7 +12,7 @@
 set -u
 cfg=$(dirname "$(readlink -f "$0")")
 # shellcheck source=/dev/null
-. "$cfg/env" # IMDS_URL ECS_PORT DISK_A DISK_B DISK_E
+. "$cfg/env" # IMDS_URL IMDS_PORT ECS_PORT DISK_A DISK_B DISK_E
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 pass=0 fail=0
 ok() { echo "VMTEST PASS: $*"; pass=$((pass + 1)); }
@@ -55,14 +55,20 @@ lvs --segments --noheadings -o seg_start_pe,seg_pe_ranges vmvg/data | while read
   echo "VMTEST LAYOUT seg $le $(udevadm info -q property -n "$pv" | sed -n 's/^ID_SERIAL=//p') ${r%-*} ${r#*-}"
 done
 
-section "network: the host's emulator (ECS via a loopback forwarder, IMDS direct)"
-# appsnap sends plain http only to loopback, so ECS is forwarded to 127.0.0.1.
-socat TCP-LISTEN:"$ECS_PORT",bind=127.0.0.1,fork,reuseaddr TCP:10.0.2.2:"$ECS_PORT" &
-for _ in $(seq 1 60); do
-  (exec 3<>/dev/tcp/127.0.0.1/"$ECS_PORT") 2>/dev/null && break
-  sleep 1
+section "network: the host's emulator (ECS and IMDS via loopback forwarders)"
+# appsnap sends plain http only to loopback (and, for the metadata service,
+# to its link-local address), so both are forwarded to 127.0.0.1.
+for port in "$ECS_PORT" "$IMDS_PORT"; do
+  socat TCP-LISTEN:"$port",bind=127.0.0.1,fork,reuseaddr TCP:10.0.2.2:"$port" &
+done
+for port in "$ECS_PORT" "$IMDS_PORT"; do
+  for _ in $(seq 1 60); do
+    (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break
+    sleep 1
+  done
 done
 check "emulator reachable from the guest" bash -c "exec 3<>/dev/tcp/127.0.0.1/$ECS_PORT"
+check "metadata service reachable from the guest" bash -c "exec 3<>/dev/tcp/127.0.0.1/$IMDS_PORT"
 
 section "policy"
 mkdir -p /etc/appsnap /etc/appsnap.d

@@ -95,7 +95,7 @@ impl Daemon {
         let mut follow = None;
         let result = match self.cloud(&policy.cloud).await {
             Err(e) => {
-                let outcome = e.outcome();
+                let outcome = crate::job::outcome::cloud_outcome(&e);
                 error!(
                     APPSNAP_EXIT_CODE = outcome.code(),
                     "cannot reach the cloud: {e}"

@@ -17,7 +17,7 @@
 //!   with a warning instead of queueing.
 //! * **Serialization.** Runs whose disk sets intersect wait for each other
 //!   ([`DiskLocks`]); any two freezes on the instance are serialized by the
-//!   [`FreezeGate`] the runner takes around its freeze window.
+//!   [`FreezeGate`] (the job's) the runner takes around its freeze window.
 //! * **Jitter** is drawn uniformly from `[0, job.jitter]` per run.
 //! * **Reload** ([`SchedulerHandle::reload`]) swaps the policy without
 //!   touching in-flight runs.
@@ -63,6 +63,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, OwnedMutexGuard, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
+use crate::job::freeze_gate::FreezeGate;
 use crate::policy::{DiskId, DiskSelection, Job, JobName, JobZone, Policy};
 
 /// A boxed, sendable future: the shape of the injectable runner and clock.
@@ -201,44 +202,6 @@ impl Clock for ManualClock {
 /// consistent even if a holder panicked (plain values, no invariants).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// One freeze at a time on this instance. The runner takes a permit around
-/// its freeze window (before FIFREEZE, released after FITHAW): two freezes
-/// at once would stretch each one's I/O pause and can deadlock on shared
-/// file systems.
-#[derive(Debug, Clone, Default)]
-pub struct FreezeGate {
-    inner: Arc<tokio::sync::Mutex<()>>,
-}
-
-/// Held while a job's file systems may be frozen; dropping it lets the next freeze start.
-#[derive(Debug)]
-pub struct FreezePermit {
-    _guard: OwnedMutexGuard<()>,
-}
-
-impl FreezeGate {
-    /// A fresh gate (the scheduler owns one; clones share it).
-    pub fn new() -> FreezeGate {
-        FreezeGate::default()
-    }
-
-    /// Waits until no other freeze is in progress, then holds the gate.
-    pub async fn acquire(&self) -> FreezePermit {
-        FreezePermit {
-            _guard: self.inner.clone().lock_owned().await,
-        }
-    }
-
-    /// Takes the gate only if it is free (for callers that must not wait).
-    pub fn try_acquire(&self) -> Option<FreezePermit> {
-        self.inner
-            .clone()
-            .try_lock_owned()
-            .ok()
-            .map(|g| FreezePermit { _guard: g })
-    }
 }
 
 /// Serializes runs whose disk sets may intersect: two snapshot groups of the

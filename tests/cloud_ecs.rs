@@ -771,7 +771,7 @@ async fn delete_counts_only_the_groups_own_not_found_as_gone() {
 /// vendor's "no permission" code 3, not a generic failure.
 #[test]
 fn access_key_errors_map_to_exit_3() {
-    use appsnap::cloud::ecs_outcome;
+    use appsnap::job::outcome::ecs_outcome;
     use appsnap::job::outcome::Outcome;
     let api = |code: &str| EcsError::Api {
         action: "DescribeDisks".into(),
@@ -858,7 +858,7 @@ async fn retry_after_past_the_deadline_gives_up_without_sleeping() {
 /// group could not be created (they surface only when creating it).
 #[tokio::test]
 async fn group_limit_errors_say_what_to_do_and_exit_4() {
-    use appsnap::cloud::ecs_outcome;
+    use appsnap::job::outcome::ecs_outcome;
     use appsnap::job::outcome::Outcome;
     for (code, message, want) in [
         (

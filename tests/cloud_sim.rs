@@ -9,8 +9,8 @@ use appsnap::cloud::ecs::{
     ClientToken, CreateSnapshotGroup, DeleteOutcome, GroupDisks, SnapshotFilter,
     SnapshotGroupFilter, Tag,
 };
-use appsnap::cloud::preflight::select_disks;
 use appsnap::cloud::{Cloud, TAG_JOB};
+use appsnap::job::disks::select_disks;
 use appsnap::policy::types::{CloudSettings, DiskId, DiskSelection, SignatureVersion};
 use ecs_sim::config::{DiskConfig, DiskType, HttpTokens, SimConfig};
 use ecs_sim::SimHandle;

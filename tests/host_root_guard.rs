@@ -239,7 +239,6 @@ fn guard_refuses_a_mount_that_vanished_and_freezes_nothing() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    assert_eq!(err.exit_code(), 11);
     assert!(record::read(&lab.run_dir()).unwrap().is_none());
     // The parent file system is writable: nothing was frozen.
     let mut w = writer(&mp, "ok.txt");
@@ -284,7 +283,6 @@ fn preexisting_fsfreeze_gives_ebusy_named_and_is_left_to_its_owner() {
         other => panic!("unexpected {other:?}"),
     }
     assert!(err.to_string().contains("EBUSY") && err.to_string().contains(mp_b.to_str().unwrap()));
-    assert_eq!(err.exit_code(), 11);
     drop(g);
     // Nothing of ours is frozen…
     let mut wa = writer(&mp_a, "a.txt");

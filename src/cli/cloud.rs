@@ -16,5 +16,5 @@ pub fn block_on<F: Future>(f: F) -> anyhow::Result<F::Output> {
 
 /// The vendor exit code for a cloud failure.
 pub fn outcome(e: &CloudError) -> Outcome {
-    e.outcome()
+    appsnap::job::outcome::cloud_outcome(e)
 }

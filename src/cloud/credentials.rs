@@ -18,10 +18,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
+pub use super::access_key::AccessKey;
 use super::metadata::{MetadataClient, MetadataError};
 use super::retry::Backoff;
 use super::secret::Secret;
-use super::sign::SigningKey;
 use crate::policy::types::CloudSettings;
 
 /// Environment variable holding a static AccessKeyId.
@@ -33,30 +33,6 @@ pub const ENV_SECURITY_TOKEN: &str = "ALIBABA_CLOUD_SECURITY_TOKEN";
 
 /// Validity every plain API request asks for: enough for one call with retries.
 pub const MIN_REQUEST_VALIDITY: Duration = Duration::from_secs(60);
-
-/// One set of credentials. `Debug` is safe: the secret parts are [`Secret`]s.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccessKey {
-    /// AccessKeyId (`STS.` prefix for role credentials).
-    pub access_key_id: String,
-    /// AccessKeySecret.
-    pub access_key_secret: Secret,
-    /// STS SecurityToken, for role credentials.
-    pub security_token: Option<Secret>,
-    /// When they stop working; `None` for long-lived keys.
-    pub expiration: Option<DateTime<Utc>>,
-}
-
-impl AccessKey {
-    /// The borrowed form the signer takes.
-    pub fn signing_key(&self) -> SigningKey<'_> {
-        SigningKey {
-            access_key_id: &self.access_key_id,
-            access_key_secret: &self.access_key_secret,
-            security_token: self.security_token.as_ref(),
-        }
-    }
-}
 
 /// Where credentials come from; shown by `check`, never secret.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::credentials::AccessKey;
+use super::access_key::AccessKey;
 use super::retry::Backoff;
 use super::secret::Secret;
 use crate::policy::types::CloudSettings;

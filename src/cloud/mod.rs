@@ -1,11 +1,13 @@
 //! Everything appsnap says to Alibaba Cloud: the instance metadata service,
 //! RAM-role credentials, request signing and the typed ECS calls.
 //!
-//! The job module composes these; nothing here knows about freezing.
+//! The job module composes these; nothing here knows about freezing, and
+//! nothing here imports the job: what an error means for a run (its vendor
+//! exit code) is decided in `job::outcome`.
 //! [`Cloud::connect`] wires them together the way the daemon and the CLI need.
 //!
 //! A run uses it in this order (the freeze window is one API round trip):
-//! 1. before the pre-script: [`preflight::select_disks`] over
+//! 1. before the pre-script: the job's disk selection over
 //!    [`ecs::EcsClient::describe_disks`], and [`ecs::EcsClient::describe_snapshots`]
 //!    with `status = "progressing"` to refuse early when a previous snapshot runs;
 //! 2. before freezing: [`credentials::Credentials::ensure_valid_for`] with the
@@ -16,11 +18,11 @@
 //!    [`ecs::EcsClient::tag_resources`] on the snapshots,
 //!    [`ecs::EcsClient::delete_snapshot_group`] to prune.
 
+pub mod access_key;
 pub mod body;
 pub mod credentials;
 pub mod ecs;
 pub mod metadata;
-pub mod preflight;
 pub mod retry;
 pub mod secret;
 pub mod sign;
@@ -59,32 +61,6 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// The vendor exit code an ECS error stands for, or `otherwise` when it is
-/// just the calling step's own failure. The CLI and the job both use this, so
-/// the same answer from ECS always ends with the same code.
-pub fn ecs_outcome(
-    e: &EcsError,
-    otherwise: crate::job::outcome::Outcome,
-) -> crate::job::outcome::Outcome {
-    use crate::job::outcome::Outcome;
-    match e.code() {
-        // ECS answers a bad key as `InvalidAccessKeyId` (no suffix),
-        // `.NotFound` or `.Inactive` (a disabled key): all mean "no permission".
-        Some(c)
-            if ecs::is_permission_denied(c)
-                || c == "InvalidAccessKeyId"
-                || c.starts_with("InvalidAccessKeyId.") =>
-        {
-            Outcome::NoDisksOrPermission
-        }
-        Some(c) if c.starts_with("InvalidSecurityToken") => Outcome::NoRamRole,
-        Some("QuotaExceed.Snapshot") => Outcome::QuotaExceeded,
-        Some("IncorrectDiskStatus.CreatingSnapshot") => Outcome::PreviousSnapshotInProgress,
-        _ if matches!(e, EcsError::Credentials(_)) => Outcome::NoRamRole,
-        _ => otherwise,
-    }
-}
-
 /// Why the cloud side could not be set up or reached.
 #[derive(Debug, thiserror::Error)]
 pub enum CloudError {
@@ -100,7 +76,7 @@ pub enum CloudError {
 }
 
 impl CloudError {
-    /// True when the instance has no RAM role attached (vendor exit code 13).
+    /// True when the instance has no RAM role attached.
     pub fn is_no_role(&self) -> bool {
         matches!(
             self,
@@ -110,26 +86,6 @@ impl CloudError {
                     MetadataError::NoRole
                 )))
         )
-    }
-
-    /// The vendor exit code for this failure.
-    pub fn outcome(&self) -> crate::job::outcome::Outcome {
-        use crate::job::outcome::Outcome;
-        if self.is_no_role() {
-            return Outcome::NoRamRole;
-        }
-        match self {
-            CloudError::Ecs(e) => ecs_outcome(e, Outcome::ConditionsNotMet),
-            _ => Outcome::ConditionsNotMet,
-        }
-    }
-
-    /// The ECS error code, if ECS answered with one.
-    pub fn ecs_code(&self) -> Option<&str> {
-        match self {
-            CloudError::Ecs(e) => e.code(),
-            _ => None,
-        }
     }
 }
 

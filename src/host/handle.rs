@@ -68,16 +68,6 @@ pub enum FreezeError {
     Guard(String),
 }
 
-impl FreezeError {
-    /// The vendor exit code: 11, cannot suspend I/O.
-    pub const EXIT_CODE: u8 = crate::job::outcome::Outcome::FreezeFailed as u8;
-
-    /// Always [`Self::EXIT_CODE`]; here so callers map errors without matching.
-    pub fn exit_code(&self) -> u8 {
-        Self::EXIT_CODE
-    }
-}
-
 /// Could not resume I/O (or cannot prove it): the vendor's exit code 12.
 #[derive(Debug, Error)]
 pub enum ThawError {
@@ -95,16 +85,6 @@ pub enum ThawError {
     /// The guard broke the protocol or died before confirming.
     #[error("freeze guard: {0}")]
     Guard(String),
-}
-
-impl ThawError {
-    /// The vendor exit code: 12, cannot resume I/O.
-    pub const EXIT_CODE: u8 = crate::job::outcome::Outcome::ThawFailed as u8;
-
-    /// Always [`Self::EXIT_CODE`].
-    pub fn exit_code(&self) -> u8 {
-        Self::EXIT_CODE
-    }
 }
 
 /// Proof that everything is frozen, and until when the guard keeps it so.

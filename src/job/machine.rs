@@ -18,6 +18,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::disks::{refusal_outcome, select_disks};
+use super::outcome::ecs_outcome;
 use super::outcome::Outcome;
 use super::report::{vendor_tag, weakest, Consistency, RunReport, Stage};
 use super::script_check::{open_script, OpenedScript};
@@ -28,8 +30,7 @@ use crate::cloud::ecs::{
     ClientToken, CreateSnapshotGroup, Disk, EcsClient, EcsError, GroupDisks, SnapshotFilter,
     SnapshotGroup, SnapshotGroupFilter, Tag,
 };
-use crate::cloud::preflight::{refusal_outcome, select_disks};
-use crate::cloud::{ecs_outcome, TAG_INSTANCE, TAG_JOB};
+use crate::cloud::{TAG_INSTANCE, TAG_JOB};
 use crate::host::{self, DiskRequest, FreezeGuard, Frozen, HostPaths, HostView, Plan, ThawCause};
 use crate::policy::types::ThawAfter;
 use crate::policy::{DiskId, Job};
@@ -119,7 +120,7 @@ pub struct RunOptions {
     /// The run's ID, when the caller (the scheduler) already chose one.
     pub run_id: Option<String>,
     /// Held from before FIFREEZE to after FITHAW: one freeze at a time on the instance.
-    pub freeze_gate: Option<crate::schedule::FreezeGate>,
+    pub freeze_gate: Option<super::freeze_gate::FreezeGate>,
     /// The daemon's shutdown signal and its count of runs that must finish first.
     pub shutdown: Option<Shutdown>,
     /// `appsnap plugin`: the group is tagged `appsnap:plugin=<Name>` instead of
@@ -274,7 +275,7 @@ struct Run<'a> {
     /// Holds every log line in memory from just before FIFREEZE to just after FITHAW.
     hold: Option<crate::logging::OutputHold>,
     /// The instance-wide freeze permit, from before FIFREEZE to after FITHAW.
-    permit: Option<crate::schedule::FreezePermit>,
+    permit: Option<super::freeze_gate::FreezePermit>,
     /// Present from the pre-script to the end of the post-script.
     critical: Option<CriticalSection>,
     /// Errors seen while frozen, logged after the thaw.

@@ -3,6 +3,8 @@
 //! ([`report`], [`outcome`]), the vendor plugin's parameters ([`plugin_params`])
 //! and the group's upload followed after the run ([`upload`]).
 
+pub mod disks;
+pub mod freeze_gate;
 pub mod machine;
 pub mod outcome;
 pub mod plugin_params;

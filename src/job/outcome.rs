@@ -3,6 +3,42 @@
 
 use std::fmt;
 
+use crate::cloud::ecs::{self, EcsError};
+use crate::cloud::CloudError;
+
+/// The vendor exit code an ECS error stands for, or `otherwise` when it is
+/// just the calling step's own failure. The CLI and the job both use this, so
+/// the same answer from ECS always ends with the same code.
+pub fn ecs_outcome(e: &EcsError, otherwise: Outcome) -> Outcome {
+    match e.code() {
+        // ECS answers a bad key as `InvalidAccessKeyId` (no suffix),
+        // `.NotFound` or `.Inactive` (a disabled key): all mean "no permission".
+        Some(c)
+            if ecs::is_permission_denied(c)
+                || c == "InvalidAccessKeyId"
+                || c.starts_with("InvalidAccessKeyId.") =>
+        {
+            Outcome::NoDisksOrPermission
+        }
+        Some(c) if c.starts_with("InvalidSecurityToken") => Outcome::NoRamRole,
+        Some("QuotaExceed.Snapshot") => Outcome::QuotaExceeded,
+        Some("IncorrectDiskStatus.CreatingSnapshot") => Outcome::PreviousSnapshotInProgress,
+        _ if matches!(e, EcsError::Credentials(_)) => Outcome::NoRamRole,
+        _ => otherwise,
+    }
+}
+
+/// The vendor exit code for a cloud side that could not be set up or reached.
+pub fn cloud_outcome(e: &CloudError) -> Outcome {
+    if e.is_no_role() {
+        return Outcome::NoRamRole;
+    }
+    match e {
+        CloudError::Ecs(e) => ecs_outcome(e, Outcome::ConditionsNotMet),
+        _ => Outcome::ConditionsNotMet,
+    }
+}
+
 /// How a run, `check` or `plugin` ended; the discriminant is the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]

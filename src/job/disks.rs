@@ -4,8 +4,8 @@
 
 use std::fmt;
 
-use super::ecs::{Disk, REGIONAL_ESSD_CATEGORY, SUPPORTED_CATEGORIES};
-use crate::job::outcome::Outcome;
+use super::outcome::Outcome;
+use crate::cloud::ecs::{Disk, REGIONAL_ESSD_CATEGORY, SUPPORTED_CATEGORIES};
 use crate::policy::types::{DiskId, DiskSelection};
 
 /// One reason a job's disk set is not usable (or worth a warning).

@@ -484,11 +484,7 @@ impl<'a> Run<'a> {
             )
         });
         let mut tags = vec![
-            if self.opts.plugin {
-                Tag::new(crate::owner::TAG_PLUGIN, job.name.as_str())
-            } else {
-                Tag::new(TAG_JOB, job.name.as_str())
-            },
+            self.job_tag(),
             Tag::new(TAG_INSTANCE, self.env.instance_id.as_str()),
         ];
         if let Some(owner) = &self.env.owner {
@@ -876,22 +872,36 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// `appsnap:job=<job>`, or `appsnap:plugin=<Name>` for a plugin run (no
+    /// job's retention ever counts a plugin group as its own).
+    fn job_tag(&self) -> Tag {
+        let key = if self.opts.plugin {
+            crate::owner::TAG_PLUGIN
+        } else {
+            TAG_JOB
+        };
+        Tag::new(key, self.job.name.as_str())
+    }
+
+    /// The disks the group was asked for (appsnap always names them).
+    fn wanted_disks(&self) -> &[DiskId] {
+        match self.request.as_ref().map(|r| &r.disks) {
+            Some(GroupDisks::Only(ids)) => ids,
+            _ => &[],
+        }
+    }
+
     /// Whether `g` can be used: one snapshot per requested disk, each
     /// `Available`, or the whole group `accomplished`.
     fn usability(&self, g: &SnapshotGroup) -> Usability {
-        let wanted: &[DiskId] = match self.request.as_ref().map(|r| &r.disks) {
-            Some(GroupDisks::Only(ids)) => ids,
-            _ => &[],
-        };
-        usability(g, wanted)
+        usability(g, self.wanted_disks())
     }
 
-    /// An accomplished group must hold one complete snapshot per disk (vendor code 7 otherwise).
+    /// A usable group must hold one snapshot per disk, each complete or
+    /// Available (vendor code 7 otherwise): an `accomplished` group is usable
+    /// whatever its members say, so they are checked here.
     fn check_members(&mut self, g: &SnapshotGroup) {
-        let wanted = match self.request.as_ref().map(|r| &r.disks) {
-            Some(GroupDisks::Only(ids)) => ids.clone(),
-            _ => Vec::new(),
-        };
+        let wanted = self.wanted_disks().to_vec();
         for d in &wanted {
             match g.snapshots.iter().find(|s| s.source_disk_id == d.as_str()) {
                 None => self.fail(
@@ -1092,13 +1102,13 @@ impl<'a> Run<'a> {
             }
             return Step::Done;
         };
-        if let Some(g) = &self.group {
+        if let Some(g) = self.group.clone() {
             // Seen usable (or failed) while frozen: nothing more to wait for.
-            return if g.status == "failed" {
-                Step::Done
-            } else {
-                Step::Tag
-            };
+            if g.status == "failed" {
+                return Step::Done;
+            }
+            self.check_members(&g);
+            return Step::Tag;
         }
         let filter = SnapshotGroupFilter {
             ids: vec![id.clone()],
@@ -1184,11 +1194,7 @@ impl<'a> Run<'a> {
             return Step::Done;
         }
         let mut tags = vec![
-            if self.opts.plugin {
-                Tag::new(crate::owner::TAG_PLUGIN, self.job.name.as_str())
-            } else {
-                Tag::new(TAG_JOB, self.job.name.as_str())
-            },
+            self.job_tag(),
             Tag::new(TAG_CONSISTENCY, self.consistency.as_str()),
         ];
         if let Some((k, v)) = vendor_tag(self.consistency) {

@@ -12,7 +12,7 @@
 //! file is written with the same care but does not duplicate them.)
 
 use std::fmt;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -63,8 +63,9 @@ pub enum OwnerError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The state directory is not one only root could write: an ID kept
-    /// there could be replaced by another user's to steer retention.
+    /// The state directory is not one only root could write, or the file is
+    /// a link, not a regular file, or too large: an ID another user could
+    /// plant would steer retention.
     #[error("owner id: {0}")]
     Untrusted(crate::securefs::TrustError),
     /// The file holds something else than an ID; it is left as it is.
@@ -83,27 +84,15 @@ pub fn owner_path(state_dir: &Path) -> PathBuf {
 /// Reads the ID; `Ok(None)` when this installation has none yet.
 pub fn load(state_dir: &Path) -> Result<Option<OwnerId>, OwnerError> {
     let path = owner_path(state_dir);
-    let io = |source| OwnerError::Io {
-        path: path.clone(),
-        source,
+    // Not followed through a link, a regular file, at most a few hundred bytes.
+    let bytes = match crate::securefs::read_bounded_regular(&path, 256) {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(OwnerError::Untrusted(e)),
     };
-    let f = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(&path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io(e)),
-    };
-    if !f.metadata().map_err(io)?.is_file() {
-        return Err(OwnerError::Corrupt { path });
-    }
-    let mut s = String::new();
-    f.take(256)
-        .read_to_string(&mut s)
-        .map_err(|_| OwnerError::Corrupt { path: path.clone() })?;
-    OwnerId::parse(&s)
+    std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(OwnerId::parse)
         .map(Some)
         .ok_or(OwnerError::Corrupt { path })
 }

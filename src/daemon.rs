@@ -92,7 +92,7 @@ impl Daemon {
         let job = &req.job;
         notify_status(&format!("running job {}", job.name));
         let policy = &req.policy;
-        let mut follow = None;
+        let mut ecs = None;
         let result = match self.cloud(&policy.cloud).await {
             Err(e) => {
                 let outcome = crate::job::outcome::cloud_outcome(&e);
@@ -115,21 +115,8 @@ impl Daemon {
                 };
                 let report = machine::run(&env, job, opts).await;
                 prune_after(&c, job, env.owner.as_ref(), &report).await;
-                let result = report.to_job_result(Some(req.scheduled_for));
-                if let (Some(group_id), Some(true)) = (
-                    result.snapshot_group_id.clone(),
-                    result.upload.as_ref().map(|u| u.is_pending()),
-                ) {
-                    follow = Some((
-                        c.ecs.clone(),
-                        upload::Followed {
-                            job: result.job.clone(),
-                            run_id: result.run_id.clone(),
-                            group_id,
-                        },
-                    ));
-                }
-                result
+                ecs = Some(c.ecs.clone());
+                report.to_job_result(Some(req.scheduled_for))
             }
         };
         let store = StateStore::new(&policy.host.state_dir);
@@ -140,14 +127,8 @@ impl Daemon {
             }
         }
         // Usable is not uploaded: keep the record's upload progress current.
-        if let Some((ecs, followed)) = follow {
-            tokio::spawn(upload::follow(
-                ecs,
-                store,
-                self.records.clone(),
-                followed,
-                upload::FollowPace::default(),
-            ));
+        if let Some(ecs) = ecs {
+            self.follow_upload(ecs, &store, &result);
         }
         self.notify_idle();
     }
@@ -156,27 +137,31 @@ impl Daemon {
     fn resume_following(&self, c: &Connected, policy: &Policy) {
         let store = StateStore::new(&policy.host.state_dir);
         for job in &policy.jobs {
-            let Some(rec) = store.read(job.name.as_str()) else {
-                continue;
-            };
-            let (Some(group_id), Some(true)) = (
-                rec.snapshot_group_id.clone(),
-                rec.upload.as_ref().map(|u| u.is_pending()),
-            ) else {
-                continue;
-            };
-            tokio::spawn(upload::follow(
-                c.ecs.clone(),
-                store.clone(),
-                self.records.clone(),
-                upload::Followed {
-                    job: rec.job,
-                    run_id: rec.run_id,
-                    group_id,
-                },
-                upload::FollowPace::default(),
-            ));
+            if let Some(rec) = store.read(job.name.as_str()) {
+                self.follow_upload(c.ecs.clone(), &store, &rec);
+            }
         }
+    }
+
+    /// Follows the upload of `rec`'s group in the background, if it is still going.
+    fn follow_upload(&self, ecs: Arc<EcsClient>, store: &StateStore, rec: &JobResult) {
+        let (Some(group_id), Some(true)) = (
+            rec.snapshot_group_id.clone(),
+            rec.upload.as_ref().map(|u| u.is_pending()),
+        ) else {
+            return;
+        };
+        tokio::spawn(upload::follow(
+            ecs,
+            store.clone(),
+            self.records.clone(),
+            upload::Followed {
+                job: rec.job.clone(),
+                run_id: rec.run_id.clone(),
+                group_id,
+            },
+            upload::FollowPace::default(),
+        ));
     }
 
     fn notify_idle(&self) {

@@ -886,6 +886,15 @@ fn run_prunes_the_jobs_older_groups_unless_no_prune() {
         "keep_last = 1 leaves only the new group: {third:?}\n{err}"
     );
     assert!(!second.contains(&third[0]), "{third:?} {second:?}");
+    let said = "retention: deleted 2 group(s): ";
+    let line = err
+        .lines()
+        .find(|l| l.starts_with(said))
+        .unwrap_or_default();
+    assert!(
+        line.contains(&second[0]) && line.contains(&second[1]),
+        "{err}"
+    );
     let group = out
         .split("snapshotgroup=\"")
         .nth(1)

@@ -102,7 +102,7 @@ pub fn plugin(cli: &Cli, args: &PluginArgs) -> u8 {
 /// Connects, then [`execute::execute`]; prints the summary and the result line.
 fn one_run(policy: &Policy, job: &Job, opts: RunOptions, leaves: Leaves) -> u8 {
     let store = StateStore::new(&policy.host.state_dir);
-    let record = leaves.record.then(|| Recording {
+    let record = leaves.record.then_some(Recording {
         store: &store,
         lock: None,
         scheduled_for: None,

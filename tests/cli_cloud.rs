@@ -876,6 +876,14 @@ fn run_prunes_the_jobs_older_groups_unless_no_prune() {
         "--no-prune deleted nothing: {second:?}\n{err}"
     );
     assert!(second.contains(&first[0]), "{second:?}");
+    let record = dir.path().join("state/jobs/db.json");
+    let recorded = std::fs::read(&record).unwrap();
+
+    // A dry run neither prunes nor records.
+    let (code, out, err) = appsnap_sync(&cfg, &["run", "db", "--dry-run"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(sim_groups(&sim), second, "{err}");
+    assert_eq!(std::fs::read(&record).unwrap(), recorded);
 
     let (code, out, err) = appsnap_sync(&cfg, &["run", "db"]);
     assert_eq!(code, Some(0), "{out}{err}");

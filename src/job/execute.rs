@@ -210,3 +210,60 @@ async fn finish(
         upload_pending,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::metadata::MetadataError;
+
+    fn job() -> Job {
+        let text = "[[job]]\nname = \"db\"\nschedule = \"30 2 * * *\"\ndisks = [\"d-bp1a\"]\n";
+        crate::policy::parse_str(std::path::Path::new("t.toml"), text)
+            .unwrap()
+            .jobs
+            .remove(0)
+    }
+
+    /// The daemon's failed connection: recorded under its run ID and
+    /// scheduled time, with the vendor code for the cause, and only once the
+    /// records lock (held by an upload follower, say) is free.
+    #[tokio::test]
+    async fn a_failed_connection_is_recorded_under_the_callers_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let lock = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+        let scheduled: DateTime<Utc> = "2026-01-02T02:30:00Z".parse().unwrap();
+        let held = lock.clone().lock_owned().await;
+        let task = {
+            let (store, lock) = (store.clone(), lock.clone());
+            tokio::spawn(async move {
+                let record = Recording {
+                    store: &store,
+                    lock: Some(&lock),
+                    scheduled_for: Some(scheduled),
+                };
+                let e = CloudError::Metadata(MetadataError::NoRole);
+                connect_failed(&job(), Some("run-1".into()), &e, Some(record)).await
+            })
+        };
+        // The current-thread runtime runs the task until it waits for the lock.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(store.load("db").unwrap(), None, "written under the lock");
+        drop(held);
+        let done = task.await.unwrap();
+        let rec = store.load("db").unwrap().expect("recorded");
+        assert_eq!(Some(&rec), done.record.as_ref());
+        assert_eq!(rec.run_id, "run-1");
+        assert_eq!(rec.scheduled_for, Some(scheduled));
+        assert_eq!(rec.exit_code, Outcome::NoRamRole.code());
+        assert!(
+            rec.message.starts_with("cannot reach the cloud: "),
+            "{}",
+            rec.message
+        );
+        assert!(matches!(done.retention, Retention::NotAsked));
+        assert!(!done.upload_pending);
+    }
+}

@@ -19,14 +19,14 @@ use tracing::{error, info, warn, Instrument};
 use crate::cloud::ecs::EcsClient;
 use crate::cloud::{Cloud, CloudError};
 use crate::host::record;
-use crate::job::machine::{self, RunEnv, RunOptions, Shutdown};
+use crate::job::execute::{self, After, Recording};
+use crate::job::machine::{RunEnv, RunOptions, Shutdown};
 use crate::job::outcome::Outcome;
 use crate::job::upload;
 use crate::logging;
 use crate::policy::{self, CloudSettings, Policy};
-use crate::retention;
 use crate::schedule::{BoxFuture, RunRequest, Scheduler, SchedulerHandle, SystemClock};
-use crate::state::{Consistency, DaemonLock, JobResult, PhaseTime, StateStore, STATE_SCHEMA};
+use crate::state::{DaemonLock, JobResult, StateStore};
 
 /// Where the policy comes from (re-read on SIGHUP).
 #[derive(Debug, Clone)]
@@ -87,25 +87,23 @@ impl Daemon {
         Ok(c)
     }
 
-    /// One scheduled run: connect, run the machine, record the result.
+    /// One scheduled run: connect (the cached connection), then
+    /// [`execute`]: the machine, retention, the record.
     async fn run_one(self: Arc<Self>, req: RunRequest) {
         let job = &req.job;
         notify_status(&format!("running job {}", job.name));
         let policy = &req.policy;
-        let mut ecs = None;
-        let result = match self.cloud(&policy.cloud).await {
+        let store = StateStore::new(&policy.host.state_dir);
+        let record = Recording {
+            store: &store,
+            lock: Some(&*self.records),
+            scheduled_for: Some(req.scheduled_for),
+        };
+        match self.cloud(&policy.cloud).await {
             Err(e) => {
-                let outcome = crate::job::outcome::cloud_outcome(&e);
-                error!(
-                    APPSNAP_EXIT_CODE = outcome.code(),
-                    "cannot reach the cloud: {e}"
-                );
-                failed_result(&req, outcome, format!("cannot reach the cloud: {e}"))
+                execute::connect_failed(job, Some(req.run_id.clone()), &e, Some(record)).await;
             }
             Ok(c) => {
-                if let Err(e) = std::fs::create_dir_all(&policy.host.run_dir) {
-                    warn!("cannot create {}: {e}", policy.host.run_dir.display());
-                }
                 let env = RunEnv::from_policy(policy, c.ecs.clone(), c.instance_id.clone());
                 let opts = RunOptions {
                     run_id: Some(req.run_id.clone()),
@@ -113,22 +111,16 @@ impl Daemon {
                     shutdown: Some(self.shutdown.clone()),
                     ..RunOptions::default()
                 };
-                let report = machine::run(&env, job, opts).await;
-                prune_after(&c, job, env.owner.as_ref(), &report).await;
-                ecs = Some(c.ecs.clone());
-                report.to_job_result(Some(req.scheduled_for))
+                let after = After {
+                    prune: true,
+                    record: Some(record),
+                };
+                let done = execute::execute(&env, job, opts, after).await;
+                // Usable is not uploaded: keep the record's upload progress current.
+                if let (true, Some(rec)) = (done.upload_pending, &done.record) {
+                    self.follow_upload(c.ecs.clone(), &store, rec);
+                }
             }
-        };
-        let store = StateStore::new(&policy.host.state_dir);
-        {
-            let _held = self.records.lock().await;
-            if let Err(e) = store.write(&result) {
-                error!("result of run {} not recorded: {e}", req.run_id);
-            }
-        }
-        // Usable is not uploaded: keep the record's upload progress current.
-        if let Some(ecs) = ecs {
-            self.follow_upload(ecs, &store, &result);
         }
         self.notify_idle();
     }
@@ -178,66 +170,6 @@ impl Daemon {
             )),
             None => notify_status("idle; no job scheduled"),
         }
-    }
-}
-
-/// Retention after a successful run only (the API makes a failed run unable
-/// to prune): this job's groups beyond `keep_last` or older than `max_age_days`.
-async fn prune_after(
-    c: &Connected,
-    job: &crate::policy::Job,
-    owner: Option<&crate::owner::OwnerId>,
-    report: &crate::job::report::RunReport,
-) {
-    if job.keep_last.is_none() && job.max_age_days.is_none() {
-        return;
-    }
-    let Some(owner) = owner else {
-        warn!("retention skipped: no owner id, so no group can be proven this installation's");
-        return;
-    };
-    let Ok(run) = retention::SuccessfulRun::from_report(report) else {
-        return;
-    };
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(300);
-    match retention::prune(
-        &c.ecs,
-        job,
-        &c.instance_id,
-        owner,
-        &run,
-        chrono::Utc::now(),
-        deadline,
-    )
-    .await
-    {
-        Ok(r) => info!(
-            deleted = r.deleted.len(),
-            kept = r.kept.len(),
-            failed = r.failed.len(),
-            "retention done"
-        ),
-        Err(e) => warn!("retention skipped: {e}"),
-    }
-}
-
-/// A result for a run that never reached the machine.
-fn failed_result(req: &RunRequest, outcome: Outcome, message: String) -> JobResult {
-    let now = chrono::Utc::now();
-    JobResult {
-        schema: STATE_SCHEMA,
-        job: req.job.name.to_string(),
-        run_id: req.run_id.clone(),
-        scheduled_for: Some(req.scheduled_for),
-        started_at: now,
-        finished_at: now,
-        exit_code: outcome.code(),
-        consistency: Consistency::None,
-        snapshot_group_id: None,
-        frozen_ms: None,
-        phases: Vec::<PhaseTime>::new(),
-        message,
-        upload: None,
     }
 }
 

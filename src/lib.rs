@@ -10,7 +10,8 @@ pub mod job;
 pub mod logging;
 pub mod owner;
 pub mod policy;
-pub mod retention;
+/// Retention is the job's last step; its old path stays for callers and tests.
+pub use job::retention;
 pub mod schedule;
 pub mod securefs;
 pub mod state;

@@ -732,3 +732,225 @@ async fn check_falls_back_to_normal_mode_unless_forbidden() {
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(err.contains("imds_v1_fallback = false"), "{err}");
 }
+
+// ---- `appsnap run`: retention and records, like the daemon's runs.
+
+/// A whole block device of this machine that no file system can be on (an
+/// unattached loop device, size 0) if there is one, else any whole device:
+/// the by-id fixture link points at it so the run's host plan finds "the
+/// disk". Nothing is frozen (`fs_freeze = false`), whatever it holds.
+fn some_whole_device() -> String {
+    let mut names: Vec<String> = std::fs::read_dir("/sys/class/block")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !std::path::Path::new(&format!("/sys/class/block/{n}/partition")).exists())
+        .collect();
+    names.sort();
+    let unattached_loop = names.iter().find(|n| {
+        n.starts_with("loop")
+            && std::fs::read_to_string(format!("/sys/class/block/{n}/size"))
+                .is_ok_and(|s| s.trim() == "0")
+    });
+    unattached_loop
+        .or(names.first())
+        .cloned()
+        .expect("some block device in /sys/class/block")
+}
+
+/// The emulator (groups accomplished at once) with one data disk, and a
+/// policy whose job `db` keeps the last group, runs hooks that do nothing
+/// and freezes nothing: an application-consistent run that needs no freeze.
+fn prune_world(dir: &std::path::Path) -> (ecs_sim::SimHandle, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    const DISK: &str = "d-bp1runprune00000001";
+    let backing = dir.join("data.raw");
+    std::fs::write(&backing, vec![0u8; 1 << 20]).unwrap();
+    let sim_toml = dir.join("sim.toml");
+    std::fs::write(
+        &sim_toml,
+        format!(
+            "region_id = \"cn-hangzhou\"\nzone_id = \"cn-hangzhou-i\"\ninstance_id = \"i-bp1runprune00000000\"\nram_role = \"AppSnapshotRoleName\"\nsnapshot_dir = \"{0}/snapshots\"\ntime_to_accomplish_secs = 0\n\n[[disk]]\nid = \"{DISK}\"\ntype = \"data\"\ncategory = \"cloud_essd\"\nbacking = \"{1}\"\n",
+            dir.display(),
+            backing.display()
+        ),
+    )
+    .unwrap();
+    let sim = ecs_sim::SimHandle::spawn(ecs_sim::config::SimConfig::load(&sim_toml).unwrap())
+        .expect("emulator starts");
+    let by_id = dir.join("by-id");
+    std::fs::create_dir_all(&by_id).unwrap();
+    std::os::unix::fs::symlink(
+        format!("../../{}", some_whole_device()),
+        by_id.join(format!("virtio-{}", &DISK[2..])),
+    )
+    .unwrap();
+    let hook = dir.join("hook.sh");
+    std::fs::write(&hook, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let cfg = dir.join("appsnap.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[cloud]\nendpoint = \"{ecs}\"\nmetadata_endpoint = \"{imds}\"\n\n[host]\nby_id_dir = \"{by_id}\"\nrun_dir = \"{d}/run\"\nstate_dir = \"{d}/state\"\n\n[[job]]\nname = \"db\"\nschedule = \"30 2 * * *\"\ndisks = [\"{DISK}\"]\nfs_freeze = false\nprescript = \"{hook}\"\npostscript = \"{hook}\"\nkeep_last = 1\n",
+            ecs = sim.started.ecs_url,
+            imds = sim.started.imds_url,
+            by_id = by_id.display(),
+            d = dir.display(),
+            hook = hook.display(),
+        ),
+    )
+    .unwrap();
+    (sim, cfg)
+}
+
+/// The emulator's groups, by ID.
+fn sim_groups(sim: &ecs_sim::SimHandle) -> Vec<String> {
+    let base = &sim.started.ecs_url;
+    let get = |target: &str, body: Vec<u8>, method: &str| {
+        let req = ecs_sim::testkit::http::RawRequest {
+            method: method.into(),
+            target: target.into(),
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body,
+        };
+        ecs_sim::testkit::http::send(base, &req, std::time::Duration::from_secs(10))
+            .expect("control endpoint answers")
+    };
+    let state = get("/_sim/state", vec![], "GET").json();
+    // Each run's group is then a minute older than the next one's.
+    let advanced = get("/_sim/clock", br#"{"advance_secs": 60}"#.to_vec(), "POST");
+    assert_eq!(advanced.status, 200);
+    let mut ids: Vec<String> = state["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn appsnap_sync(config: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_appsnap"))
+        .arg("-c")
+        .arg(config)
+        .args(["--config-dir", "/nonexistent"])
+        .args(args)
+        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_ID")
+        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+        .env_remove("ALIBABA_CLOUD_SECURITY_TOKEN")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `appsnap run` applies the job's retention after a successful run, as the
+/// daemon does; `--no-prune` skips it. Root only for the hooks' ownership
+/// rule (they make the run application-consistent without a freeze); nothing
+/// is frozen or mounted.
+#[test]
+fn run_prunes_the_jobs_older_groups_unless_no_prune() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: the hooks must be root-owned (script ownership rules)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, cfg) = prune_world(dir.path());
+
+    let (code, out, err) = appsnap_sync(&cfg, &["run", "db", "--no-prune"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let first = sim_groups(&sim);
+    assert_eq!(first.len(), 1, "{first:?}\n{err}");
+
+    let (code, out, err) = appsnap_sync(&cfg, &["run", "db", "--no-prune"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let second = sim_groups(&sim);
+    assert_eq!(
+        second.len(),
+        2,
+        "--no-prune deleted nothing: {second:?}\n{err}"
+    );
+    assert!(second.contains(&first[0]), "{second:?}");
+    let record = dir.path().join("state/jobs/db.json");
+    let recorded = std::fs::read(&record).unwrap();
+
+    // A dry run neither prunes nor records.
+    let (code, out, err) = appsnap_sync(&cfg, &["run", "db", "--dry-run"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(sim_groups(&sim), second, "{err}");
+    assert_eq!(std::fs::read(&record).unwrap(), recorded);
+
+    let (code, out, err) = appsnap_sync(&cfg, &["run", "db"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let third = sim_groups(&sim);
+    assert_eq!(
+        third.len(),
+        1,
+        "keep_last = 1 leaves only the new group: {third:?}\n{err}"
+    );
+    assert!(!second.contains(&third[0]), "{third:?} {second:?}");
+    let said = "retention: deleted 2 group(s): ";
+    let line = err
+        .lines()
+        .find(|l| l.starts_with(said))
+        .unwrap_or_default();
+    assert!(
+        line.contains(&second[0]) && line.contains(&second[1]),
+        "{err}"
+    );
+    let group = out
+        .split("snapshotgroup=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_default();
+    assert_eq!(group, third[0], "{out}");
+    // The run's record, as `appsnap status` reads it.
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("state/jobs/db.json")).unwrap())
+            .unwrap();
+    assert_eq!(rec["snapshot_group_id"], third[0].as_str());
+    assert_eq!(rec["exit_code"], 0);
+}
+
+/// A run that cannot even reach the cloud is recorded like the daemon's
+/// (`appsnap status` shows why); a dry run records nothing.
+#[tokio::test]
+async fn run_records_a_connect_failure_but_a_dry_run_records_nothing() {
+    // No token API, and the environment forbids normal mode: connecting fails at once.
+    let server = MockServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("appsnap.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[cloud]\nendpoint = \"{0}\"\nmetadata_endpoint = \"{0}\"\n\n[host]\nrun_dir = \"{1}/run\"\nstate_dir = \"{1}/state\"\n\n[[job]]\nname = \"db\"\nschedule = \"30 2 * * *\"\ndisks = [\"d-bp1data\"]\n",
+            server.uri(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let record = dir.path().join("state/jobs/db.json");
+    let forbid = [("ALIBABA_CLOUD_IMDSV1_DISABLED", "true")];
+
+    let (code, out, err) = run_with(&cfg, &["run", "db", "--dry-run"], false, &forbid).await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(!record.exists(), "a dry run records nothing");
+
+    let (code, out, err) = run_with(&cfg, &["run", "db"], false, &forbid).await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.starts_with("[snapshotgroup=\"\"]"), "{out}");
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record).expect("the failure is recorded")).unwrap();
+    assert_eq!(rec["exit_code"], 1);
+    assert_eq!(rec["snapshot_group_id"], serde_json::Value::Null);
+    let message = rec["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("cannot reach the cloud: ") && message.contains("no session-token API"),
+        "{message}"
+    );
+}

@@ -101,6 +101,10 @@ pub struct RunArgs {
     /// Do everything except freeze and create the snapshot group; print what would happen.
     #[arg(long)]
     pub dry_run: bool,
+    /// Do not apply the job's retention (keep_last, max_age_days) after a
+    /// successful run; by default `run` deletes the job's older groups as the daemon does.
+    #[arg(long)]
+    pub no_prune: bool,
 }
 
 /// `check`.

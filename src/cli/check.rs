@@ -1,13 +1,10 @@
 //! `appsnap check`: validate the policy, print what each job will do and when.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use appsnap::cloud::credentials::Credentials;
-use appsnap::cloud::ecs::{DeletePermission, EcsClient};
-use appsnap::cloud::metadata::MetadataClient;
-use appsnap::cloud::CloudError;
+use appsnap::cloud::ecs::DeletePermission;
+use appsnap::cloud::{Cloud, CloudError};
 use appsnap::job::disks::{refusal_outcome, select_disks};
 use appsnap::job::outcome::Outcome;
 use appsnap::policy::{self, DiskSelection, Job, Policy};
@@ -44,6 +41,8 @@ pub fn run(cli: &Cli, args: &CheckArgs) -> u8 {
 
 /// The cloud preflight: metadata reachable, credentials obtained, DescribeDisks
 /// answers, and every job's disks are attached, supported and not multi-attach.
+/// Connects as a run does ([`Cloud::connect`]) and selects each job's disks
+/// with the job's own rules ([`select_disks`]), so `check` says what a run would.
 /// Successes go to stdout; each failure is one line on stderr.
 async fn preflight(policy: &Policy) -> Outcome {
     let settings = &policy.cloud;
@@ -51,11 +50,13 @@ async fn preflight(policy: &Policy) -> Outcome {
         eprintln!("{what}: {e}");
         outcome(e)
     };
-    let metadata = match MetadataClient::new(settings) {
-        Ok(m) => Arc::new(m),
-        Err(e) => return fail("metadata", &e.into()),
+    let cloud = match Cloud::connect(settings).await {
+        Ok(c) => c,
+        Err(e) => return fail(part(&e), &e),
     };
-    let identity = match metadata.identity().await {
+    // Always from the metadata service, even when the policy names the
+    // instance: appsnap can only freeze this machine's file systems.
+    let identity = match cloud.metadata.identity().await {
         Ok(id) => id,
         Err(e) => return fail("metadata", &e.into()),
     };
@@ -63,25 +64,15 @@ async fn preflight(policy: &Policy) -> Outcome {
         "metadata ok: instance {}, region {}, zone {}",
         identity.instance_id, identity.region_id, identity.zone_id
     );
-    let instance_id = settings
-        .instance_id
-        .clone()
-        .unwrap_or_else(|| identity.instance_id.clone());
-    let region_id = settings
-        .region_id
-        .clone()
-        .unwrap_or_else(|| identity.region_id.clone());
-    if instance_id != identity.instance_id {
+    let instance_id = &cloud.instance_id;
+    if *instance_id != identity.instance_id {
         eprintln!(
             "cloud.instance_id {instance_id} is not this instance ({}): appsnap can only freeze this machine's file systems",
             identity.instance_id
         );
         return Outcome::ConditionsNotMet;
     }
-    let credentials = match Credentials::discover(settings, metadata.clone()) {
-        Ok(c) => c,
-        Err(e) => return fail("credentials", &e.into()),
-    };
+    let credentials = &cloud.credentials;
     match credentials
         .ensure_valid_for(CHECK_CREDENTIAL_VALIDITY)
         .await
@@ -95,12 +86,9 @@ async fn preflight(policy: &Policy) -> Outcome {
         }
         Err(e) => return fail("credentials", &e.into()),
     }
-    let ecs = match EcsClient::new(settings, &region_id, credentials) {
-        Ok(c) => c,
-        Err(e) => return fail("ecs", &e.into()),
-    };
+    let ecs = &cloud.ecs;
     let deadline = Instant::now() + CHECK_API_DEADLINE;
-    let disks = match ecs.describe_disks(&instance_id, &[], deadline).await {
+    let disks = match ecs.describe_disks(instance_id, &[], deadline).await {
         Ok(d) => d,
         Err(e) => return fail("ecs DescribeDisks", &e.into()),
     };
@@ -158,7 +146,7 @@ async fn preflight(policy: &Policy) -> Outcome {
         let name = job.name.as_str();
         match select_disks(
             &job.disks,
-            &instance_id,
+            instance_id,
             &disks,
             settings.max_disks_per_group,
         ) {
@@ -189,6 +177,15 @@ async fn preflight(policy: &Policy) -> Outcome {
         }
     }
     result
+}
+
+/// Which part of the cloud side failed to connect, as `check` labels its lines.
+fn part(e: &CloudError) -> &'static str {
+    match e {
+        CloudError::Metadata(_) => "metadata",
+        CloudError::Credentials(_) => "credentials",
+        CloudError::Ecs(_) => "ecs",
+    }
 }
 
 /// Validates the policy files and prints one line per job with its next runs.

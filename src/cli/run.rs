@@ -1,18 +1,28 @@
-//! `appsnap run JOB [--dry-run]` and `appsnap plugin --params=...`: one run
-//! now, ending with the vendor's result line and exit code.
+//! `appsnap run JOB [--dry-run] [--no-prune]` and `appsnap plugin
+//! --params=...`: one run now through [`execute`] (as the daemon's runs),
+//! ending with the vendor's result line and exit code.
 
 use std::sync::Arc;
 
 use appsnap::cloud::Cloud;
-use appsnap::job::machine::{self, RunEnv, RunOptions};
+use appsnap::job::execute::{self, After, Executed, Recording, Retention};
+use appsnap::job::machine::{RunEnv, RunOptions};
 use appsnap::job::outcome::Outcome;
 use appsnap::job::plugin_params;
-use appsnap::job::report::RunReport;
 use appsnap::policy::{self, Job, Policy};
 use appsnap::state::StateStore;
 
 use super::args::{Cli, PluginArgs, RunArgs};
-use super::cloud::{block_on, outcome};
+use super::cloud::block_on;
+
+/// What a one-off run leaves behind besides the group.
+#[derive(Debug, Clone, Copy)]
+struct Leaves {
+    /// Write the result to the state store (`appsnap status`).
+    record: bool,
+    /// Apply the job's retention after a successful run.
+    prune: bool,
+}
 
 /// `run JOB`.
 pub fn run(cli: &Cli, args: &RunArgs) -> u8 {
@@ -34,9 +44,16 @@ pub fn run(cli: &Cli, args: &RunArgs) -> u8 {
     };
     let opts = RunOptions {
         dry_run: args.dry_run,
+        // Chosen here so a run that cannot connect is recorded under it too.
+        run_id: Some(execute::new_run_id()),
         ..RunOptions::default()
     };
-    execute(&policy, &job, opts, !args.dry_run)
+    // A dry run changes nothing: no record, no retention.
+    let leaves = Leaves {
+        record: !args.dry_run,
+        prune: !args.dry_run && !args.no_prune,
+    };
+    one_run(&policy, &job, opts, leaves)
 }
 
 /// `plugin --params=...` or `plugin -Key=Value ...`: the vendor plugin's
@@ -74,51 +91,50 @@ pub fn plugin(cli: &Cli, args: &PluginArgs) -> u8 {
         plugin: true,
         ..RunOptions::default()
     };
-    execute(&policy, &job, opts, false)
+    // The plugin's groups belong to no job: nothing recorded, nothing pruned.
+    let leaves = Leaves {
+        record: false,
+        prune: false,
+    };
+    one_run(&policy, &job, opts, leaves)
 }
 
-/// Connects, runs, records (for policy jobs), prints the result line.
-fn execute(policy: &Policy, job: &Job, opts: RunOptions, record: bool) -> u8 {
-    let report = match block_on(run_job(policy, job, opts)) {
-        Ok(Ok(report)) => report,
-        Ok(Err(code)) => return finish_without_run(code),
+/// Connects, then [`execute::execute`]; prints the summary and the result line.
+fn one_run(policy: &Policy, job: &Job, opts: RunOptions, leaves: Leaves) -> u8 {
+    let store = StateStore::new(&policy.host.state_dir);
+    let record = leaves.record.then_some(Recording {
+        store: &store,
+        lock: None,
+        scheduled_for: None,
+    });
+    let done = block_on(async {
+        match Cloud::connect(&policy.cloud).await {
+            Err(e) => execute::connect_failed(job, opts.run_id.clone(), &e, record).await,
+            Ok(cloud) => {
+                let env = RunEnv::from_policy(policy, Arc::new(cloud.ecs), cloud.instance_id);
+                let after = After {
+                    prune: leaves.prune,
+                    record,
+                };
+                execute::execute(&env, job, opts, after).await
+            }
+        }
+    });
+    let done = match done {
+        Ok(done) => done,
         Err(e) => {
             eprintln!("appsnap: cannot start the runtime: {e:#}");
             return finish_without_run(Outcome::Unknown);
         }
     };
-    if record {
-        let store = StateStore::new(&policy.host.state_dir);
-        if let Err(e) = store.write(&report.to_job_result(None)) {
-            eprintln!("appsnap: warning: result not recorded: {e}");
-        }
-    }
-    summarize(&report);
-    println!("{}", report.result_line());
-    report.exit_code
-}
-
-async fn run_job(policy: &Policy, job: &Job, opts: RunOptions) -> Result<RunReport, Outcome> {
-    let cloud = match Cloud::connect(&policy.cloud).await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("appsnap: cannot reach the cloud: {e}");
-            return Err(outcome(&e));
-        }
-    };
-    if let Err(e) = std::fs::create_dir_all(&policy.host.run_dir) {
-        eprintln!(
-            "appsnap: cannot create {}: {e}",
-            policy.host.run_dir.display()
-        );
-        return Err(Outcome::ConditionsNotMet);
-    }
-    let env = RunEnv::from_policy(policy, Arc::new(cloud.ecs), cloud.instance_id);
-    Ok(machine::run(&env, job, opts).await)
+    summarize(&done);
+    println!("{}", done.report.result_line());
+    done.report.exit_code
 }
 
 /// What an operator reads at the terminal before the vendor line.
-fn summarize(r: &RunReport) {
+fn summarize(done: &Executed) {
+    let r = &done.report;
     for w in &r.warnings {
         eprintln!("warning: {w}");
     }
@@ -142,6 +158,32 @@ fn summarize(r: &RunReport) {
             .map_or("not at all".to_string(), |ms| format!("{ms} ms")),
         stages.join(" ")
     );
+    match &done.retention {
+        Retention::Done(p) => {
+            let deleted: Vec<&str> = p.deleted.iter().map(|v| v.id.as_str()).collect();
+            eprintln!(
+                "retention: deleted {} group(s){}{}, kept {}, failed {}",
+                deleted.len(),
+                if deleted.is_empty() { "" } else { ": " },
+                deleted.join(", "),
+                p.kept.len(),
+                p.failed.len()
+            );
+            for f in &p.failed {
+                eprintln!(
+                    "retention: {} not deleted ({}): {}",
+                    f.id, f.reason, f.error
+                );
+            }
+        }
+        Retention::Failed(e) => eprintln!("retention: skipped: {e}"),
+        Retention::NoOwner => {
+            eprintln!(
+                "retention: skipped: no owner id, so no group can be proven this installation's"
+            )
+        }
+        Retention::NotAsked | Retention::NotSuccessful(_) => {}
+    }
 }
 
 /// The vendor line for a run that never started.

@@ -1,14 +1,18 @@
 //! One run of a job, from preflight to record: the state machine
 //! ([`machine`]), its hooks ([`scripts`], [`script_check`]), its result
-//! ([`report`], [`outcome`]), the vendor plugin's parameters ([`plugin_params`])
-//! and the group's upload followed after the run ([`upload`]).
+//! ([`report`], [`outcome`]), what follows it the same way for the daemon
+//! and `appsnap run` ([`execute`]: [`retention`], the record), the vendor
+//! plugin's parameters ([`plugin_params`]) and the group's upload followed
+//! after the run ([`upload`]).
 
 pub mod disks;
+pub mod execute;
 pub mod freeze_gate;
 pub mod machine;
 pub mod outcome;
 pub mod plugin_params;
 pub mod report;
+pub mod retention;
 pub mod script_check;
 pub mod scripts;
 pub mod upload;

@@ -1,7 +1,7 @@
 //! Retention: after a successful run, delete this job's old snapshot groups.
 //!
 //! Split in two so the rules can be tested without a cloud and so
-//! `appsnap list --prune-preview` shows exactly what the daemon would do:
+//! `appsnap list --prune-preview` shows exactly what a run would do:
 //! [`select`] is pure (facts in, verdicts out); [`assess`] gathers the facts
 //! from ECS and calls it; [`prune`] assesses and deletes.
 //!

@@ -271,7 +271,8 @@ impl FreezeGuard {
         }
     }
 
-    /// The guard's pid (for the log, and for tests that kill it).
+    /// The guard's pid. Nothing in the daemon reads it; the guard tests use it
+    /// to kill the guard or to match it with the record.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }

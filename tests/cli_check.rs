@@ -84,17 +84,81 @@ fn version_names_the_commit() {
     );
 }
 
+/// What each subcommand's help must say, from the README's "Using it" and
+/// "Exit codes": its purpose in its own words and the options an operator
+/// reaches for. A subcommand added without an entry here fails too.
+const HELP_PROMISES: &[(&str, &[&str])] = &[
+    ("daemon", &["scheduler", "scheduled times"]),
+    ("run", &["one job now", "exit code", "<JOB>", "--dry-run"]),
+    ("check", &["validate the policy", "instance", "--offline"]),
+    (
+        "plan",
+        &["disks", "file systems", "freeze order", "<JOB>", "--json"],
+    ),
+    ("status", &["last result", "next run", "daemon", "--json"]),
+    (
+        "list",
+        &[
+            "snapshot groups",
+            "newest first",
+            "--job",
+            "--json",
+            "--prune-preview",
+        ],
+    ),
+    (
+        "thaw",
+        &["frozen-set record", "safe to repeat", "--all", "--force"],
+    ),
+    ("plugin", &["vendor plugin", "--params", "-Key=Value"]),
+];
+
+/// The subcommand names `appsnap --help` lists (without clap's `help`).
+fn listed_subcommands() -> Vec<(String, String)> {
+    let out = appsnap(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let commands = text
+        .split_once("Commands:\n")
+        .map(|(_, rest)| rest)
+        .unwrap_or_else(|| panic!("no Commands section: {text}"));
+    commands
+        .lines()
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| {
+            let l = l.trim();
+            let (name, about) = l.split_once(' ').unwrap_or((l, ""));
+            (name.to_string(), about.trim().to_string())
+        })
+        .filter(|(name, _)| name != "help")
+        .collect()
+}
+
 #[test]
 fn every_subcommand_has_operator_help() {
-    for sub in [
-        "daemon", "run", "check", "plan", "status", "list", "thaw", "plugin",
-    ] {
+    let listed = listed_subcommands();
+    let names: Vec<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
+    let promised: Vec<&str> = HELP_PROMISES.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, promised, "every listed subcommand has promises here");
+    for ((sub, wanted), (_, listed_about)) in HELP_PROMISES.iter().zip(&listed) {
+        assert!(
+            !listed_about.is_empty(),
+            "{sub} has no one-line about in `appsnap --help`"
+        );
         let out = appsnap(&[sub, "--help"]);
         assert_eq!(out.status.code(), Some(0), "{sub}");
         let text = String::from_utf8_lossy(&out.stdout);
+        let first = text.lines().next().unwrap_or_default();
         assert!(
-            text.lines().next().is_some_and(|l| l.len() > 20),
-            "{sub}: {text}"
+            !first.trim().is_empty() && !first.starts_with("Usage:"),
+            "{sub} --help starts without saying what it does: {text}"
         );
+        let lower = text.to_lowercase();
+        for phrase in *wanted {
+            assert!(
+                lower.contains(&phrase.to_lowercase()),
+                "{sub} --help does not mention {phrase:?}:\n{text}"
+            );
+        }
     }
 }

@@ -713,8 +713,50 @@ async fn verifier_rejects_bad_signatures() {
     }
 }
 
+/// A TCP relay in front of `target` that counts the connections it accepts:
+/// wiremock cannot tell whether two requests came over one connection.
+struct ConnectionCounter {
+    uri: String,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ConnectionCounter {
+    fn start(target: std::net::SocketAddr) -> ConnectionCounter {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let uri = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        std::thread::spawn(move || {
+            for inbound in listener.incoming() {
+                let Ok(inbound) = inbound else { return };
+                count.fetch_add(1, Ordering::SeqCst);
+                let Ok(outbound) = std::net::TcpStream::connect(target) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (inbound.try_clone().unwrap(), outbound.try_clone().unwrap()),
+                    (outbound, inbound),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        ConnectionCounter { uri, accepted }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// `warm()` opens the connection ahead of time; the signed call that follows
-/// reuses it (one TCP connection for both).
+/// reuses it (one TCP connection for both), so the call made while frozen
+/// pays no connect or TLS handshake.
 #[tokio::test]
 async fn warm_opens_the_connection_before_the_call() {
     let server = MockServer::start().await;
@@ -728,14 +770,31 @@ async fn warm_opens_the_connection_before_the_call() {
         .expect(1)
         .mount(&server)
         .await;
-    let ecs = client(&server, SignatureVersion::V3);
+    let relay = ConnectionCounter::start(*server.address());
+    tls::install_provider();
+    let settings = CloudSettings {
+        endpoint: Some(relay.uri.clone()),
+        signature_version: SignatureVersion::V3,
+        ..CloudSettings::default()
+    };
+    let ecs = EcsClient::new(&settings, "cn-hangzhou", sts_credentials())
+        .unwrap()
+        .with_retry_policy(fast_retries());
     ecs.warm(soon(5)).await.unwrap();
-    ecs.create_snapshot_group(&csg_request(), soon(5))
+    assert_eq!(relay.accepted(), 1, "warm() opened a connection");
+    let id = ecs
+        .create_snapshot_group(&csg_request(), soon(5))
         .await
         .unwrap();
+    assert_eq!(id, "ssg-warm");
     let reqs = server.received_requests().await.unwrap();
     assert_eq!(reqs.len(), 2);
     assert_eq!(reqs[0].method.as_str(), "HEAD");
+    assert_eq!(
+        relay.accepted(),
+        1,
+        "the call after warm() reused the warm connection"
+    );
 }
 
 /// Only the group's own not-found codes mean "already gone": a wrong region

@@ -15,13 +15,27 @@ fn bin() -> PathBuf {
 fn empty_plan_walks_the_whole_protocol_and_cleans_its_record() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let mut g = FreezeGuard::spawn_exe(&bin(), vec![], Duration::from_secs(30), &run).unwrap();
-    assert!(
-        record::read(&run).unwrap().is_some(),
-        "record written before any freeze"
+    let deadline = Duration::from_secs(30);
+    let mut g = FreezeGuard::spawn_exe(&bin(), vec![], deadline, &run).unwrap();
+    let rec = record::read(&run)
+        .unwrap()
+        .expect("record written before any freeze");
+    assert_eq!(
+        rec.deadline_ms, 30_000,
+        "the guard keeps the deadline asked"
     );
+    assert_eq!(Some(rec.guard_pid), g.pid(), "the record names this guard");
+    assert!(rec.targets.is_empty(), "{rec:?}");
     let frozen = g.freeze().unwrap();
-    assert!(frozen.thaw_by > frozen.at - Duration::from_secs(1));
+    // The deadline runs from before the first FIFREEZE, not from when the
+    // parent heard "frozen": the parent must never count on more time than
+    // the guard gives it.
+    assert!(
+        frozen.thaw_by <= frozen.at + deadline,
+        "thaw_by {:?} after at + deadline {:?}",
+        frozen.thaw_by,
+        frozen.at + deadline
+    );
     let report = g.thaw().unwrap();
     assert_eq!(report.cause, ThawCause::Requested);
     assert!(report.filesystems.is_empty());

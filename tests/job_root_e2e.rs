@@ -275,41 +275,65 @@ fn without_freeze_the_group_is_crash_consistent_and_we_report_what_checkers_say(
     }
 }
 
+/// The cloud holds CreateSnapshotGroup longer than the freeze may last: the
+/// call gives up before the guard's deadline, the file systems are thawed
+/// within the deadline (not when the cloud would have answered), and the run
+/// is exit 6 with no group and no consistency claimed. (The emulator drops a
+/// held request when the client hangs up, so no group appears here; a group
+/// that appears after the deadline is another test's.)
 #[test]
 fn api_hang_past_the_freeze_deadline_thaws_and_exits_6() {
     root_or_skip!();
+    const FREEZE_TIMEOUT_MS: u64 = 3_000;
+    const HANG_MS: u64 = 8_000;
     let w = World::new(
         "e2e-hang",
         Setup {
-            freeze_timeout: 3,
-            sim_extra: "[faults.actions.CreateSnapshotGroup]\nhang_secs = 8\nhang_times = 1\n"
-                .into(),
+            freeze_timeout: FREEZE_TIMEOUT_MS / 1000,
+            sim_extra: format!(
+                "[faults.actions.CreateSnapshotGroup]\nhang_secs = {}\nhang_times = 1\n",
+                HANG_MS / 1000
+            ),
             ..Setup::default()
         },
     );
-    let started = Instant::now();
     let out = w.appsnap(&["run", "db"]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(6), "{t}");
-    assert!(started.elapsed() < Duration::from_secs(60), "{t}");
     assert_writable(&w.ext);
     assert_writable(&w.xfs);
     assert!(
         !w.lab.run_dir().join("frozen.json").exists(),
         "record removed after thaw"
     );
-    // Whatever group appears later is never called app- or fs-consistent.
-    std::thread::sleep(Duration::from_secs(7));
-    for g in w.groups() {
-        for tags in snapshot_tags(&g) {
-            assert!(
-                !tags
-                    .iter()
-                    .any(|(k, _)| k == "AppConsistent" || k == "FsConsistent"),
-                "{tags:?}"
-            );
-        }
-    }
+    // The exit 6 comes from the create call itself: it reached the cloud
+    // once and was not retried past the deadline.
+    let state = w.state();
+    assert_eq!(
+        state["counters"]["CreateSnapshotGroup"], 1,
+        "one CreateSnapshotGroup, held by the cloud: {}\n{t}",
+        state["counters"]
+    );
+    let rec: Value = serde_json::from_str(
+        &std::fs::read_to_string(w.lab.dir.join("state/jobs/db.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rec["exit_code"], 6, "{rec}");
+    assert_eq!(rec["snapshot_group_id"], Value::Null, "{rec}");
+    // The call gave up before the guard's deadline (deadline minus a margin),
+    // so the run thawed on its own: no deadline thaw, so not "crash" but
+    // "none" (there is no group to be consistent).
+    assert_eq!(rec["consistency"], "none", "{rec}");
+    // The guard's window (first FIFREEZE to last FITHAW) ends by the freeze
+    // deadline, long before the held call would have been answered; the
+    // slack is for the FITHAWs themselves.
+    const SLACK_MS: u64 = 1_000;
+    const _: () = assert!(FREEZE_TIMEOUT_MS + SLACK_MS < HANG_MS);
+    let frozen_ms = rec["frozen_ms"].as_u64().expect("frozen_ms recorded");
+    assert!(
+        frozen_ms <= FREEZE_TIMEOUT_MS + SLACK_MS,
+        "suspended {frozen_ms} ms with a {FREEZE_TIMEOUT_MS} ms freeze deadline and a {HANG_MS} ms hang: {rec}"
+    );
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use appsnap::policy::types::ThawAfter;
 use appsnap::policy::{parse_str, DiskSelection, JobZone, Policy};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use toml::{Table, Value};
 
 fn parse(text: &str) -> Policy {
@@ -187,15 +188,62 @@ fn policy_text() -> impl Strategy<Value = String> {
         })
 }
 
+/// Whatever the validator accepts renders to text that parses to the same
+/// policy, and rendering that again gives the same text.
+fn assert_round_trips(text: &str) -> Result<(), TestCaseError> {
+    let first = parse(text);
+    let rendered = first.to_toml();
+    let second = parse(&rendered);
+    prop_assert_eq!(&first, &second);
+    prop_assert_eq!(rendered, second.to_toml());
+    Ok(())
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+    // The recorded seeds (`cc …` lines in tests/policy_roundtrip.proptest-regressions,
+    // named after this file) are replayed before any new case, and a new
+    // failure is appended there.
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn accepted_policies_round_trip(text in policy_text()) {
-        let first = parse(&text);
-        let rendered = first.to_toml();
-        let second = parse(&rendered);
-        prop_assert_eq!(&first, &second);
-        prop_assert_eq!(rendered, second.to_toml());
+        assert_round_trips(&text)?;
     }
+}
+
+/// A seed replays the case the strategy generated when it was recorded, and
+/// the strategy has changed since; the shrunk input written next to each seed
+/// (`# shrinks to text = "…"`) is checked as it is. The property is "accepted
+/// implies round-trips": a recorded input the validator rejects must be
+/// rejected with a located error (the one recorded today has hour 24 in its
+/// cron, from a generator that put the day of month in the hour field).
+#[test]
+fn recorded_regressions_round_trip_or_are_rejected_with_a_location() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/policy_roundtrip.proptest-regressions");
+    let file = std::fs::read_to_string(&path).unwrap();
+    let mut replayed = 0;
+    for line in file.lines().filter(|l| l.starts_with("cc ")) {
+        let (_, literal) = line
+            .split_once("# shrinks to text = ")
+            .unwrap_or_else(|| panic!("a seed without its shrunk input: {line}"));
+        // proptest writes the input with Debug; for these ASCII texts that is
+        // a JSON string literal.
+        let text: String = serde_json::from_str(literal)
+            .unwrap_or_else(|e| panic!("cannot read the shrunk input ({e}): {literal}"));
+        match parse_str(Path::new("/etc/appsnap.toml"), &text) {
+            Ok(_) => assert_round_trips(&text).unwrap_or_else(|e| panic!("{e}\n---\n{text}")),
+            Err(e) => {
+                let e = e.to_string();
+                assert!(e.starts_with("/etc/appsnap.toml:"), "not located: {e}");
+                eprintln!("recorded case rejected: {e}");
+            }
+        }
+        replayed += 1;
+    }
+    assert!(replayed > 0, "no recorded case in {}", path.display());
 }

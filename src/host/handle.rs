@@ -65,7 +65,7 @@ pub enum FreezeError {
     Hung(Duration),
     /// The guard broke the protocol or died.
     #[error("freeze guard: {0}")]
-    Guard(String),
+    Guard(GuardFault),
 }
 
 /// Could not resume I/O (or cannot prove it): the vendor's exit code 12.
@@ -84,8 +84,75 @@ pub enum ThawError {
     Timeout(Duration),
     /// The guard broke the protocol or died before confirming.
     #[error("freeze guard: {0}")]
-    Guard(String),
+    Guard(GuardFault),
 }
+
+/// How the conversation with the guard broke down (other than a refusal,
+/// which is [`FreezeError::Prepare`]).
+#[derive(Debug, Error)]
+pub enum GuardFault {
+    /// The child was started without the pipes asked for.
+    #[error("no pipes to the guard")]
+    NoPipes,
+    /// The request could not be encoded.
+    #[error("{0}")]
+    Encode(serde_json::Error),
+    /// Writing a command to the guard's stdin failed (it has exited).
+    #[error("sending {what}: {source}")]
+    Send {
+        /// Which command.
+        what: &'static str,
+        /// The pipe's error.
+        source: std::io::Error,
+    },
+    /// A message the protocol does not allow at this point.
+    #[error("unexpected {event:?}{when}")]
+    Unexpected {
+        /// What the guard said.
+        event: Box<GuardEvent>,
+        /// At which point (empty, or " before armed", " answering check").
+        when: &'static str,
+    },
+    /// No message could be read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
+
+/// Why no message came from the guard.
+#[derive(Debug, Error)]
+pub enum ReadError {
+    /// Nothing within the wait; the caller decides what that means (hung,
+    /// not confirmed, …).
+    #[error("timeout")]
+    Timeout,
+    /// Its stdout closed.
+    #[error("the guard exited without answering")]
+    Exited,
+    /// A line that is not a protocol message.
+    #[error("bad message {line:?}: {source}")]
+    BadMessage {
+        /// The line, lossily decoded.
+        line: String,
+        /// Why it does not parse.
+        source: serde_json::Error,
+    },
+    /// Reading the pipe failed.
+    #[error("{0}")]
+    Io(std::io::Error),
+}
+
+/// How long the parent waits for each answer. The constants in production;
+/// tests of the mapping from silence to error shorten them.
+#[derive(Debug, Clone, Copy)]
+struct Waits {
+    sync: Duration,
+    grace: Duration,
+}
+
+const WAITS: Waits = Waits {
+    sync: SYNC_TIMEOUT,
+    grace: GRACE,
+};
 
 /// Proof that everything is frozen, and until when the guard keeps it so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +193,7 @@ pub struct FreezeGuard {
     stdin: Option<ChildStdin>,
     stdout: LineReader,
     deadline: Duration,
+    waits: Waits,
     /// An event read by [`FreezeGuard::check`] that belongs to the thaw (the
     /// guard's deadline thawed before the check arrived).
     pending: Option<GuardEvent>,
@@ -173,13 +241,14 @@ impl FreezeGuard {
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().map(LineReader::new);
         let (Some(stdin), Some(stdout)) = (stdin, stdout) else {
-            return Err(FreezeError::Guard("no pipes to the guard".into()));
+            return Err(FreezeError::Guard(GuardFault::NoPipes));
         };
         let mut g = FreezeGuard {
             child: Some(child),
             stdin: Some(stdin),
             stdout,
             deadline,
+            waits: WAITS,
             pending: None,
         };
         let req = GuardRequest {
@@ -188,67 +257,69 @@ impl FreezeGuard {
             deadline_ms: deadline.as_millis() as u64,
             targets,
         };
-        let mut line = serde_json::to_vec(&req).map_err(|e| FreezeError::Guard(e.to_string()))?;
+        let mut line =
+            serde_json::to_vec(&req).map_err(|e| FreezeError::Guard(GuardFault::Encode(e)))?;
         line.push(b'\n');
-        g.send(&line)
-            .map_err(|e| FreezeError::Guard(format!("sending the request: {e}")))?;
+        g.send(&line, "the request").map_err(FreezeError::Guard)?;
         match g.next_event(ARM_TIMEOUT) {
             Ok(GuardEvent::Armed { .. }) => Ok(g),
             Ok(GuardEvent::Error { stage, message }) => {
                 Err(FreezeError::Prepare { stage, message })
             }
-            Ok(other) => Err(FreezeError::Guard(format!(
-                "unexpected {other:?} before armed"
-            ))),
-            Err(e) => Err(FreezeError::Guard(e)),
+            Ok(other) => Err(FreezeError::Guard(unexpected(other, " before armed"))),
+            Err(e) => Err(FreezeError::Guard(e.into())),
         }
     }
 
-    /// The guard's pid (for the log, and for tests that kill it).
+    /// The guard's pid. Nothing in the daemon reads it; the guard tests use it
+    /// to kill the guard or to match it with the record.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }
 
-    fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        match self.stdin.as_mut() {
-            Some(s) => {
-                s.write_all(bytes)?;
-                s.flush()
-            }
+    fn send(&mut self, bytes: &[u8], what: &'static str) -> Result<(), GuardFault> {
+        let sent = match self.stdin.as_mut() {
+            Some(s) => s.write_all(bytes).and_then(|()| s.flush()),
             None => Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe)),
-        }
+        };
+        sent.map_err(|source| GuardFault::Send { what, source })
     }
 
-    fn next_event(&mut self, timeout: Duration) -> Result<GuardEvent, String> {
+    fn next_event(&mut self, timeout: Duration) -> Result<GuardEvent, ReadError> {
         match self.stdout.read_line(timeout) {
-            Ok(Some(line)) => serde_json::from_slice(&line)
-                .map_err(|e| format!("bad message {:?}: {e}", String::from_utf8_lossy(&line))),
-            Ok(None) => Err("the guard exited without answering".into()),
-            Err(LineError::Timeout) => Err("timeout".into()),
-            Err(LineError::Io(e)) => Err(e.to_string()),
+            Ok(Some(line)) => {
+                serde_json::from_slice(&line).map_err(|source| ReadError::BadMessage {
+                    line: String::from_utf8_lossy(&line).into_owned(),
+                    source,
+                })
+            }
+            Ok(None) => Err(ReadError::Exited),
+            Err(LineError::Timeout) => Err(ReadError::Timeout),
+            Err(LineError::Io(e)) => Err(ReadError::Io(e)),
         }
     }
 
     /// Freezes every target in plan order. On error nothing of ours stays frozen
     /// (see [`FreezeError::Hung`] for the one exception the deadline covers).
     pub fn freeze(&mut self) -> Result<Frozen, FreezeError> {
-        self.send(b"freeze\n")
-            .map_err(|e| FreezeError::Guard(format!("sending freeze: {e}")))?;
-        match self.next_event(SYNC_TIMEOUT) {
+        self.send(b"freeze\n", "freeze")
+            .map_err(FreezeError::Guard)?;
+        let waits = self.waits;
+        match self.next_event(waits.sync) {
             Ok(GuardEvent::Freezing) => {}
             Ok(GuardEvent::Error { stage, message }) => {
                 return Err(FreezeError::Prepare { stage, message })
             }
-            Ok(other) => return Err(FreezeError::Guard(format!("unexpected {other:?}"))),
-            Err(e) if e == "timeout" => {
+            Ok(other) => return Err(FreezeError::Guard(unexpected(other, ""))),
+            Err(ReadError::Timeout) => {
                 // Stuck in syncfs: closing stdin makes it give up before freezing anything.
                 self.stdin = None;
-                return Err(FreezeError::Hung(SYNC_TIMEOUT));
+                return Err(FreezeError::Hung(waits.sync));
             }
-            Err(e) => return Err(FreezeError::Guard(e)),
+            Err(e) => return Err(FreezeError::Guard(e.into())),
         }
         let started = Instant::now();
-        match self.next_event(self.deadline + GRACE) {
+        match self.next_event(self.deadline + waits.grace) {
             Ok(GuardEvent::Frozen) => Ok(Frozen {
                 at: Instant::now(),
                 thaw_by: started + self.deadline,
@@ -264,13 +335,13 @@ impl FreezeGuard {
                 thawed,
             }),
             Ok(GuardEvent::FreezeFailed { .. }) => Err(FreezeError::DeadlineWhileFreezing),
-            Ok(other) => Err(FreezeError::Guard(format!("unexpected {other:?}"))),
-            Err(e) if e == "timeout" => {
+            Ok(other) => Err(FreezeError::Guard(unexpected(other, ""))),
+            Err(ReadError::Timeout) => {
                 // Close stdin so the guard thaws the moment its FIFREEZE returns.
                 self.stdin = None;
-                Err(FreezeError::Hung(self.deadline + GRACE))
+                Err(FreezeError::Hung(self.deadline + waits.grace))
             }
-            Err(e) => Err(FreezeError::Guard(e)),
+            Err(e) => Err(FreezeError::Guard(e.into())),
         }
     }
 
@@ -280,24 +351,20 @@ impl FreezeGuard {
     /// is fixed, right before the thaw. If the guard has already thawed at its
     /// deadline, returns no file system and [`Self::thaw`] reports the deadline.
     pub fn check(&mut self) -> Result<Vec<PathBuf>, ThawError> {
-        self.send(b"check\n")
-            .map_err(|e| ThawError::Guard(format!("sending check: {e}")))?;
+        self.send(b"check\n", "check").map_err(ThawError::Guard)?;
+        let wait = self.waits.grace + self.waits.grace;
         let mut lost = Vec::new();
         loop {
-            match self.next_event(GRACE + GRACE) {
+            match self.next_event(wait) {
                 Ok(GuardEvent::Lost { mount_point, .. }) => lost.push(mount_point),
                 Ok(GuardEvent::Checked) => return Ok(lost),
                 Ok(ev @ GuardEvent::Thawed { .. }) => {
                     self.pending = Some(ev);
                     return Ok(lost);
                 }
-                Ok(other) => {
-                    return Err(ThawError::Guard(format!(
-                        "unexpected {other:?} answering check"
-                    )))
-                }
-                Err(e) if e == "timeout" => return Err(ThawError::Timeout(GRACE + GRACE)),
-                Err(e) => return Err(ThawError::Guard(e)),
+                Ok(other) => return Err(ThawError::Guard(unexpected(other, " answering check"))),
+                Err(ReadError::Timeout) => return Err(ThawError::Timeout(wait)),
+                Err(e) => return Err(ThawError::Guard(e.into())),
             }
         }
     }
@@ -305,12 +372,13 @@ impl FreezeGuard {
     /// Thaws (in reverse plan order) and returns how long each file system was
     /// suspended. If the guard already thawed at its deadline, the report says so.
     pub fn thaw(mut self) -> Result<ThawReport, ThawError> {
+        let wait = self.waits.grace + self.waits.grace;
         let ev = match self.pending.take() {
             Some(ev) => Ok(ev),
             None => {
                 // The guard may already have thawed at its deadline and exited: a broken pipe is fine.
-                let _ = self.send(b"thaw\n");
-                self.next_event(GRACE + GRACE)
+                let _ = self.send(b"thaw\n", "thaw");
+                self.next_event(wait)
             }
         };
         self.stdin = None;
@@ -337,10 +405,17 @@ impl FreezeGuard {
                     Err(ThawError::Thaw { failed, report })
                 }
             }
-            Ok(other) => Err(ThawError::Guard(format!("unexpected {other:?}"))),
-            Err(e) if e == "timeout" => Err(ThawError::Timeout(GRACE + GRACE)),
-            Err(e) => Err(ThawError::Guard(e)),
+            Ok(other) => Err(ThawError::Guard(unexpected(other, ""))),
+            Err(ReadError::Timeout) => Err(ThawError::Timeout(wait)),
+            Err(e) => Err(ThawError::Guard(e.into())),
         }
+    }
+}
+
+fn unexpected(event: GuardEvent, when: &'static str) -> GuardFault {
+    GuardFault::Unexpected {
+        event: Box::new(event),
+        when,
     }
 }
 
@@ -429,5 +504,143 @@ impl LineReader {
                 self.buf.extend_from_slice(&chunk[..n]);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The mapping from what the guard says (or does not say) to the typed
+    //! errors, against fake guards: shell scripts that speak the protocol.
+
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    const ARMED: &str = r#"{"event":"armed","mlocked":true}"#;
+    const SHORT: Waits = Waits {
+        sync: Duration::from_millis(300),
+        grace: Duration::from_millis(150),
+    };
+
+    /// A fake guard running `body` after it has read the request and said
+    /// armed. `cat >/dev/null` stands for "silent until stdin closes".
+    fn fake(dir: &Path, body: &str) -> FreezeGuard {
+        // A new file each time: a shell reads its script as it goes, so
+        // rewriting one still running would feed it the new text.
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let exe = dir.join(format!("fake-guard-{n}"));
+        let script = format!("#!/bin/sh\nread request\necho '{ARMED}'\n{body}\n");
+        std::fs::write(&exe, script).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Another test thread forking while the script was open for writing
+        // makes exec fail with ETXTBSY for a moment.
+        for _ in 0..50 {
+            match FreezeGuard::spawn_exe(&exe, vec![], Duration::from_secs(1), dir) {
+                Ok(mut g) => {
+                    g.waits = SHORT;
+                    return g;
+                }
+                Err(FreezeError::Spawn { source, .. })
+                    if source.raw_os_error() == Some(libc::ETXTBSY) =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("fake guard: {e}"),
+            }
+        }
+        panic!("fake guard: exec kept failing with ETXTBSY");
+    }
+
+    /// Waits (bounded) for the fake guard to leave `name` behind.
+    fn wait_for(dir: &Path, name: &str) -> bool {
+        for _ in 0..500 {
+            if dir.join(name).exists() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    #[test]
+    fn silence_during_syncfs_is_hung_and_closes_the_guards_stdin() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut g = fake(
+            dir.path(),
+            "read cmd\ncat >/dev/null\ntouch \"$(dirname \"$0\")/stdin-closed\"",
+        );
+        let err = g.freeze().unwrap_err();
+        assert!(
+            matches!(err, FreezeError::Hung(d) if d == SHORT.sync),
+            "{err:?}"
+        );
+        assert!(
+            wait_for(dir.path(), "stdin-closed"),
+            "the guard's stdin was closed so it gives up"
+        );
+    }
+
+    #[test]
+    fn silence_while_freezing_is_hung_past_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut g = fake(
+            dir.path(),
+            "read cmd\necho '{\"event\":\"freezing\"}'\ncat >/dev/null",
+        );
+        let err = g.freeze().unwrap_err();
+        assert!(
+            matches!(err, FreezeError::Hung(d) if d == Duration::from_secs(1) + SHORT.grace),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn an_unconfirmed_check_or_thaw_is_a_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut g = fake(dir.path(), "cat >/dev/null");
+        let err = g.check().unwrap_err();
+        assert!(
+            matches!(err, ThawError::Timeout(d) if d == SHORT.grace + SHORT.grace),
+            "{err:?}"
+        );
+        let err = g.thaw().unwrap_err();
+        assert!(
+            matches!(err, ThawError::Timeout(d) if d == SHORT.grace + SHORT.grace),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_guard_that_exits_or_talks_nonsense_is_a_guard_fault_not_a_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = fake(dir.path(), "read cmd\nexit 0");
+        let err = g.thaw().unwrap_err();
+        assert!(
+            matches!(err, ThawError::Guard(GuardFault::Read(ReadError::Exited))),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "freeze guard: the guard exited without answering"
+        );
+
+        let mut g = fake(dir.path(), "read cmd\necho garbage\ncat >/dev/null");
+        let err = g.freeze().unwrap_err();
+        assert!(
+            matches!(&err, FreezeError::Guard(GuardFault::Read(ReadError::BadMessage { line, .. })) if line == "garbage"),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("freeze guard: bad message \"garbage\": "),
+            "{err}"
+        );
+
+        let mut g = fake(
+            dir.path(),
+            "read cmd\necho '{\"event\":\"checked\"}'\ncat >/dev/null",
+        );
+        let err = g.freeze().unwrap_err();
+        assert_eq!(err.to_string(), "freeze guard: unexpected Checked");
     }
 }

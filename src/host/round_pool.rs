@@ -200,8 +200,25 @@ mod tests {
 
     #[test]
     fn one_item_needs_no_thread() {
-        let pool = RoundPool::spawn(&[vec![0]], Arc::new(|_, _| {})).unwrap();
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let r = Arc::clone(&ran);
+        let pool = RoundPool::spawn(
+            &[vec![7]],
+            Arc::new(move |round, i| {
+                r.lock()
+                    .unwrap()
+                    .push((round, i, std::thread::current().id()))
+            }),
+        )
+        .unwrap();
         assert!(pool.threads.is_empty());
+        pool.run(Round::All);
         pool.run(Round::Stage(0));
+        let me = std::thread::current().id();
+        assert_eq!(
+            *ran.lock().unwrap(),
+            vec![(Round::All, 7, me), (Round::Stage(0), 7, me)],
+            "the item ran once per round, on the caller's thread"
+        );
     }
 }

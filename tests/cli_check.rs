@@ -89,7 +89,16 @@ fn version_names_the_commit() {
 /// reaches for. A subcommand added without an entry here fails too.
 const HELP_PROMISES: &[(&str, &[&str])] = &[
     ("daemon", &["scheduler", "scheduled times"]),
-    ("run", &["one job now", "exit code", "<JOB>", "--dry-run"]),
+    (
+        "run",
+        &[
+            "one job now",
+            "exit code",
+            "<JOB>",
+            "--dry-run",
+            "--no-prune",
+        ],
+    ),
     ("check", &["validate the policy", "instance", "--offline"]),
     (
         "plan",

@@ -15,9 +15,10 @@ pub const LONG_VERSION: &str = concat!(
 /// Application-consistent snapshots of this ECS instance's cloud disks, on a schedule.
 ///
 /// appsnap runs your pre-script, freezes the file systems on the job's disks,
-/// asks ECS for one snapshot group across them, thaws as soon as ECS accepts,
-/// runs your post-script and tags the snapshots. A separate guard process
-/// thaws at the deadline even if appsnap itself dies.
+/// asks ECS for one snapshot group across them, thaws once ECS lists one
+/// snapshot per disk (or at its answer, with `thaw_after = "accepted"`), runs
+/// your post-script, tags the snapshots and prunes the job's old groups. A
+/// separate guard process thaws at the deadline even if appsnap itself dies.
 #[derive(Debug, Parser)]
 #[command(name = "appsnap", version = LONG_VERSION, propagate_version = true)]
 pub struct Cli {

@@ -1,5 +1,8 @@
 //! The `appsnap` binary: parses the command line and hands off to `cli`.
 
+// Shipped code handles its errors; tests may unwrap (clippy.toml).
+#![warn(clippy::unwrap_used)]
+
 mod cli;
 
 use clap::Parser;

@@ -12,8 +12,13 @@ use thiserror::Error;
 use super::mounts;
 use super::protocol::Target;
 
-nix::ioctl_readwrite!(fifreeze_raw, b'X', 119, libc::c_int);
-nix::ioctl_readwrite!(fithaw_raw, b'X', 120, libc::c_int);
+/// The raw ioctls, as nix generates them (kept private: the safe wrappers
+/// below are the API).
+mod raw {
+    nix::ioctl_readwrite!(fifreeze_raw, b'X', 119, libc::c_int);
+    nix::ioctl_readwrite!(fithaw_raw, b'X', 120, libc::c_int);
+}
+use raw::{fifreeze_raw, fithaw_raw};
 
 /// Freezes the file system of `fd`. EBUSY = already frozen (by someone else, or a
 /// bind mount of something we froze); EOPNOTSUPP = the type cannot freeze.

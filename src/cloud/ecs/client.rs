@@ -9,8 +9,9 @@ use tokio::time::Instant;
 
 use super::error::{is_permission_denied, EcsError};
 use super::types::*;
+use super::wire::Failed;
 use crate::cloud::credentials::Credentials;
-use crate::cloud::retry::{next_attempt_at, RetryPolicy};
+use crate::cloud::retry::{drive, Failure, GaveUp, Limits, Next, RetryPolicy};
 use crate::policy::types::{CloudSettings, DiskId, SignatureVersion};
 
 /// Guard against a server that keeps returning a `NextToken`.
@@ -411,49 +412,61 @@ impl EcsClient {
         params: &[(String, String)],
         deadline: Instant,
     ) -> Result<Value, EcsError> {
-        let mut attempts: u32 = 0;
-        let mut last: Option<Box<EcsError>> = None;
-        loop {
-            if Instant::now() >= deadline {
-                return Err(EcsError::DeadlineExceeded {
-                    action: action.into(),
-                    attempts,
-                    last,
-                });
+        let limits = Limits {
+            max_attempts: self.retry.max_attempts,
+            deadline,
+        };
+        let observe = |next: Next<'_, EcsError>| match next {
+            Next::Retrying {
+                attempts,
+                error,
+                delay,
+            } => {
+                tracing::warn!(action, attempts, %error, delay_ms = delay.as_millis() as u64, "retrying")
             }
-            attempts += 1;
-            let (err, retry_after) = match self.attempt(action, params, deadline).await {
-                Ok(v) => return Ok(v),
-                Err(f) => (f.error, f.retry_after),
-            };
-            if !err.is_retryable() {
-                return Err(err);
+            Next::LastAttempt { attempts, error } => {
+                tracing::warn!(action, attempts, %error, "giving up after the last allowed attempt")
             }
-            if attempts >= self.retry.max_attempts {
-                tracing::warn!(action, attempts, error = %err, "giving up after the last allowed attempt");
-                return Err(err);
+            Next::NoTimeLeft {
+                attempts,
+                error,
+                delay,
+            } => {
+                tracing::warn!(action, attempts, %error, delay_ms = delay.as_millis() as u64, "no time left before the deadline for another attempt")
             }
-            let backoff = if err.is_throttling() {
-                self.retry.throttling
-            } else {
-                self.retry.normal
-            };
-            // The server's own wait, when it names one, is a floor: retrying
-            // sooner only earns another throttle.
-            let delay = backoff
-                .delay(attempts - 1)
-                .max(retry_after.unwrap_or(Duration::ZERO));
-            let Some(at) = next_attempt_at(Instant::now(), delay, deadline) else {
-                tracing::warn!(action, attempts, error = %err, delay_ms = delay.as_millis() as u64, "no time left before the deadline for another attempt");
-                return Err(EcsError::DeadlineExceeded {
-                    action: action.into(),
-                    attempts,
-                    last: Some(Box::new(err)),
-                });
-            };
-            tracing::warn!(action, attempts, error = %err, delay_ms = delay.as_millis() as u64, "retrying");
-            last = Some(Box::new(err));
-            tokio::time::sleep_until(at).await;
+        };
+        let result = drive(limits, observe, |_| async {
+            self.attempt(action, params, deadline)
+                .await
+                .map_err(|f| self.classify(f))
+        })
+        .await;
+        result.map_err(|gave_up| match gave_up {
+            GaveUp::Failed(e) => e,
+            GaveUp::Deadline { attempts, last } => EcsError::DeadlineExceeded {
+                action: action.into(),
+                attempts,
+                last: last.map(Box::new),
+            },
+        })
+    }
+
+    /// Which failures are retried, and on which schedule: throttling waits
+    /// longer; the server's `x-acs-retry-after` is a floor (retrying sooner
+    /// only earns another throttle).
+    fn classify(&self, f: Failed) -> Failure<EcsError> {
+        if !f.error.is_retryable() {
+            return Failure::Fatal(f.error);
+        }
+        let backoff = if f.error.is_throttling() {
+            self.retry.throttling
+        } else {
+            self.retry.normal
+        };
+        Failure::Retry {
+            error: f.error,
+            backoff,
+            after: f.retry_after,
         }
     }
 }

@@ -59,7 +59,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The process-wide output that [`init`] wires and [`hold`] holds.
+/// The process-wide output that [`init`](super::init()) wires and [`hold`] holds.
 pub fn global_output() -> Arc<Output> {
     static GLOBAL: OnceLock<Arc<Output>> = OnceLock::new();
     GLOBAL

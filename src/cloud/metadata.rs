@@ -12,6 +12,7 @@
 //! receive role credentials), never sends `X-Forwarded-For` (IMDS answers 403),
 //! and has short timeouts because the service is either there at once or not at all.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -20,7 +21,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::access_key::AccessKey;
-use super::retry::Backoff;
+use super::retry::{drive_attempts, Backoff, Failure};
 use super::secret::Secret;
 use crate::policy::types::CloudSettings;
 
@@ -276,61 +277,78 @@ impl MetadataClient {
     /// 5xx, and re-acquires the token once on 401.
     pub async fn get(&self, path: &str) -> Result<String, MetadataError> {
         let url = format!("{}/latest/{}", self.base, path);
-        let mut retoken_done = false;
-        let mut attempt = 0;
+        let retoken_done = AtomicBool::new(false);
+        drive_attempts(
+            self.tries,
+            |_| {},
+            |attempt| self.get_once(&url, path, attempt, &retoken_done),
+        )
+        .await
+    }
+
+    /// One try of [`Self::get`]; a token rejected for the first time in the
+    /// call is replaced and the request resent within the same try.
+    async fn get_once(
+        &self,
+        url: &str,
+        path: &str,
+        attempt: u32,
+        retoken_done: &AtomicBool,
+    ) -> Result<String, Failure<MetadataError>> {
         loop {
-            attempt += 1;
-            let token = self.token().await?;
-            let mut req = self.http.get(&url);
+            let token = self.token().await.map_err(Failure::Fatal)?;
+            let mut req = self.http.get(url);
             if let Some(t) = &token {
                 req = req.header(TOKEN_HEADER, t.expose());
             }
-            let sent = req.send().await;
-            match sent {
+            let resp = match req.send().await {
+                Ok(resp) => resp,
                 Err(e) => {
                     tracing::debug!(path, attempt, error = %e.without_url_ref(), "metadata GET failed");
-                    if attempt >= self.tries {
-                        return Err(MetadataError::Unreachable {
-                            path: path.to_string(),
-                            tries: attempt,
-                            error: e.without_url(),
-                        });
-                    }
+                    return Err(self.retry(MetadataError::Unreachable {
+                        path: path.to_string(),
+                        tries: attempt,
+                        error: e.without_url(),
+                    }));
                 }
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    match status {
-                        200..=299 => return body_text(resp, path, attempt).await,
-                        // 401: the token expired. 403 in normal mode: the
-                        // instance may have been switched to hardened-only.
-                        401 | 403 if !retoken_done && (status == 401 || token.is_none()) => {
-                            tracing::debug!(
-                                path,
-                                "metadata token rejected (401); acquiring a new one"
-                            );
-                            retoken_done = true;
-                            *self.token.lock().await = None;
-                            attempt -= 1;
-                            continue;
-                        }
-                        404 => {
-                            return Err(MetadataError::NotFound {
-                                path: path.to_string(),
-                            });
-                        }
-                        500..=599 if attempt < self.tries => {
-                            tracing::debug!(path, attempt, status, "metadata GET answered 5xx");
-                        }
-                        _ => {
-                            return Err(MetadataError::Status {
-                                path: path.to_string(),
-                                status,
-                            });
-                        }
-                    }
+            };
+            let status = resp.status().as_u16();
+            return match status {
+                200..=299 => body_text(resp, path, attempt).await.map_err(Failure::Fatal),
+                // 401: the token expired. 403 in normal mode: the
+                // instance may have been switched to hardened-only.
+                401 | 403
+                    if (status == 401 || token.is_none())
+                        && !retoken_done.swap(true, Ordering::Relaxed) =>
+                {
+                    tracing::debug!(path, "metadata token rejected (401); acquiring a new one");
+                    *self.token.lock().await = None;
+                    continue;
                 }
-            }
-            tokio::time::sleep(self.backoff.delay(attempt - 1)).await;
+                404 => Err(Failure::Fatal(MetadataError::NotFound {
+                    path: path.to_string(),
+                })),
+                500..=599 => {
+                    tracing::debug!(path, attempt, status, "metadata GET answered 5xx");
+                    Err(self.retry(MetadataError::Status {
+                        path: path.to_string(),
+                        status,
+                    }))
+                }
+                _ => Err(Failure::Fatal(MetadataError::Status {
+                    path: path.to_string(),
+                    status,
+                })),
+            };
+        }
+    }
+
+    /// A failure worth another try, on this client's schedule.
+    fn retry(&self, error: MetadataError) -> Failure<MetadataError> {
+        Failure::Retry {
+            error,
+            backoff: self.backoff,
+            after: None,
         }
     }
 
@@ -375,55 +393,61 @@ impl MetadataClient {
 
     async fn fetch_token(&self) -> Result<TokenAnswer, MetadataError> {
         let url = format!("{}/latest/api/token", self.base);
+        drive_attempts(
+            self.tries,
+            |_| {},
+            |attempt| self.fetch_token_once(&url, attempt),
+        )
+        .await
+    }
+
+    /// One try of [`Self::fetch_token`].
+    async fn fetch_token_once(
+        &self,
+        url: &str,
+        attempt: u32,
+    ) -> Result<TokenAnswer, Failure<MetadataError>> {
         let path = "api/token";
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let sent = self
-                .http
-                .put(&url)
-                .header(TOKEN_TTL_HEADER, self.token_ttl.as_secs().to_string())
-                .send()
-                .await;
-            match sent {
-                Err(e) => {
-                    tracing::debug!(attempt, error = %e.without_url_ref(), "metadata token request failed");
-                    if attempt >= self.tries {
-                        return Err(MetadataError::Unreachable {
-                            path: path.into(),
-                            tries: attempt,
-                            error: e.without_url(),
-                        });
-                    }
-                }
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    match status {
-                        200..=299 => {
-                            let body = body_text(resp, path, attempt).await?;
-                            let token = Secret::new(body.trim());
-                            if token.is_empty() {
-                                return Err(MetadataError::TokenRefused { status });
-                            }
-                            return Ok(TokenAnswer::Token(token));
-                        }
-                        // The API itself does not exist (an IMDS that predates
-                        // hardened mode); anything else is not proof of that.
-                        404 | 405 => return Ok(TokenAnswer::Absent { status }),
-                        500..=599 if attempt < self.tries => {
-                            tracing::debug!(attempt, status, "metadata token request answered 5xx");
-                        }
-                        500..=599 => {
-                            return Err(MetadataError::Status {
-                                path: path.into(),
-                                status,
-                            });
-                        }
-                        _ => return Err(MetadataError::TokenRefused { status }),
-                    }
-                }
+        let sent = self
+            .http
+            .put(url)
+            .header(TOKEN_TTL_HEADER, self.token_ttl.as_secs().to_string())
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::debug!(attempt, error = %e.without_url_ref(), "metadata token request failed");
+                return Err(self.retry(MetadataError::Unreachable {
+                    path: path.into(),
+                    tries: attempt,
+                    error: e.without_url(),
+                }));
             }
-            tokio::time::sleep(self.backoff.delay(attempt - 1)).await;
+        };
+        let status = resp.status().as_u16();
+        match status {
+            200..=299 => {
+                let body = body_text(resp, path, attempt)
+                    .await
+                    .map_err(Failure::Fatal)?;
+                let token = Secret::new(body.trim());
+                if token.is_empty() {
+                    return Err(Failure::Fatal(MetadataError::TokenRefused { status }));
+                }
+                Ok(TokenAnswer::Token(token))
+            }
+            // The API itself does not exist (an IMDS that predates
+            // hardened mode); anything else is not proof of that.
+            404 | 405 => Ok(TokenAnswer::Absent { status }),
+            500..=599 => {
+                tracing::debug!(attempt, status, "metadata token request answered 5xx");
+                Err(self.retry(MetadataError::Status {
+                    path: path.into(),
+                    status,
+                }))
+            }
+            _ => Err(Failure::Fatal(MetadataError::TokenRefused { status })),
         }
     }
 }

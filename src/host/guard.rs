@@ -302,37 +302,18 @@ pub fn run_with_mountinfo(mountinfo: &Path) -> u8 {
     code
 }
 
+/// From the record written to the process exit: prepare everything the
+/// frozen window needs, wait for `freeze`, freeze, wait for the thaw, report.
+/// The numbered steps continue [`run_with_mountinfo`]'s.
 fn armed_phase(req: &GuardRequest, fds: Vec<OwnedFd>, thaw_fds: Vec<OwnedFd>) -> u8 {
-    let n = fds.len();
     // 3. Everything the frozen window needs is allocated now.
-    let shared = Arc::new(Shared {
-        base: Instant::now(),
-        state: (0..n).map(|_| AtomicU8::new(NOT_FROZEN)).collect(),
-        freeze_start_ns: (0..n).map(|_| AtomicU64::new(0)).collect(),
-        freeze_end_ns: (0..n).map(|_| AtomicU64::new(0)).collect(),
-        thaw_end_ns: (0..n).map(|_| AtomicU64::new(0)).collect(),
-        thaw_errno: (0..n).map(|_| AtomicI32::new(NO_ERRNO)).collect(),
-        abort: AtomicBool::new(false),
-        cause: AtomicU8::new(CAUSE_NONE),
-        failed: AtomicUsize::new(NO_FAILURE),
-        failed_errno: AtomicI32::new(NO_ERRNO),
-        lost: (0..n).map(|_| AtomicBool::new(false)).collect(),
-    });
+    let shared = Arc::new(Shared::new(fds.len()));
     // Threads for the parallel rounds exist before anything is frozen.
     let stages = freeze_stages(&req.targets);
     let fds = Arc::new(fds);
-    let pool = {
-        let (shared, fds) = (Arc::clone(&shared), Arc::clone(&fds));
-        let work = Arc::new(move |round: Round, i: usize| match round {
-            Round::All => {
-                let _ = freeze::syncfs(fds[i].as_fd());
-            }
-            Round::Stage(_) => shared.freeze_one(i, fds[i].as_fd()),
-        });
-        match RoundPool::spawn(&stages, work) {
-            Ok(p) => p,
-            Err(e) => return fail("thread", e.to_string()),
-        }
+    let pool = match spawn_pool(&stages, &shared, &fds) {
+        Ok(p) => p,
+        Err(e) => return fail("thread", e.to_string()),
     };
     let (wake_r, wake_w) = match pipe() {
         Ok(p) => p,
@@ -342,49 +323,22 @@ fn armed_phase(req: &GuardRequest, fds: Vec<OwnedFd>, thaw_fds: Vec<OwnedFd>) ->
         Ok(p) => p,
         Err(e) => return fail("pipe", e.to_string()),
     };
-    let frozen_line = GuardEvent::Frozen.to_line();
-    let freezing_line = GuardEvent::Freezing.to_line();
-    // The answers to `check`, serialized now: nothing is allocated while frozen.
-    let checked_line = GuardEvent::Checked.to_line();
-    let lost_lines: Vec<Vec<u8>> = req
-        .targets
-        .iter()
-        .enumerate()
-        .map(|(index, t)| {
-            GuardEvent::Lost {
-                index,
-                mount_point: t.mount_point.clone(),
-            }
-            .to_line()
-        })
-        .collect();
+    let lines = Lines::new(req);
     // SAFETY: mlockall has no memory-safety preconditions.
     let mlocked = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } == 0;
     if !emit(&GuardEvent::Armed { mlocked }) {
         return EXIT_PREPARE;
     }
     // 4. Wait for `freeze` (EOF: the parent gave up; nothing was frozen).
-    match read_line_stdin() {
-        Some(l) if l.trim_ascii() == b"freeze" => {}
-        Some(l) => {
-            return fail(
-                "protocol",
-                format!("expected `freeze`, got {:?}", String::from_utf8_lossy(&l)),
-            )
-        }
-        None => return EXIT_OK,
+    if let Err(code) = await_freeze() {
+        return code;
     }
     // The second pass flushes only what writers dirtied during the first.
     pool.run(Round::All);
     pool.run(Round::All);
     // syncfs can take long: if the parent gave up meanwhile (stdin closed or
     // anything sent early), do not start freezing at all.
-    let mut pfd = [libc::pollfd {
-        fd: libc::STDIN_FILENO,
-        events: libc::POLLIN,
-        revents: 0,
-    }];
-    if poll_in(&mut pfd, 0) > 0 {
+    if stdin_ready() {
         return fail(
             "protocol",
             "parent went away or spoke before the freeze; nothing frozen".into(),
@@ -400,122 +354,267 @@ fn armed_phase(req: &GuardRequest, fds: Vec<OwnedFd>, thaw_fds: Vec<OwnedFd>) ->
         Ok(h) => h,
         Err(e) => return fail("thread", e.to_string()),
     };
-    write_all(libc::STDOUT_FILENO, &freezing_line);
+    write_all(libc::STDOUT_FILENO, &lines.freezing);
 
     // 6. FIFREEZE, stage by stage. ---- no allocation, no file I/O from here ----
-    for stage in 0..stages.len() {
-        if shared.abort.load(SeqCst) || shared.failed.load(SeqCst) != NO_FAILURE {
-            break;
-        }
-        pool.run(Round::Stage(stage));
-    }
+    freeze_in_stages(&shared, &pool, stages.len());
     let failed = match shared.failed.load(SeqCst) {
         NO_FAILURE => None,
         i => Some((i, Errno::from_raw(shared.failed_errno.load(SeqCst)))),
     };
     let interrupted = shared.abort.load(SeqCst);
     if failed.is_none() && !interrupted {
-        write_all(libc::STDOUT_FILENO, &frozen_line);
+        write_all(libc::STDOUT_FILENO, &lines.frozen);
         // 7. Wait for `thaw`, stdin EOF, or the thaw thread's deadline.
-        let mut cause = ThawCause::Deadline;
-        let mut buf = [0u8; 256];
-        let mut fill = 0usize;
-        'wait: loop {
-            let mut pfd = [
-                libc::pollfd {
-                    fd: libc::STDIN_FILENO,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: done_r.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            if poll_in(&mut pfd, -1) < 0 {
-                continue;
-            }
-            if pfd[1].revents != 0 {
-                break 'wait;
-            }
-            if pfd[0].revents != 0 {
-                // SAFETY: read into the unused tail of a stack buffer.
-                let r = unsafe {
-                    libc::read(
-                        libc::STDIN_FILENO,
-                        buf[fill..].as_mut_ptr().cast(),
-                        buf.len() - fill,
-                    )
-                };
-                if r < 0 && Errno::last() == Errno::EINTR {
-                    continue;
-                }
-                if r <= 0 {
-                    cause = ThawCause::StdinClosed;
-                    break 'wait;
-                }
-                fill += r as usize;
-                // Complete lines first: `check` is answered in place.
-                while let Some(nl) = buf[..fill].iter().position(|b| *b == b'\n') {
-                    if buf[..nl].trim_ascii() == b"check" {
-                        for (i, fd) in fds.iter().enumerate() {
-                            if shared.probe_one(i, fd.as_fd()) {
-                                write_all(libc::STDOUT_FILENO, &lost_lines[i]);
-                            }
-                        }
-                        write_all(libc::STDOUT_FILENO, &checked_line);
-                    } else if buf[..nl].windows(4).any(|w| w == b"thaw") {
-                        cause = ThawCause::Requested;
-                        break 'wait;
-                    }
-                    buf.copy_within(nl + 1..fill, 0);
-                    fill -= nl + 1;
-                }
-                if buf[..fill].windows(4).any(|w| w == b"thaw") {
-                    cause = ThawCause::Requested;
-                    break 'wait;
-                }
-                if fill == buf.len() {
-                    fill = 0;
-                }
-            }
-        }
-        write_all(wake_w.as_raw_fd(), b"t");
-        let _ = thaw_thread.join();
+        let cause = wait_for_thaw(&shared, &fds, &done_r, &lines);
+        stop_thaw_thread(&wake_w, thaw_thread);
         // ---- everything is thawed: allocation and I/O are fine again ----
-        if shared.cause.load(SeqCst) == CAUSE_DEADLINE {
-            cause = ThawCause::Deadline;
-        }
-        let fs = report(&shared, req);
-        let bad = fs
-            .iter()
-            .any(|f| f.errno.is_some_and(|e| e != Errno::EINVAL as i32));
-        let lost = fs.iter().any(|f| f.lost);
-        // Gone before the parent hears `thawed`, so its next run can write its own.
-        if !bad {
-            let _ = record::remove(&req.run_dir);
-        }
-        emit(&GuardEvent::Thawed {
-            cause,
-            filesystems: fs,
-            window_us: window_us(&shared),
-        });
-        return if bad {
-            EXIT_THAW_FAILED
-        } else if lost {
-            EXIT_FREEZE_FAILED
-        } else {
-            EXIT_OK
-        };
+        return finish_after_thaw(&shared, req, cause);
     }
     // A freeze failed or the deadline interrupted freezing: thaw what we froze.
+    stop_thaw_thread(&wake_w, thaw_thread);
+    finish_after_failed_freeze(&shared, req, failed)
+}
+
+impl Shared {
+    /// The state of `n` targets, all preallocated: the frozen window only
+    /// touches it through atomics.
+    fn new(n: usize) -> Shared {
+        Shared {
+            base: Instant::now(),
+            state: (0..n).map(|_| AtomicU8::new(NOT_FROZEN)).collect(),
+            freeze_start_ns: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            freeze_end_ns: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            thaw_end_ns: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            thaw_errno: (0..n).map(|_| AtomicI32::new(NO_ERRNO)).collect(),
+            abort: AtomicBool::new(false),
+            cause: AtomicU8::new(CAUSE_NONE),
+            failed: AtomicUsize::new(NO_FAILURE),
+            failed_errno: AtomicI32::new(NO_ERRNO),
+            lost: (0..n).map(|_| AtomicBool::new(false)).collect(),
+        }
+    }
+}
+
+/// Every line the guard may write between FIFREEZE and FITHAW, serialized
+/// before the freeze: nothing is allocated while frozen.
+struct Lines {
+    freezing: Vec<u8>,
+    frozen: Vec<u8>,
+    /// The end of an answer to `check`.
+    checked: Vec<u8>,
+    /// Per target: the answer to `check` when it was found thawed.
+    lost: Vec<Vec<u8>>,
+}
+
+impl Lines {
+    fn new(req: &GuardRequest) -> Lines {
+        Lines {
+            freezing: GuardEvent::Freezing.to_line(),
+            frozen: GuardEvent::Frozen.to_line(),
+            checked: GuardEvent::Checked.to_line(),
+            lost: req
+                .targets
+                .iter()
+                .enumerate()
+                .map(|(index, t)| {
+                    GuardEvent::Lost {
+                        index,
+                        mount_point: t.mount_point.clone(),
+                    }
+                    .to_line()
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The threads that run syncfs on every target and each stage's FIFREEZEs
+/// in parallel; spawned before anything is frozen.
+fn spawn_pool(
+    stages: &[Vec<usize>],
+    shared: &Arc<Shared>,
+    fds: &Arc<Vec<OwnedFd>>,
+) -> std::io::Result<RoundPool> {
+    let (shared, fds) = (Arc::clone(shared), Arc::clone(fds));
+    let work = Arc::new(move |round: Round, i: usize| match round {
+        Round::All => {
+            let _ = freeze::syncfs(fds[i].as_fd());
+        }
+        Round::Stage(_) => shared.freeze_one(i, fds[i].as_fd()),
+    });
+    RoundPool::spawn(stages, work)
+}
+
+/// Reads the parent's next line: `Ok` on `freeze`; otherwise the exit status
+/// (a protocol error, or `EXIT_OK` on EOF: the parent gave up, nothing frozen).
+fn await_freeze() -> Result<(), u8> {
+    match read_line_stdin() {
+        Some(l) if l.trim_ascii() == b"freeze" => Ok(()),
+        Some(l) => Err(fail(
+            "protocol",
+            format!("expected `freeze`, got {:?}", String::from_utf8_lossy(&l)),
+        )),
+        None => Err(EXIT_OK),
+    }
+}
+
+/// Whether stdin has something to read (or is closed) right now, without waiting.
+fn stdin_ready() -> bool {
+    let mut pfd = [libc::pollfd {
+        fd: libc::STDIN_FILENO,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    poll_in(&mut pfd, 0) > 0
+}
+
+/// FIFREEZE stage by stage, stopping at the first failure or when the
+/// deadline aborted freezing. Runs while frozen: no allocation, no I/O.
+fn freeze_in_stages(shared: &Shared, pool: &RoundPool, stages: usize) {
+    for stage in 0..stages {
+        if shared.abort.load(SeqCst) || shared.failed.load(SeqCst) != NO_FAILURE {
+            break;
+        }
+        pool.run(Round::Stage(stage));
+    }
+}
+
+/// Waits for `thaw`, stdin EOF, or the thaw thread finishing (the deadline),
+/// answering `check` in place. Runs while frozen: no allocation, no file
+/// I/O; reads go into a stack buffer.
+fn wait_for_thaw(shared: &Shared, fds: &[OwnedFd], done_r: &OwnedFd, lines: &Lines) -> ThawCause {
+    let mut buf = [0u8; 256];
+    let mut fill = 0usize;
+    loop {
+        let mut pfd = [
+            libc::pollfd {
+                fd: libc::STDIN_FILENO,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: done_r.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        if poll_in(&mut pfd, -1) < 0 {
+            continue;
+        }
+        if pfd[1].revents != 0 {
+            return ThawCause::Deadline;
+        }
+        if pfd[0].revents != 0 {
+            // SAFETY: read into the unused tail of a stack buffer.
+            let r = unsafe {
+                libc::read(
+                    libc::STDIN_FILENO,
+                    buf[fill..].as_mut_ptr().cast(),
+                    buf.len() - fill,
+                )
+            };
+            if r < 0 && Errno::last() == Errno::EINTR {
+                continue;
+            }
+            if r <= 0 {
+                return ThawCause::StdinClosed;
+            }
+            fill += r as usize;
+            if answer_lines(&mut buf, &mut fill, shared, fds, lines) {
+                return ThawCause::Requested;
+            }
+        }
+    }
+}
+
+/// Handles what the parent sent so far (`buf[..*fill]`): answers each
+/// complete `check` line and drops it; returns true as soon as a line, or
+/// the incomplete tail, asks for `thaw`. A full buffer without a line end
+/// is discarded. Runs while frozen: no allocation, no file I/O.
+fn answer_lines(
+    buf: &mut [u8],
+    fill: &mut usize,
+    shared: &Shared,
+    fds: &[OwnedFd],
+    lines: &Lines,
+) -> bool {
+    // Complete lines first: `check` is answered in place.
+    while let Some(nl) = buf[..*fill].iter().position(|b| *b == b'\n') {
+        if buf[..nl].trim_ascii() == b"check" {
+            for (i, fd) in fds.iter().enumerate() {
+                if shared.probe_one(i, fd.as_fd()) {
+                    write_all(libc::STDOUT_FILENO, &lines.lost[i]);
+                }
+            }
+            write_all(libc::STDOUT_FILENO, &lines.checked);
+        } else if buf[..nl].windows(4).any(|w| w == b"thaw") {
+            return true;
+        }
+        buf.copy_within(nl + 1..*fill, 0);
+        *fill -= nl + 1;
+    }
+    if buf[..*fill].windows(4).any(|w| w == b"thaw") {
+        return true;
+    }
+    if *fill == buf.len() {
+        *fill = 0;
+    }
+    false
+}
+
+/// Wakes the thaw thread (it thaws whatever is still frozen, in reverse)
+/// and waits until it is done.
+fn stop_thaw_thread(wake_w: &OwnedFd, thaw_thread: std::thread::JoinHandle<()>) {
     write_all(wake_w.as_raw_fd(), b"t");
     let _ = thaw_thread.join();
-    let thawed = report(&shared, req);
-    let thaw_failed = thawed
-        .iter()
-        .any(|f| f.errno.is_some_and(|e| e != Errno::EINVAL as i32));
+}
+
+/// Whether a FITHAW failed (EINVAL, "not frozen", means lost, not failed).
+fn thaw_failed(fs: &[FsThaw]) -> bool {
+    fs.iter()
+        .any(|f| f.errno.is_some_and(|e| e != Errno::EINVAL as i32))
+}
+
+/// After a complete freeze window, everything thawed: removes the record
+/// (unless a FITHAW failed), reports `thawed`, returns the exit status.
+fn finish_after_thaw(shared: &Shared, req: &GuardRequest, waited: ThawCause) -> u8 {
+    let cause = if shared.cause.load(SeqCst) == CAUSE_DEADLINE {
+        ThawCause::Deadline
+    } else {
+        waited
+    };
+    let fs = report(shared, req);
+    let bad = thaw_failed(&fs);
+    let lost = fs.iter().any(|f| f.lost);
+    // Gone before the parent hears `thawed`, so its next run can write its own.
+    if !bad {
+        let _ = record::remove(&req.run_dir);
+    }
+    emit(&GuardEvent::Thawed {
+        cause,
+        filesystems: fs,
+        window_us: window_us(shared),
+    });
+    if bad {
+        EXIT_THAW_FAILED
+    } else if lost {
+        EXIT_FREEZE_FAILED
+    } else {
+        EXIT_OK
+    }
+}
+
+/// After a FIFREEZE failed (`failed`: which target, and why) or the
+/// deadline interrupted freezing, everything thawed: reports
+/// `freeze-failed` and returns the exit status.
+fn finish_after_failed_freeze(
+    shared: &Shared,
+    req: &GuardRequest,
+    failed: Option<(usize, Errno)>,
+) -> u8 {
+    let thawed = report(shared, req);
+    let thaw_failed = thaw_failed(&thawed);
     if !thaw_failed {
         let _ = record::remove(&req.run_dir);
     }

@@ -22,7 +22,7 @@ pub const RECORD_FILE: &str = "frozen.json";
 /// What the record holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FrozenRecord {
-    /// Format version ([`VERSION`]).
+    /// Format version ([`crate::host::protocol::VERSION`]).
     pub version: u32,
     /// The guard that wrote it (to tell an operator who froze).
     pub guard_pid: u32,

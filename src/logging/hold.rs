@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use super::journald::{journal_socket, put_field, JournalSocket};
+use super::socket::{journal_socket, put_field, JournalSocket};
 use super::span::field;
 
 /// At most this many events are held while frozen; later ones are counted and dropped.
@@ -59,7 +59,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The process-wide output that [`init`](super::init()) wires and [`hold`] holds.
+/// The process-wide output that `logging::init` wires and [`hold`] holds.
 pub fn global_output() -> Arc<Output> {
     static GLOBAL: OnceLock<Arc<Output>> = OnceLock::new();
     GLOBAL

@@ -9,7 +9,8 @@ use tracing_subscriber::prelude::*;
 use tracing_subscriber::EnvFilter;
 
 use super::hold::{global_output, HeldStderr, Output};
-use super::journald::{journal_socket, JournaldLayer, JOURNAL_SOCKET};
+use super::journald::JournaldLayer;
+use super::socket::{journal_socket, JOURNAL_SOCKET};
 
 /// The environment variable holding the filter (`info`, `appsnap=debug`, ...).
 pub const FILTER_ENV: &str = "APPSNAP_LOG";

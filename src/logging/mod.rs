@@ -28,11 +28,14 @@
 //!
 //! One concern per file: `span` the run span and its fields, `init` the
 //! destination decision and the subscriber, `hold` the output and the
-//! in-memory hold used while frozen, `journald` the native-protocol writer.
+//! in-memory hold used while frozen, `socket` the journal socket and the
+//! native-protocol encoding, `journald` the layer that turns events into
+//! datagrams.
 
 mod hold;
 mod init;
 mod journald;
+mod socket;
 mod span;
 #[cfg(test)]
 mod tests;
@@ -42,5 +45,6 @@ pub use init::{
     build, choose, filter_from, init, stderr_is_journal, Chosen, Destination, LogConfig, LogFormat,
     LoggingError, FILTER_ENV,
 };
-pub use journald::{journal_field_name, JOURNAL_SEND_WAIT, JOURNAL_SOCKET};
+pub use journald::journal_field_name;
+pub use socket::{JOURNAL_SEND_WAIT, JOURNAL_SOCKET};
 pub use span::{field, run_span, set_phase};

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::disks::{refusal_outcome, select_disks};
+use super::freeze_stage::{FreezeStage, GuardProcess, GuardSpawn, StageGuard};
 use super::outcome::ecs_outcome;
 use super::outcome::Outcome;
 use super::report::{vendor_tag, weakest, Consistency, RunReport, Stage};
@@ -31,7 +32,7 @@ use crate::cloud::ecs::{
     SnapshotGroup, SnapshotGroupFilter, Tag,
 };
 use crate::cloud::{TAG_INSTANCE, TAG_JOB};
-use crate::host::{self, DiskRequest, FreezeGuard, Frozen, HostPaths, HostView, Plan, ThawCause};
+use crate::host::{self, DiskRequest, Frozen, HostPaths, HostView, Plan, ThawCause};
 use crate::policy::types::ThawAfter;
 use crate::policy::{DiskId, Job};
 
@@ -50,6 +51,9 @@ pub struct RunEnv {
     pub run_dir: PathBuf,
     /// The binary to start as `freeze-guard` (None: this very binary).
     pub guard_exe: Option<PathBuf>,
+    /// Starts the freeze guard: [`GuardProcess`] (the real one) everywhere
+    /// but in tests of the failure routes.
+    pub freeze_stage: Arc<dyn FreezeStage>,
     /// Cap on disks per group.
     pub max_disks_per_group: u32,
     /// How long to wait, after the thaw, for the group's snapshots to be usable.
@@ -103,6 +107,7 @@ impl RunEnv {
             host_paths: HostPaths::system(&policy.host.by_id_dir),
             run_dir: policy.host.run_dir.clone(),
             guard_exe: None,
+            freeze_stage: Arc::new(GuardProcess),
             max_disks_per_group: policy.cloud.max_disks_per_group,
             await_timeout: DEFAULT_AWAIT_TIMEOUT,
             poll_interval: DEFAULT_POLL_INTERVAL,
@@ -270,7 +275,7 @@ struct Run<'a> {
     /// The pre-script opened and checked by `check_hooks`: what runs is this file.
     prescript: Option<OpenedScript>,
     lock_holders: Option<ProcessGroup>,
-    guard: Option<FreezeGuard>,
+    guard: Option<Box<dyn StageGuard>>,
     frozen: Option<Frozen>,
     /// Holds every log line in memory from just before FIFREEZE to just after FITHAW.
     hold: Option<crate::logging::OutputHold>,
@@ -725,10 +730,12 @@ impl<'a> Run<'a> {
             return Step::PostScript;
         }
         let deadline = self.job.freeze_timeout;
-        let spawned = match &self.env.guard_exe {
-            Some(exe) => FreezeGuard::spawn_exe(exe, plan.targets(), deadline, &self.env.run_dir),
-            None => FreezeGuard::spawn(plan, deadline, &self.env.run_dir),
-        };
+        let spawned = self.env.freeze_stage.spawn(GuardSpawn {
+            plan,
+            deadline,
+            run_dir: &self.env.run_dir,
+            exe: self.env.guard_exe.as_deref(),
+        });
         let mut guard = match spawned {
             Ok(g) => g,
             Err(e) => {

@@ -5,6 +5,7 @@
 
 pub mod disks;
 pub mod freeze_gate;
+pub mod freeze_stage;
 pub mod machine;
 pub mod outcome;
 pub mod plugin_params;

@@ -81,6 +81,13 @@ const FROZEN_POLL: Duration = Duration::from_millis(50);
 /// gives up on it: DescribeSnapshotGroups can briefly miss a new group (Alibaba's
 /// own CSI driver caches created groups for this reason).
 const LISTING_GRACE: Duration = Duration::from_secs(120);
+/// How long, after CreateSnapshotGroup timed out, the run looks for a group
+/// that ECS may have made anyway (at most the await timeout). A guess: a
+/// request ECS processes at all is seen within seconds; waiting the whole
+/// await timeout (30 min) would hold `appsnap run`, the vendor plugin's
+/// command and the job's next run for nothing in the common case where the
+/// request was never processed.
+const LATE_GROUP_WAIT: Duration = Duration::from_secs(30);
 
 impl RunEnv {
     /// The environment the policy describes, with the default waits; the
@@ -1084,31 +1091,19 @@ impl<'a> Run<'a> {
     // ---- AwaitGroup: until the snapshots are usable, not until they are uploaded.
 
     async fn await_group(&mut self) -> Step {
-        let ecs = &self.env.ecs;
-        let Some(id) = self.group_id.clone() else {
-            // The call timed out: a group with our name may exist anyway; it is crash-consistent at best.
-            let filter = SnapshotGroupFilter {
-                instance_id: Some(self.env.instance_id.clone()),
-                name: self.report.group_name.clone(),
-                ..SnapshotGroupFilter::default()
-            };
-            if let Ok(groups) = ecs
-                .describe_snapshot_groups(&filter, Self::call_deadline())
-                .await
-            {
-                if let Some(g) = groups.into_iter().next() {
-                    self.warn(format!(
-                        "group {} appeared after the timeout; tagged crash-consistent",
-                        g.snapshot_group_id
-                    ));
-                    self.consistency = Consistency::Crash;
-                    self.group_id = Some(g.snapshot_group_id.clone());
-                    self.group = Some(g);
-                    return Step::Tag;
+        let id = match self.group_id.clone() {
+            Some(id) => id,
+            // The call timed out: a group with our name may appear anyway, late.
+            None => {
+                let wait = self.env.await_timeout.min(LATE_GROUP_WAIT);
+                match self.find_late_group(Instant::now() + wait).await {
+                    Some(id) => id,
+                    None => return Step::Done,
                 }
             }
-            return Step::Done;
         };
+        let ecs = &self.env.ecs;
+        let until = Instant::now() + self.env.await_timeout;
         if let Some(g) = self.group.clone() {
             // Seen usable (or failed) while frozen: nothing more to wait for.
             if g.status == "failed" {
@@ -1121,7 +1116,6 @@ impl<'a> Run<'a> {
             ids: vec![id.clone()],
             ..SnapshotGroupFilter::default()
         };
-        let until = Instant::now() + self.env.await_timeout;
         let listed_by = self.accepted_at.unwrap_or_else(Instant::now) + LISTING_GRACE;
         let mut pause = FIRST_POLL.min(self.env.poll_interval);
         loop {
@@ -1176,6 +1170,59 @@ impl<'a> Run<'a> {
                     ),
                 );
                 return Step::Done;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(self.env.poll_interval);
+        }
+    }
+
+    /// After CreateSnapshotGroup timed out, ECS may still process the request
+    /// and the group appear later: it is looked for by name until `until`. A
+    /// group found is crash-consistent at best (its point in time may be after
+    /// the thaw) and is tagged so, as the README promises.
+    async fn find_late_group(&mut self, until: Instant) -> Option<String> {
+        let filter = SnapshotGroupFilter {
+            instance_id: Some(self.env.instance_id.clone()),
+            name: self.report.group_name.clone(),
+            ..SnapshotGroupFilter::default()
+        };
+        let mut pause = FIRST_POLL.min(self.env.poll_interval);
+        loop {
+            match self
+                .env
+                .ecs
+                .describe_snapshot_groups(&filter, Self::call_deadline().min(until))
+                .await
+            {
+                Ok(groups) => {
+                    if let Some(g) = groups.into_iter().next() {
+                        let id = g.snapshot_group_id.clone();
+                        self.warn(format!(
+                            "group {id} appeared after CreateSnapshotGroup timed out; tagged crash-consistent"
+                        ));
+                        self.consistency = Consistency::Crash;
+                        self.group_id = Some(id.clone());
+                        self.accepted_at = Some(Instant::now());
+                        return Some(id);
+                    }
+                }
+                Err(e) if !e.is_retryable() => {
+                    self.warn(format!(
+                        "looking for a group named {} after the timeout: {e}",
+                        self.report.group_name.as_deref().unwrap_or("")
+                    ));
+                    return None;
+                }
+                Err(e) => warn!(job = %self.job.name, "looking for a late group: {e}; retrying"),
+            }
+            if Instant::now() + pause > until {
+                info!(
+                    job = %self.job.name,
+                    "no group named {} appeared within {}s of the timeout",
+                    self.report.group_name.as_deref().unwrap_or(""),
+                    self.env.await_timeout.min(LATE_GROUP_WAIT).as_secs()
+                );
+                return None;
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(self.env.poll_interval);

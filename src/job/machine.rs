@@ -218,6 +218,23 @@ enum Step {
     Done,
 }
 
+impl Step {
+    /// The report's stage for this step; `None` once the run is done.
+    fn stage(self) -> Option<Stage> {
+        Some(match self {
+            Step::Preflight => Stage::Preflight,
+            Step::PreScript => Stage::PreScript,
+            Step::Freeze => Stage::Freeze,
+            Step::Snapshot => Stage::Snapshot,
+            Step::Thaw => Stage::Thaw,
+            Step::PostScript => Stage::PostScript,
+            Step::AwaitGroup => Stage::AwaitGroup,
+            Step::Tag => Stage::Tag,
+            Step::Done => return None,
+        })
+    }
+}
+
 /// Slack kept between giving up on CreateSnapshotGroup and the guard's own deadline,
 /// so that appsnap, not the deadline, ends the freeze.
 fn api_margin(freeze_timeout: Duration) -> Duration {
@@ -232,19 +249,8 @@ pub async fn run(env: &RunEnv, job: &Job, opts: RunOptions) -> RunReport {
     let mut r = Run::new(env, job, opts);
     let mut step = Step::Preflight;
     let span = tracing::Span::current();
-    while step != Step::Done {
+    while let Some(stage) = step.stage() {
         let started = Instant::now();
-        let stage = match step {
-            Step::Preflight => Stage::Preflight,
-            Step::PreScript => Stage::PreScript,
-            Step::Freeze => Stage::Freeze,
-            Step::Snapshot => Stage::Snapshot,
-            Step::Thaw => Stage::Thaw,
-            Step::PostScript => Stage::PostScript,
-            Step::AwaitGroup => Stage::AwaitGroup,
-            Step::Tag => Stage::Tag,
-            Step::Done => unreachable!("loop ends at Done"),
-        };
         // Every journal line of the run carries the step it came from.
         crate::logging::set_phase(&span, stage.as_str());
         let next = match step {
@@ -256,7 +262,7 @@ pub async fn run(env: &RunEnv, job: &Job, opts: RunOptions) -> RunReport {
             Step::PostScript => r.post_script().await,
             Step::AwaitGroup => r.await_group().await,
             Step::Tag => r.tag().await,
-            Step::Done => unreachable!("loop ends at Done"),
+            Step::Done => Step::Done,
         };
         r.report.add_stage(stage, started.elapsed());
         step = next;
@@ -638,10 +644,15 @@ impl<'a> Run<'a> {
         if !self.hooks {
             return Step::Freeze;
         }
-        let script = self
-            .prescript
-            .take()
-            .expect("hooks imply an opened prescript");
+        let Some(script) = self.prescript.take() else {
+            self.consistency = weakest(self.consistency, Consistency::Fs);
+            self.fail(
+                Outcome::Unknown,
+                "internal: hooks are on but no pre-script was opened; neither runs".into(),
+            );
+            self.hooks = false;
+            return Step::Freeze;
+        };
         let path = script.path().to_path_buf();
         self.script_ctx.freeze_deadline_epoch =
             epoch_after(self.job.script_timeout + self.job.freeze_timeout);
@@ -703,7 +714,13 @@ impl<'a> Run<'a> {
     // ---- Freeze
 
     async fn freeze(&mut self) -> Step {
-        let plan = self.plan.as_ref().expect("preflight made a plan");
+        let Some(plan) = self.plan.as_ref() else {
+            self.fail(
+                Outcome::Unknown,
+                "internal: preflight made no freeze plan; nothing is frozen".into(),
+            );
+            return Step::PostScript;
+        };
         if self
             .opts
             .shutdown

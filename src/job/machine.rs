@@ -204,35 +204,87 @@ const PRESCRIPT_STOP_GRACE: Duration = Duration::from_secs(10);
 /// longer; both stay well inside the unit's TimeoutStopSec.
 const POSTSCRIPT_STOP_GRACE: Duration = Duration::from_secs(60);
 
-/// The steps, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The steps, in order, each holding what it needs: data exists only from
+/// the step that makes it, so no step reads a field that might not be set.
+/// [`Step::stage`] names each one as reports and the journal do.
 enum Step {
     Preflight,
-    PreScript,
-    Freeze,
-    Snapshot,
-    Thaw,
-    PostScript,
-    AwaitGroup,
-    Tag,
+    /// Preflight passed; the pre-script (when the hooks are on) runs next.
+    PreScript(Prepared, Option<OpenedScript>),
+    Freeze(Prepared),
+    /// `None`: nothing is frozen (`fs_freeze = false`, nothing to freeze).
+    Snapshot(Prepared, Option<Window>),
+    Thaw(Prepared, Option<Window>, Creation),
+    PostScript(Prepared, Creation),
+    AwaitGroup(Prepared, Creation),
+    Tag(SnapshotGroup),
     Done,
 }
 
 impl Step {
     /// The report's stage for this step; `None` once the run is done.
-    fn stage(self) -> Option<Stage> {
+    fn stage(&self) -> Option<Stage> {
         Some(match self {
             Step::Preflight => Stage::Preflight,
-            Step::PreScript => Stage::PreScript,
-            Step::Freeze => Stage::Freeze,
-            Step::Snapshot => Stage::Snapshot,
-            Step::Thaw => Stage::Thaw,
-            Step::PostScript => Stage::PostScript,
-            Step::AwaitGroup => Stage::AwaitGroup,
-            Step::Tag => Stage::Tag,
+            Step::PreScript(..) => Stage::PreScript,
+            Step::Freeze(..) => Stage::Freeze,
+            Step::Snapshot(..) => Stage::Snapshot,
+            Step::Thaw(..) => Stage::Thaw,
+            Step::PostScript(..) => Stage::PostScript,
+            Step::AwaitGroup(..) => Stage::AwaitGroup,
+            Step::Tag(..) => Stage::Tag,
             Step::Done => return None,
         })
     }
+}
+
+/// What preflight settled: the plan, the request (with its ClientToken), and
+/// the hooks' context; carried to the end of the post-script.
+struct Prepared {
+    plan: Plan,
+    request: CreateSnapshotGroup,
+    script_ctx: ScriptContext,
+    /// Both hooks configured and valid: they run.
+    hooks: bool,
+    /// What the pre-script left running (lock holders), ended after the post-script.
+    lock_holders: Option<ProcessGroup>,
+}
+
+impl Prepared {
+    /// The disks the group was asked for (appsnap always names them).
+    fn wanted(&self) -> &[DiskId] {
+        match &self.request.disks {
+            GroupDisks::Only(ids) => ids,
+            _ => &[],
+        }
+    }
+}
+
+/// Everything that exists only while file systems are frozen; dropping it
+/// (an early return, a cancelled run) closes the guard, which thaws.
+struct Window {
+    guard: Box<dyn StageGuard>,
+    frozen: Frozen,
+    /// Holds every log line in memory from just before FIFREEZE to just after FITHAW.
+    hold: crate::logging::OutputHold,
+    /// The instance-wide freeze permit, from before FIFREEZE to after FITHAW.
+    permit: Option<super::freeze_gate::FreezePermit>,
+}
+
+/// What CreateSnapshotGroup gave.
+enum Creation {
+    /// Not called, or refused.
+    Nothing,
+    /// Ran out of time: the group may exist anyway.
+    TimedOut,
+    /// Accepted.
+    Accepted {
+        id: String,
+        /// When ECS accepted it (grace for a group not yet listed).
+        at: Instant,
+        /// Seen usable (or failed) while frozen.
+        seen: Option<Box<SnapshotGroup>>,
+    },
 }
 
 /// Slack kept between giving up on CreateSnapshotGroup and the guard's own deadline,
@@ -253,24 +305,23 @@ pub async fn run(env: &RunEnv, job: &Job, opts: RunOptions) -> RunReport {
         let started = Instant::now();
         // Every journal line of the run carries the step it came from.
         crate::logging::set_phase(&span, stage.as_str());
-        let next = match step {
+        step = match step {
             Step::Preflight => r.preflight().await,
-            Step::PreScript => r.pre_script().await,
-            Step::Freeze => r.freeze().await,
-            Step::Snapshot => r.snapshot().await,
-            Step::Thaw => r.thaw().await,
-            Step::PostScript => r.post_script().await,
-            Step::AwaitGroup => r.await_group().await,
-            Step::Tag => r.tag().await,
+            Step::PreScript(p, script) => r.pre_script(p, script).await,
+            Step::Freeze(p) => r.freeze(p).await,
+            Step::Snapshot(p, w) => r.snapshot(p, w).await,
+            Step::Thaw(p, w, c) => r.thaw(p, w, c).await,
+            Step::PostScript(p, c) => r.post_script(p, c).await,
+            Step::AwaitGroup(p, c) => r.await_group(p, c).await,
+            Step::Tag(g) => r.tag(g).await,
             Step::Done => Step::Done,
         };
         r.report.add_stage(stage, started.elapsed());
-        step = next;
     }
     r.finish()
 }
 
-/// The state carried from step to step.
+/// What the whole run shares; each step's own data travels in [`Step`].
 struct Run<'a> {
     env: &'a RunEnv,
     job: &'a Job,
@@ -280,31 +331,12 @@ struct Run<'a> {
     failure: Option<Outcome>,
     /// What the snapshot can still claim; lowered as steps fall short.
     consistency: Consistency,
-    plan: Option<Plan>,
-    request: Option<CreateSnapshotGroup>,
-    script_ctx: ScriptContext,
-    /// Both hooks configured and valid: they run.
-    hooks: bool,
-    /// The pre-script opened and checked by `check_hooks`: what runs is this file.
-    prescript: Option<OpenedScript>,
-    lock_holders: Option<ProcessGroup>,
-    guard: Option<Box<dyn StageGuard>>,
-    frozen: Option<Frozen>,
-    /// Holds every log line in memory from just before FIFREEZE to just after FITHAW.
-    hold: Option<crate::logging::OutputHold>,
-    /// The instance-wide freeze permit, from before FIFREEZE to after FITHAW.
-    permit: Option<super::freeze_gate::FreezePermit>,
-    /// Present from the pre-script to the end of the post-script.
+    /// Present from the pre-script to the end of the run.
     critical: Option<CriticalSection>,
     /// Errors seen while frozen, logged after the thaw.
     frozen_errors: Vec<(Outcome, String)>,
-    group_id: Option<String>,
-    /// CreateSnapshotGroup ran out of time: the group may exist anyway.
-    create_timed_out: bool,
-    /// The group once usable (one snapshot per disk, each Available, or accomplished).
-    group: Option<SnapshotGroup>,
-    /// When ECS accepted the group (grace for a group not yet listed).
-    accepted_at: Option<Instant>,
+    /// The group as last seen, for the report's upload.
+    last_seen: Option<SnapshotGroup>,
 }
 
 impl<'a> Run<'a> {
@@ -322,7 +354,7 @@ impl<'a> Run<'a> {
             report: RunReport {
                 job: job.name.to_string(),
                 run_id,
-                started_at: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                started_at: now,
                 exit_code: 0,
                 group_id: None,
                 group_name: None,
@@ -335,22 +367,9 @@ impl<'a> Run<'a> {
             },
             failure: None,
             consistency: Consistency::App,
-            plan: None,
-            request: None,
-            script_ctx: ScriptContext::default(),
-            hooks: false,
-            prescript: None,
-            lock_holders: None,
-            guard: None,
-            frozen: None,
-            hold: None,
-            permit: None,
             critical: None,
             frozen_errors: Vec::new(),
-            group_id: None,
-            create_timed_out: false,
-            group: None,
-            accepted_at: None,
+            last_seen: None,
         }
     }
 
@@ -480,15 +499,16 @@ impl<'a> Run<'a> {
         }
 
         // Hooks: both configured and valid, or neither runs (never lock without a way to unlock).
-        self.hooks = self.check_hooks();
-        if !self.hooks {
+        let prescript = self.check_hooks();
+        let hooks = prescript.is_some();
+        if !hooks {
             self.consistency = Consistency::Fs;
         }
         if !job.fs_freeze || plan.entries.is_empty() {
             if !job.fs_freeze {
                 info!(job = %job.name, "fs_freeze = false: file systems will not be frozen");
             }
-            if !self.hooks {
+            if !hooks {
                 self.consistency = Consistency::Crash;
             }
         }
@@ -527,7 +547,7 @@ impl<'a> Run<'a> {
             return Step::Done;
         }
         self.report.group_name = Some(name);
-        self.script_ctx = ScriptContext {
+        let script_ctx = ScriptContext {
             job: job.name.to_string(),
             disk_ids: selected.iter().map(|(id, _)| id.to_string()).collect(),
             mountpoints: plan.entries.iter().map(|e| e.mount_point.clone()).collect(),
@@ -536,8 +556,7 @@ impl<'a> Run<'a> {
         };
 
         if self.opts.dry_run {
-            self.print_dry_run(&plan, &request);
-            self.plan = Some(plan);
+            self.print_dry_run(&plan, &request, &script_ctx, hooks);
             return Step::Done;
         }
         // The connection is opened now, so the frozen window is one round trip.
@@ -545,16 +564,23 @@ impl<'a> Run<'a> {
             self.fail(Outcome::ConditionsNotMet, format!("cannot reach ECS: {e}"));
             return Step::Done;
         }
-        self.plan = Some(plan);
-        self.request = Some(request);
-        Step::PreScript
+        let prepared = Prepared {
+            plan,
+            request,
+            script_ctx,
+            hooks,
+            lock_holders: None,
+        };
+        Step::PreScript(prepared, prescript)
     }
 
-    /// Opens and checks both hooks; the pre-script's descriptor is kept (that
-    /// file runs), the post-script is opened and checked again at its start.
-    fn check_hooks(&mut self) -> bool {
+    /// Opens and checks both hooks; the pre-script's descriptor is returned
+    /// (that file runs) when both are usable, so the hooks are on exactly
+    /// when it is `Some`; the post-script is opened and checked again at its start.
+    fn check_hooks(&mut self) -> Option<OpenedScript> {
         let (pre, post) = (self.job.prescript.clone(), self.job.postscript.clone());
         let mut ok = true;
+        let mut prescript = None;
         for (what, path) in [("prescript", &pre), ("postscript", &post)] {
             match path {
                 None => {
@@ -563,7 +589,7 @@ impl<'a> Run<'a> {
                 Some(p) => match open_script(p) {
                     Ok(opened) => {
                         if what == "prescript" {
-                            self.prescript = Some(opened);
+                            prescript = Some(opened);
                         }
                     }
                     Err(e) => {
@@ -575,26 +601,29 @@ impl<'a> Run<'a> {
                 },
             }
         }
-        if !ok {
-            self.prescript = None;
-        }
         if !ok && (pre.is_some() || post.is_some()) && (pre.is_none() || post.is_none()) {
             self.warn(
                 "application-consistent snapshots need both prescript and postscript; neither runs"
                     .to_string(),
             );
         }
-        ok
+        prescript.filter(|_| ok)
     }
 
-    fn print_dry_run(&self, plan: &Plan, request: &CreateSnapshotGroup) {
+    fn print_dry_run(
+        &self,
+        plan: &Plan,
+        request: &CreateSnapshotGroup,
+        script_ctx: &ScriptContext,
+        hooks: bool,
+    ) {
         println!(
             "dry run of job {:?}: nothing is frozen, created or run",
             self.job.name.as_str()
         );
-        println!("disks: {}", self.script_ctx.disk_ids.join(", "));
+        println!("disks: {}", script_ctx.disk_ids.join(", "));
         print!("{}", plan.render());
-        if self.hooks {
+        if hooks {
             println!(
                 "would run prescript {}",
                 self.job
@@ -616,7 +645,7 @@ impl<'a> Run<'a> {
                 println!("  {k}={v}");
             }
         }
-        if self.hooks {
+        if hooks {
             println!(
                 "would run postscript {}",
                 self.job
@@ -630,7 +659,7 @@ impl<'a> Run<'a> {
 
     // ---- PreScript
 
-    async fn pre_script(&mut self) -> Step {
+    async fn pre_script(&mut self, mut prep: Prepared, script: Option<OpenedScript>) -> Step {
         if let Some(sd) = &self.opts.shutdown {
             if sd.is_requested() {
                 self.fail(
@@ -641,25 +670,16 @@ impl<'a> Run<'a> {
             }
             self.critical = Some(sd.enter());
         }
-        if !self.hooks {
-            return Step::Freeze;
-        }
-        let Some(script) = self.prescript.take() else {
-            self.consistency = weakest(self.consistency, Consistency::Fs);
-            self.fail(
-                Outcome::Unknown,
-                "internal: hooks are on but no pre-script was opened; neither runs".into(),
-            );
-            self.hooks = false;
-            return Step::Freeze;
+        let Some(script) = script else {
+            return Step::Freeze(prep);
         };
         let path = script.path().to_path_buf();
-        self.script_ctx.freeze_deadline_epoch =
+        prep.script_ctx.freeze_deadline_epoch =
             epoch_after(self.job.script_timeout + self.job.freeze_timeout);
         let run = run_script_until(
             &script,
             Phase::Pre,
-            &self.script_ctx,
+            &prep.script_ctx,
             self.job.script_timeout,
             DEFAULT_KILL_GRACE,
             self.stop_requested_for(PRESCRIPT_STOP_GRACE),
@@ -677,11 +697,11 @@ impl<'a> Run<'a> {
                 ),
             );
         }
-        self.lock_holders = run.leftovers;
-        if let Some(g) = &self.lock_holders {
+        prep.lock_holders = run.leftovers;
+        if let Some(g) = &prep.lock_holders {
             info!(job = %self.job.name, "prescript left process group {} running (lock holders); ended after the postscript", g.id());
         }
-        Step::Freeze
+        Step::Freeze(prep)
     }
 
     /// Completes `grace` after the daemon is asked to stop; never without a daemon.
@@ -713,14 +733,7 @@ impl<'a> Run<'a> {
 
     // ---- Freeze
 
-    async fn freeze(&mut self) -> Step {
-        let Some(plan) = self.plan.as_ref() else {
-            self.fail(
-                Outcome::Unknown,
-                "internal: preflight made no freeze plan; nothing is frozen".into(),
-            );
-            return Step::PostScript;
-        };
+    async fn freeze(&mut self, mut prep: Prepared) -> Step {
         if self
             .opts
             .shutdown
@@ -731,14 +744,15 @@ impl<'a> Run<'a> {
                 Outcome::Unknown,
                 "the daemon is stopping: run abandoned before the freeze".into(),
             );
-            return Step::PostScript;
+            return Step::PostScript(prep, Creation::Nothing);
         }
-        if !self.job.fs_freeze || plan.entries.is_empty() {
-            return Step::Snapshot;
+        if !self.job.fs_freeze || prep.plan.entries.is_empty() {
+            return Step::Snapshot(prep, None);
         }
-        if let Some(gate) = &self.opts.freeze_gate {
-            self.permit = Some(gate.acquire().await);
-        }
+        let permit = match &self.opts.freeze_gate {
+            Some(gate) => Some(gate.acquire().await),
+            None => None,
+        };
         // Credentials must not expire inside the window (the pre-script may have taken long).
         if let Err(e) = self
             .env
@@ -751,11 +765,11 @@ impl<'a> Run<'a> {
                 Outcome::NoRamRole,
                 format!("credentials before freezing: {e}"),
             );
-            return Step::PostScript;
+            return Step::PostScript(prep, Creation::Nothing);
         }
         let deadline = self.job.freeze_timeout;
         let spawned = self.env.freeze_stage.spawn(GuardSpawn {
-            plan,
+            plan: &prep.plan,
             deadline,
             run_dir: &self.env.run_dir,
             exe: self.env.guard_exe.as_deref(),
@@ -764,11 +778,11 @@ impl<'a> Run<'a> {
             Ok(g) => g,
             Err(e) => {
                 self.fail(Outcome::FreezeFailed, format!("cannot suspend I/O: {e}"));
-                return Step::PostScript;
+                return Step::PostScript(prep, Creation::Nothing);
             }
         };
-        self.script_ctx.freeze_deadline_epoch = epoch_after(deadline);
-        self.hold = Some(crate::logging::hold());
+        prep.script_ctx.freeze_deadline_epoch = epoch_after(deadline);
+        let hold = crate::logging::hold();
         // The guard's protocol is blocking I/O on a pipe: keep it off the async workers.
         let joined = tokio::task::spawn_blocking(move || {
             let r = guard.freeze();
@@ -779,72 +793,83 @@ impl<'a> Run<'a> {
             Ok(x) => x,
             Err(e) => {
                 // The guard moved into the failed task was dropped: its stdin closed, so it thawed.
-                self.hold = None;
+                drop(hold);
+                drop(permit);
                 self.fail(Outcome::FreezeFailed, format!("freeze task failed: {e}"));
-                return Step::PostScript;
+                return Step::PostScript(prep, Creation::Nothing);
             }
         };
         match result {
             Ok(frozen) => {
-                self.guard = Some(guard);
-                self.frozen = Some(frozen);
-                Step::Snapshot
+                let window = Window {
+                    guard,
+                    frozen,
+                    hold,
+                    permit,
+                };
+                Step::Snapshot(prep, Some(window))
             }
             Err(e) => {
                 drop(guard);
-                self.hold = None;
+                drop(hold);
+                drop(permit);
                 self.fail(Outcome::FreezeFailed, format!("cannot suspend I/O: {e}"));
                 self.consistency = weakest(self.consistency, Consistency::Fs);
-                Step::PostScript
+                Step::PostScript(prep, Creation::Nothing)
             }
         }
     }
 
     // ---- Snapshot: the only thing done while frozen. Events are held, not written.
 
-    async fn snapshot(&mut self) -> Step {
-        let Some(request) = self.request.as_ref() else {
-            self.frozen_errors.push((
-                Outcome::Unknown,
-                "internal: no CreateSnapshotGroup request was built".into(),
-            ));
-            return Step::Thaw;
-        };
-        let deadline = match &self.frozen {
-            Some(f) => Instant::from_std(f.thaw_by) - api_margin(self.job.freeze_timeout),
+    async fn snapshot(&mut self, prep: Prepared, window: Option<Window>) -> Step {
+        let deadline = match &window {
+            Some(w) => Instant::from_std(w.frozen.thaw_by) - api_margin(self.job.freeze_timeout),
             None => Instant::now() + self.job.freeze_timeout,
         };
-        match self.env.ecs.create_snapshot_group(request, deadline).await {
-            Ok(id) => {
-                self.accepted_at = Some(Instant::now());
-                self.group_id = Some(id);
-            }
+        let id = match self
+            .env
+            .ecs
+            .create_snapshot_group(&prep.request, deadline)
+            .await
+        {
+            Ok(id) => id,
             Err(e) => {
                 let outcome = create_outcome(&e);
-                if outcome == Outcome::GroupCreateTimeout {
-                    self.create_timed_out = true;
-                }
+                let creation = if outcome == Outcome::GroupCreateTimeout {
+                    Creation::TimedOut
+                } else {
+                    Creation::Nothing
+                };
                 self.frozen_errors
                     .push((outcome, format!("CreateSnapshotGroup: {e}")));
-                return Step::Thaw;
+                return Step::Thaw(prep, window, creation);
             }
-        }
-        if self.frozen.is_some() && self.job.thaw_after == ThawAfter::Listed {
-            self.await_listed_while_frozen(deadline).await;
-        }
-        Step::Thaw
+        };
+        let at = Instant::now();
+        self.report.group_id = Some(id.clone());
+        let seen = if window.is_some() && self.job.thaw_after == ThawAfter::Listed {
+            self.await_listed_while_frozen(&prep, &id, deadline)
+                .await
+                .map(Box::new)
+        } else {
+            None
+        };
+        Step::Thaw(prep, window, Creation::Accepted { id, at, seen })
     }
 
     /// Holds the freeze until ECS lists the group with one usable snapshot per
     /// disk: only then is its point in time known to be inside the window. If
     /// that cannot be seen before `deadline`, the snapshots may have been taken
     /// after the thaw: the group is crash-consistent at best.
-    async fn await_listed_while_frozen(&mut self, deadline: Instant) {
-        let Some(id) = self.group_id.clone() else {
-            return;
-        };
+    async fn await_listed_while_frozen(
+        &mut self,
+        prep: &Prepared,
+        id: &str,
+        deadline: Instant,
+    ) -> Option<SnapshotGroup> {
         let filter = SnapshotGroupFilter {
-            ids: vec![id.clone()],
+            ids: vec![id.to_string()],
             ..SnapshotGroupFilter::default()
         };
         loop {
@@ -856,11 +881,8 @@ impl<'a> Run<'a> {
             {
                 Ok(groups) => {
                     if let Some(g) = groups.into_iter().find(|g| g.snapshot_group_id == id) {
-                        match self.usability(&g) {
-                            Usability::Usable => {
-                                self.group = Some(g);
-                                return;
-                            }
+                        match usability(&g, prep.wanted()) {
+                            Usability::Usable => return Some(g),
                             Usability::Failed => {
                                 self.consistency = Consistency::Crash;
                                 self.frozen_errors.push((
@@ -869,8 +891,7 @@ impl<'a> Run<'a> {
                                         "snapshot group {id} failed while file systems were frozen"
                                     ),
                                 ));
-                                self.group = Some(g);
-                                return;
+                                return Some(g);
                             }
                             Usability::NotYet => {}
                         }
@@ -885,7 +906,7 @@ impl<'a> Run<'a> {
                             "DescribeSnapshotGroups while frozen: {e}; thawed without seeing the group's snapshots, so it is crash-consistent at best"
                         ),
                     ));
-                    return;
+                    return None;
                 }
             }
             if Instant::now() + FROZEN_POLL >= deadline {
@@ -897,7 +918,7 @@ impl<'a> Run<'a> {
                         self.job.freeze_timeout.as_secs()
                     ),
                 ));
-                return;
+                return None;
             }
             tokio::time::sleep(FROZEN_POLL).await;
         }
@@ -914,26 +935,11 @@ impl<'a> Run<'a> {
         Tag::new(key, self.job.name.as_str())
     }
 
-    /// The disks the group was asked for (appsnap always names them).
-    fn wanted_disks(&self) -> &[DiskId] {
-        match self.request.as_ref().map(|r| &r.disks) {
-            Some(GroupDisks::Only(ids)) => ids,
-            _ => &[],
-        }
-    }
-
-    /// Whether `g` can be used: one snapshot per requested disk, each
-    /// `Available`, or the whole group `accomplished`.
-    fn usability(&self, g: &SnapshotGroup) -> Usability {
-        usability(g, self.wanted_disks())
-    }
-
     /// A usable group must hold one snapshot per disk, each complete or
     /// Available (vendor code 7 otherwise): an `accomplished` group is usable
     /// whatever its members say, so they are checked here.
-    fn check_members(&mut self, g: &SnapshotGroup) {
-        let wanted = self.wanted_disks().to_vec();
-        for d in &wanted {
+    fn check_members(&mut self, wanted: &[DiskId], g: &SnapshotGroup) {
+        for d in wanted {
             match g.snapshots.iter().find(|s| s.source_disk_id == d.as_str()) {
                 None => self.fail(
                     Outcome::GroupSnapshotBadState,
@@ -954,10 +960,16 @@ impl<'a> Run<'a> {
     // ---- Thaw: once the point in time is known to be inside the window
     // (`listed`), or at the answer (`accepted`).
 
-    async fn thaw(&mut self) -> Step {
-        let Some(guard) = self.guard.take() else {
-            self.after_window();
-            return Step::PostScript;
+    async fn thaw(&mut self, prep: Prepared, window: Option<Window>, creation: Creation) -> Step {
+        let Some(Window {
+            guard,
+            frozen: _,
+            hold,
+            permit,
+        }) = window
+        else {
+            self.after_window(&creation);
+            return Step::PostScript(prep, creation);
         };
         // First ask whether someone thawed a file system behind the guard's
         // back (`fsfreeze -u`, another tool): then the point in time may be
@@ -970,9 +982,9 @@ impl<'a> Run<'a> {
         })
         .await;
         // Thawed (or the guard is gone and its deadline rules): logging is safe again.
-        self.hold = None;
-        self.permit = None;
-        self.after_window();
+        drop(hold);
+        drop(permit);
+        self.after_window(&creation);
         let (checked, joined) = match joined {
             Ok((checked, thawed)) => (Some(checked), Ok(thawed)),
             Err(e) => (None, Err(e)),
@@ -1030,27 +1042,27 @@ impl<'a> Run<'a> {
             Ok(Err(e)) => self.fail(Outcome::ThawFailed, format!("cannot resume I/O: {e}")),
             Err(e) => self.fail(Outcome::ThawFailed, format!("thaw task failed: {e}")),
         }
-        Step::PostScript
+        Step::PostScript(prep, creation)
     }
 
     /// Logs what happened inside the window, now that logging is safe.
-    fn after_window(&mut self) {
+    fn after_window(&mut self, creation: &Creation) {
         for (outcome, msg) in std::mem::take(&mut self.frozen_errors) {
             if outcome == Outcome::GroupCreateTimeout {
                 self.consistency = Consistency::Crash;
             }
             self.fail(outcome, msg);
         }
-        if let Some(id) = &self.group_id {
+        if let Creation::Accepted { id, .. } = creation {
             info!(job = %self.job.name, run_id = %self.report.run_id, snapshot_group = %id, "snapshot group accepted");
         }
     }
 
     // ---- PostScript, then the lock holders end.
 
-    async fn post_script(&mut self) -> Step {
+    async fn post_script(&mut self, mut prep: Prepared, creation: Creation) -> Step {
         // Opened and checked again now: the path may lead elsewhere than at the start.
-        let script = match self.job.postscript.as_deref().filter(|_| self.hooks) {
+        let script = match self.job.postscript.as_deref().filter(|_| prep.hooks) {
             None => None,
             Some(path) => match open_script(path) {
                 Ok(s) => Some(s),
@@ -1069,7 +1081,7 @@ impl<'a> Run<'a> {
             let run = run_script_until(
                 &script,
                 Phase::Post,
-                &self.script_ctx,
+                &prep.script_ctx,
                 self.job.script_timeout,
                 DEFAULT_KILL_GRACE,
                 self.stop_requested_for(POSTSCRIPT_STOP_GRACE),
@@ -1090,7 +1102,7 @@ impl<'a> Run<'a> {
                 left.terminate(DEFAULT_KILL_GRACE).await;
             }
         }
-        if let Some(holders) = self.lock_holders.take() {
+        if let Some(holders) = prep.lock_holders.take() {
             let id = holders.id();
             if holders.terminate(DEFAULT_KILL_GRACE).await {
                 self.warn(format!(
@@ -1098,42 +1110,43 @@ impl<'a> Run<'a> {
                 ));
             }
         }
-        if self.group_id.is_some() || self.create_timed_out {
-            Step::AwaitGroup
-        } else {
-            Step::Done
+        match creation {
+            Creation::Nothing => Step::Done,
+            c @ (Creation::TimedOut | Creation::Accepted { .. }) => Step::AwaitGroup(prep, c),
         }
     }
 
     // ---- AwaitGroup: until the snapshots are usable, not until they are uploaded.
 
-    async fn await_group(&mut self) -> Step {
-        let id = match self.group_id.clone() {
-            Some(id) => id,
+    async fn await_group(&mut self, prep: Prepared, creation: Creation) -> Step {
+        let (id, accepted_at) = match creation {
+            Creation::Nothing => return Step::Done,
+            // Seen usable (or failed) while frozen: nothing more to wait for.
+            Creation::Accepted { seen: Some(g), .. } => {
+                let failed = g.status == "failed";
+                if !failed {
+                    self.check_members(prep.wanted(), &g);
+                }
+                self.last_seen = Some((*g).clone());
+                return if failed { Step::Done } else { Step::Tag(*g) };
+            }
+            Creation::Accepted { id, at, seen: None } => (id, at),
             // The call timed out: a group with our name may appear anyway, late.
-            None => {
+            Creation::TimedOut => {
                 let wait = self.env.await_timeout.min(LATE_GROUP_WAIT);
                 match self.find_late_group(Instant::now() + wait).await {
-                    Some(id) => id,
+                    Some(id) => (id, Instant::now()),
                     None => return Step::Done,
                 }
             }
         };
         let ecs = &self.env.ecs;
         let until = Instant::now() + self.env.await_timeout;
-        if let Some(g) = self.group.clone() {
-            // Seen usable (or failed) while frozen: nothing more to wait for.
-            if g.status == "failed" {
-                return Step::Done;
-            }
-            self.check_members(&g);
-            return Step::Tag;
-        }
         let filter = SnapshotGroupFilter {
             ids: vec![id.clone()],
             ..SnapshotGroupFilter::default()
         };
-        let listed_by = self.accepted_at.unwrap_or_else(Instant::now) + LISTING_GRACE;
+        let listed_by = accepted_at + LISTING_GRACE;
         let mut pause = FIRST_POLL.min(self.env.poll_interval);
         loop {
             match ecs
@@ -1141,18 +1154,18 @@ impl<'a> Run<'a> {
                 .await
             {
                 Ok(groups) => match groups.into_iter().find(|g| g.snapshot_group_id == id) {
-                    Some(g) => match self.usability(&g) {
+                    Some(g) => match usability(&g, prep.wanted()) {
                         Usability::Usable => {
-                            self.check_members(&g);
-                            self.group = Some(g);
-                            return Step::Tag;
+                            self.check_members(prep.wanted(), &g);
+                            self.last_seen = Some(g.clone());
+                            return Step::Tag(g);
                         }
                         Usability::Failed => {
                             self.fail(
                                 Outcome::GroupBadState,
                                 format!("snapshot group {id} failed"),
                             );
-                            self.group = Some(g);
+                            self.last_seen = Some(g);
                             return Step::Done;
                         }
                         Usability::NotYet => {}
@@ -1218,8 +1231,7 @@ impl<'a> Run<'a> {
                             "group {id} appeared after CreateSnapshotGroup timed out; tagged crash-consistent"
                         ));
                         self.consistency = Consistency::Crash;
-                        self.group_id = Some(id.clone());
-                        self.accepted_at = Some(Instant::now());
+                        self.report.group_id = Some(id.clone());
                         return Some(id);
                     }
                 }
@@ -1248,10 +1260,7 @@ impl<'a> Run<'a> {
 
     // ---- Tag the snapshots with the consistency achieved.
 
-    async fn tag(&mut self) -> Step {
-        let Some(group) = &self.group else {
-            return Step::Done;
-        };
+    async fn tag(&mut self, group: SnapshotGroup) -> Step {
         let ids: Vec<String> = group
             .snapshots
             .iter()
@@ -1291,11 +1300,10 @@ impl<'a> Run<'a> {
     }
 
     fn finish(mut self) -> RunReport {
-        self.report.upload = self.group.as_ref().map(upload_of);
+        self.report.upload = self.last_seen.as_ref().map(upload_of);
         let outcome = self.failure.unwrap_or(Outcome::Success);
         self.report.exit_code = outcome.code();
-        self.report.group_id = self.group_id.clone();
-        self.report.consistency = if self.group_id.is_some() {
+        self.report.consistency = if self.report.group_id.is_some() {
             self.consistency
         } else {
             Consistency::None

@@ -79,8 +79,8 @@ pub struct RunReport {
     pub job: String,
     /// Unique per run, to correlate log lines.
     pub run_id: String,
-    /// When the run started (RFC 3339, UTC).
-    pub started_at: String,
+    /// When the run started.
+    pub started_at: chrono::DateTime<chrono::Utc>,
     /// Exit code and meaning.
     pub exit_code: u8,
     /// The snapshot group, when one was created.
@@ -117,15 +117,12 @@ impl RunReport {
         &self,
         scheduled_for: Option<chrono::DateTime<chrono::Utc>>,
     ) -> crate::state::JobResult {
-        let started_at = chrono::DateTime::parse_from_rfc3339(&self.started_at)
-            .map(|t| t.with_timezone(&chrono::Utc))
-            .unwrap_or_else(|_| chrono::Utc::now());
         crate::state::JobResult {
             schema: crate::state::STATE_SCHEMA,
             job: self.job.clone(),
             run_id: self.run_id.clone(),
             scheduled_for,
-            started_at,
+            started_at: self.started_at,
             finished_at: chrono::Utc::now(),
             exit_code: self.exit_code,
             consistency: self.consistency,

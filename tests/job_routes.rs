@@ -176,6 +176,8 @@ struct Route {
     freeze_timeout_secs: u64,
     accomplish_secs: f64,
     await_timeout: Duration,
+    /// The run ID the caller chose (the daemon does).
+    run_id: Option<&'static str>,
 }
 
 impl Default for Route {
@@ -188,6 +190,7 @@ impl Default for Route {
             freeze_timeout_secs: 10,
             accomplish_secs: 3600.0,
             await_timeout: Duration::from_secs(20),
+            run_id: None,
         }
     }
 }
@@ -348,6 +351,7 @@ freeze_timeout_secs = {freeze}
         ));
         let opts = RunOptions {
             group_name: Some(GROUP.into()),
+            run_id: route.run_id.map(str::to_string),
             ..RunOptions::default()
         };
         let report =
@@ -640,6 +644,20 @@ fn listed_success_thaws_only_after_the_point_in_time() {
         thawed >= pit,
         "thawed at {thawed}, point in time at {pit}\n{why}"
     );
+}
+
+/// The daemon chooses the run's ID (its journal span carries it); the
+/// report, and so the job's record, must carry the same one.
+#[test]
+fn the_callers_run_id_is_the_reports() {
+    let w = run_route(
+        Route {
+            run_id: Some("0123456789abcdef"),
+            ..Route::default()
+        },
+        nothing,
+    );
+    assert_eq!(w.report().run_id, "0123456789abcdef", "{}", explain(&w));
 }
 
 /// The counter-test of (f): thawing at the answer lets the same cloud's point

@@ -342,11 +342,12 @@ struct Run<'a> {
 impl<'a> Run<'a> {
     fn new(env: &'a RunEnv, job: &'a Job, opts: RunOptions) -> Run<'a> {
         let now = chrono::Utc::now();
-        let run_id = format!(
-            "{}-{}",
-            now.format("%Y%m%dT%H%M%SZ"),
-            &crate::cloud::sign::nonce()[..8]
-        );
+        // The caller's ID when it chose one (the daemon's journal span carries it).
+        let run_id = opts.run_id.clone().unwrap_or_else(|| {
+            let mut nonce = crate::cloud::sign::nonce();
+            nonce.truncate(8);
+            format!("{}-{nonce}", now.format("%Y%m%dT%H%M%SZ"))
+        });
         Run {
             env,
             job,

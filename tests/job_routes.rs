@@ -5,6 +5,9 @@
 //!
 //! Every hook and the fake write one line each to the same log, so the order
 //! pre-script → freeze → thaw → post-script is read from one file.
+//!
+//! Needs root only because hooks must be root-owned (like `job_scripts.rs`);
+//! nothing is frozen or mounted.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -37,6 +40,8 @@ enum Fake {
     DeadlineThawsFirst,
     /// Every FIFREEZE fails; nothing stays frozen.
     CannotFreeze,
+    /// Someone thawed the first file system behind the guard's back (`check` says so).
+    LosesFreeze,
 }
 
 /// The fake's record, shared with the test.
@@ -90,6 +95,17 @@ impl StageGuard for FakeGuard {
     }
 
     fn check(&mut self) -> Result<Vec<PathBuf>, ThawError> {
+        if self.shared.mode == Fake::LosesFreeze {
+            return Ok(self
+                .shared
+                .mounts
+                .lock()
+                .unwrap()
+                .iter()
+                .take(1)
+                .cloned()
+                .collect());
+        }
         Ok(Vec::new())
     }
 
@@ -250,6 +266,10 @@ where
     F: FnOnce(Arc<EcsClient>, Arc<Shared>, String, String) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "job_routes runs as root: hooks must be root-owned (as in job_scripts.rs); it needs no loop device, mount or FIFREEZE"
+    );
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let snap = d.join("snapshots");
@@ -511,6 +531,38 @@ fn the_deadline_thawing_first_exits_6_with_a_crash_consistent_group() {
     assert_eq!(w.report().exit_code, 6, "{why}");
     assert_eq!(w.calls(), ["pre", "freeze", "thaw", "post"], "{why}");
     assert_eq!(w.report().consistency, Consistency::Crash, "{why}");
+    let groups = w.groups();
+    assert_eq!(groups.len(), 1, "{why}");
+    assert_eq!(
+        consistency_tags(&groups[0]),
+        ["appsnap:consistency=crash"; 2],
+        "{why}"
+    );
+}
+
+/// Someone thawed a file system while the group was taken: the run cannot
+/// prove I/O was suspended, so exit 11, a warning naming it, and the group
+/// is tagged crash.
+#[test]
+fn a_lost_freeze_exits_11_with_a_crash_consistent_group() {
+    let w = run_route(
+        Route {
+            fake: Fake::LosesFreeze,
+            ..Route::default()
+        },
+        nothing,
+    );
+    let why = explain(&w);
+    assert_eq!(w.report().exit_code, 11, "{why}");
+    assert_eq!(w.calls(), ["pre", "freeze", "thaw", "post"], "{why}");
+    let lost = w.shared.mounts.lock().unwrap()[0].display().to_string();
+    assert!(
+        w.report()
+            .warnings
+            .iter()
+            .any(|m| m.contains(&lost) && m.contains("lost")),
+        "{why}"
+    );
     let groups = w.groups();
     assert_eq!(groups.len(), 1, "{why}");
     assert_eq!(

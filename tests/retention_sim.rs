@@ -328,7 +328,7 @@ fn prune_deletes_exactly_the_selected_groups_and_no_foreign_one() {
     let report = RunReport {
         job: "mysql".into(),
         run_id: "r1".into(),
-        started_at: String::new(),
+        started_at: chrono::Utc::now(),
         exit_code: 0,
         group_id: Some(id("mysql-c")),
         group_name: None,
@@ -407,7 +407,7 @@ fn a_failed_run_cannot_prune() {
     let mut report = RunReport {
         job: "mysql".into(),
         run_id: "r2".into(),
-        started_at: String::new(),
+        started_at: chrono::Utc::now(),
         exit_code: 6,
         group_id: Some("ssg-x".into()),
         group_name: None,
@@ -526,7 +526,7 @@ fn only_groups_with_this_installations_owner_tag_are_pruned() {
         SuccessfulRun::from_report(&RunReport {
             job: "mysql".into(),
             run_id: "r".into(),
-            started_at: String::new(),
+            started_at: chrono::Utc::now(),
             exit_code: 0,
             group_id: Some(group.into()),
             group_name: None,

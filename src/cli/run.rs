@@ -45,7 +45,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> u8 {
     let opts = RunOptions {
         dry_run: args.dry_run,
         // Chosen here so a run that cannot connect is recorded under it too.
-        run_id: Some(execute::new_run_id()),
+        run_id: Some(appsnap::job::report::fresh_run_id()),
         ..RunOptions::default()
     };
     // A dry run changes nothing: no record, no retention.

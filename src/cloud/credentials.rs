@@ -12,7 +12,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -114,13 +114,17 @@ impl RamRoleFetcher {
     }
 
     async fn fetch_inner(&self) -> Result<AccessKey, CredentialsError> {
-        let known = self.role.read().expect("role lock poisoned").clone();
+        let known = self
+            .role
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let role = match known {
             Some(r) => r,
             None => {
                 let r = self.metadata.role_name().await?;
                 tracing::info!(role = %r, "discovered the instance's RAM role");
-                *self.role.write().expect("role lock poisoned") = Some(r.clone());
+                *self.role.write().unwrap_or_else(PoisonError::into_inner) = Some(r.clone());
                 r
             }
         };
@@ -134,7 +138,12 @@ impl FetchCredentials for RamRoleFetcher {
     }
 
     fn origin(&self) -> CredentialOrigin {
-        CredentialOrigin::RamRole(self.role.read().expect("role lock poisoned").clone())
+        CredentialOrigin::RamRole(
+            self.role
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        )
     }
 }
 
@@ -205,7 +214,9 @@ impl Cached {
 }
 
 enum Source {
-    Static(CredentialOrigin),
+    /// Fixed credentials: the set itself is kept here too, so no path needs
+    /// the cache to hold it (nothing that runs while frozen may panic).
+    Static(CredentialOrigin, Cached),
     Fetch(Arc<dyn FetchCredentials>),
 }
 
@@ -240,11 +251,12 @@ impl Credentials {
     }
 
     fn fixed(key: AccessKey, origin: CredentialOrigin) -> Credentials {
+        let cached = Cached::new(key);
         Credentials {
             inner: Arc::new(Inner {
-                source: Source::Static(origin),
+                source: Source::Static(origin, cached.clone()),
                 policy: RefreshPolicy::default(),
-                cached: RwLock::new(Some(Cached::new(key))),
+                cached: RwLock::new(Some(cached)),
                 fetching: tokio::sync::Mutex::new(()),
             }),
         }
@@ -306,7 +318,7 @@ impl Credentials {
     /// Where the credentials come from (role name once known).
     pub fn origin(&self) -> CredentialOrigin {
         match &self.inner.source {
-            Source::Static(o) => o.clone(),
+            Source::Static(o, _) => o.clone(),
             Source::Fetch(f) => f.origin(),
         }
     }
@@ -332,11 +344,14 @@ impl Credentials {
         }
         let Source::Fetch(_) = &self.inner.source else {
             // Static credentials cannot be renewed: report how short they are.
-            let c = self
-                .inner
-                .cached()
-                .expect("static credentials are always cached");
-            return Err(self.too_soon(&c, d));
+            let c = self.inner.cached().or_else(|| self.inner.static_set());
+            return match c {
+                Some(c) if c.valid_for(Instant::now(), d) => Ok(c.key),
+                Some(c) => Err(self.too_soon(&c, d)),
+                None => Err(CredentialsError::Environment(
+                    "no credentials are held".into(),
+                )),
+            };
         };
         let _one_fetch = self.inner.fetching.lock().await;
         // Another caller may have refreshed while we waited for the lock.
@@ -355,10 +370,8 @@ impl Credentials {
 
     /// Fetches a fresh set now, whatever the cache holds (no-op for static ones).
     pub async fn refresh(&self) -> Result<Arc<AccessKey>, CredentialsError> {
-        if let Source::Static(_) = &self.inner.source {
-            return Ok(self
-                .current()
-                .expect("static credentials are always cached"));
+        if let Source::Static(_, c) = &self.inner.source {
+            return Ok(c.key.clone());
         }
         let _one_fetch = self.inner.fetching.lock().await;
         Ok(self.inner.fetch_and_store().await?.key)
@@ -385,14 +398,23 @@ impl Inner {
     fn cached(&self) -> Option<Cached> {
         self.cached
             .read()
-            .expect("credentials lock poisoned")
+            .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// The fixed set, for static credentials.
+    fn static_set(&self) -> Option<Cached> {
+        match &self.source {
+            Source::Static(_, c) => Some(c.clone()),
+            Source::Fetch(_) => None,
+        }
     }
 
     /// Caller holds `fetching`.
     async fn fetch_and_store(&self) -> Result<Cached, CredentialsError> {
-        let Source::Fetch(fetcher) = &self.source else {
-            return Ok(self.cached().expect("static credentials are always cached"));
+        let fetcher = match &self.source {
+            Source::Fetch(f) => f,
+            Source::Static(_, c) => return Ok(c.clone()),
         };
         let key = fetcher.fetch().await?;
         let c = Cached::new(key);
@@ -402,7 +424,7 @@ impl Inner {
             expiration = ?c.key.expiration,
             "obtained credentials"
         );
-        *self.cached.write().expect("credentials lock poisoned") = Some(c.clone());
+        *self.cached.write().unwrap_or_else(PoisonError::into_inner) = Some(c.clone());
         Ok(c)
     }
 }
@@ -415,7 +437,7 @@ async fn refresher(weak: Weak<Inner>) {
     loop {
         let due = {
             let Some(inner) = weak.upgrade() else { return };
-            if let Source::Static(_) = inner.source {
+            if let Source::Static(..) = inner.source {
                 return;
             }
             match (retry_at, inner.cached()) {

@@ -56,10 +56,25 @@ pub fn timestamp(now: chrono::DateTime<chrono::Utc>) -> String {
 
 /// A fresh signature nonce: 16 random bytes as 32 hex digits (a reused nonce is
 /// rejected with `SignatureNonceUsed`, so every attempt draws a new one).
+///
+/// Signing runs while file systems are frozen, so this never panics: should
+/// the OS generator fail (it does not on Linux), the nonce is a hash of the
+/// time, the process and a counter. A nonce must be unique, not secret: it
+/// stops replays, and the signature still needs the key.
 pub fn nonce() -> String {
     let mut b = [0u8; 16];
-    // The OS RNG does not fail on Linux; a panic here beats a predictable nonce.
-    getrandom::fill(&mut b).expect("OS random number generator unavailable");
+    if getrandom::fill(&mut b).is_err() {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let mut h = Sha256::new();
+        h.update(t.to_le_bytes());
+        h.update(std::process::id().to_le_bytes());
+        h.update(n.to_le_bytes());
+        b.copy_from_slice(&h.finalize()[..16]);
+    }
     hex::encode(b)
 }
 
@@ -162,8 +177,11 @@ pub fn v3_canonical_request(
 pub fn v3_signature(secret: &Secret, canonical_request: &str) -> (String, String) {
     let hashed = hex::encode(Sha256::digest(canonical_request.as_bytes()));
     let string_to_sign = format!("{ACS3_ALGORITHM}\n{hashed}");
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes())
-        .expect("HMAC accepts keys of any length");
+    // HMAC takes keys of any length; were that to fail, the request goes out
+    // with an empty signature and ECS refuses it (no panic while frozen).
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()) else {
+        return (string_to_sign, String::new());
+    };
     mac.update(string_to_sign.as_bytes());
     let signature = hex::encode(mac.finalize().into_bytes());
     (string_to_sign, signature)
@@ -244,8 +262,11 @@ pub fn v1_string_to_sign(method: &str, params: &[(String, String)]) -> String {
 
 /// Base64 HMAC-SHA1 of a v1 string-to-sign with key `secret + "&"`.
 pub fn v1_signature(secret: &Secret, string_to_sign: &str) -> String {
-    let mut mac = Hmac::<Sha1>::new_from_slice(format!("{}&", secret.expose()).as_bytes())
-        .expect("HMAC accepts keys of any length");
+    // As in `v3_signature`: an impossible key error leaves the request unsigned.
+    let Ok(mut mac) = Hmac::<Sha1>::new_from_slice(format!("{}&", secret.expose()).as_bytes())
+    else {
+        return String::new();
+    };
     mac.update(string_to_sign.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }

@@ -70,16 +70,6 @@ pub struct Executed {
     pub upload_pending: bool,
 }
 
-/// A fresh run ID (`<UTC time>-<8 random hex>`), for a caller that needs
-/// one before the machine runs, e.g. to record a failed connection.
-pub fn new_run_id() -> String {
-    format!(
-        "{}-{}",
-        Utc::now().format("%Y%m%dT%H%M%SZ"),
-        &crate::cloud::sign::nonce()[..8]
-    )
-}
-
 /// Runs `job` through the machine, prunes after a successful run when
 /// asked, and records the result.
 pub async fn execute(env: &RunEnv, job: &Job, opts: RunOptions, after: After<'_>) -> Executed {
@@ -125,8 +115,8 @@ pub async fn connect_failed(
 fn not_run(job: &Job, run_id: Option<String>, outcome: Outcome, message: String) -> RunReport {
     RunReport {
         job: job.name.to_string(),
-        run_id: run_id.unwrap_or_else(new_run_id),
-        started_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        run_id: run_id.unwrap_or_else(super::report::fresh_run_id),
+        started_at: Utc::now(),
         exit_code: outcome.code(),
         group_id: None,
         group_name: None,

@@ -8,6 +8,7 @@
 pub mod disks;
 pub mod execute;
 pub mod freeze_gate;
+pub mod freeze_stage;
 pub mod machine;
 pub mod outcome;
 pub mod plugin_params;

@@ -3,9 +3,29 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use super::outcome::Outcome;
 
 pub use crate::state::Consistency;
+
+/// A run ID: the UTC time the run started (or was scheduled for) to the
+/// second, then 8 hex digits of `random`,
+/// so IDs sort by time and two runs started in one second still differ
+/// (`20261202T023000Z-9f3a0c1e`). The daemon's journal span, the record and
+/// `appsnap run`'s output all carry the same one.
+pub fn run_id(at: DateTime<Utc>, random: u64) -> String {
+    format!("{}-{:08x}", at.format("%Y%m%dT%H%M%SZ"), random as u32)
+}
+
+/// A run ID for now, from the OS's random source (the time's nanoseconds
+/// if that fails: an ID must differ, not be secret).
+pub fn fresh_run_id() -> String {
+    let now = Utc::now();
+    let random =
+        getrandom::u64().unwrap_or_else(|_| now.timestamp_nanos_opt().unwrap_or_default() as u64);
+    run_id(now, random)
+}
 
 /// Ranks consistency levels so a run keeps the weakest of its steps.
 pub fn weakest(a: Consistency, b: Consistency) -> Consistency {
@@ -79,8 +99,8 @@ pub struct RunReport {
     pub job: String,
     /// Unique per run, to correlate log lines.
     pub run_id: String,
-    /// When the run started (RFC 3339, UTC).
-    pub started_at: String,
+    /// When the run started.
+    pub started_at: chrono::DateTime<chrono::Utc>,
     /// Exit code and meaning.
     pub exit_code: u8,
     /// The snapshot group, when one was created.
@@ -117,15 +137,12 @@ impl RunReport {
         &self,
         scheduled_for: Option<chrono::DateTime<chrono::Utc>>,
     ) -> crate::state::JobResult {
-        let started_at = chrono::DateTime::parse_from_rfc3339(&self.started_at)
-            .map(|t| t.with_timezone(&chrono::Utc))
-            .unwrap_or_else(|_| chrono::Utc::now());
         crate::state::JobResult {
             schema: crate::state::STATE_SCHEMA,
             job: self.job.clone(),
             run_id: self.run_id.clone(),
             scheduled_for,
-            started_at,
+            started_at: self.started_at,
             finished_at: chrono::Utc::now(),
             exit_code: self.exit_code,
             consistency: self.consistency,
@@ -156,6 +173,19 @@ impl RunReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_ids_sort_by_time_and_differ_within_a_second() {
+        let at: DateTime<Utc> = "2026-12-02T02:30:00Z".parse().unwrap();
+        assert_eq!(
+            run_id(at, 0x1234_5678_9abc_def0),
+            "20261202T023000Z-9abcdef0"
+        );
+        assert!(run_id(at, 1) < run_id(at + chrono::Duration::seconds(1), 0));
+        let (a, b) = (fresh_run_id(), fresh_run_id());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), "20261202T023000Z-9abcdef0".len());
+    }
 
     #[test]
     fn weakest_consistency_wins() {

@@ -234,7 +234,7 @@ impl Scheduler {
                 let request = RunRequest {
                     job: entry.job.clone(),
                     policy: self.policy.clone(),
-                    run_id: format!("{:016x}", (self.random)()),
+                    run_id: crate::job::report::run_id(scheduled, (self.random)()),
                     scheduled_for: scheduled,
                     freeze_gate: self.freeze_gate.clone(),
                 };

@@ -1,0 +1,166 @@
+//! The pre- and post-script steps, and the lock holders the pre-script leaves.
+
+use super::*;
+
+/// How long a running pre-script may go on once the daemon is asked to stop;
+/// the run is abandoned before the freeze anyway, so there is little to wait for.
+const PRESCRIPT_STOP_GRACE: Duration = Duration::from_secs(10);
+/// The same for the post-script, which undoes the pre-script's work and so gets
+/// longer; both stay well inside the unit's TimeoutStopSec.
+const POSTSCRIPT_STOP_GRACE: Duration = Duration::from_secs(60);
+
+impl Run<'_> {
+    // ---- PreScript
+
+    pub(super) async fn pre_script(
+        &mut self,
+        mut prep: Prepared,
+        script: Option<OpenedScript>,
+    ) -> Step {
+        if let Some(sd) = &self.opts.shutdown {
+            if sd.is_requested() {
+                self.fail(
+                    Outcome::Unknown,
+                    "the daemon is stopping: run abandoned before the pre-script".into(),
+                );
+                return Step::Done;
+            }
+            self.critical = Some(sd.enter());
+        }
+        let Some(script) = script else {
+            return Step::Freeze(prep);
+        };
+        let path = script.path().to_path_buf();
+        prep.script_ctx.freeze_deadline_epoch =
+            epoch_after(self.job.script_timeout + self.job.freeze_timeout);
+        let run = run_script_until(
+            &script,
+            Phase::Pre,
+            &prep.script_ctx,
+            self.job.script_timeout,
+            DEFAULT_KILL_GRACE,
+            self.stop_requested_for(PRESCRIPT_STOP_GRACE),
+        )
+        .await;
+        self.log_script(Phase::Pre, &run);
+        if !run.status.succeeded() {
+            self.consistency = weakest(self.consistency, Consistency::Fs);
+            self.fail(
+                Outcome::PreScriptFailed,
+                format!(
+                    "prescript {}: {}; snapshot will be file-system-consistent",
+                    path.display(),
+                    describe(&run)
+                ),
+            );
+        }
+        prep.lock_holders = run.leftovers;
+        if let Some(g) = &prep.lock_holders {
+            info!(job = %self.job.name, "prescript left process group {} running (lock holders); ended after the postscript", g.id());
+        }
+        Step::Freeze(prep)
+    }
+
+    /// Completes `grace` after the daemon is asked to stop; never without a daemon.
+    fn stop_requested_for(&self, grace: Duration) -> impl std::future::Future<Output = ()> {
+        let sd = self.opts.shutdown.clone();
+        async move {
+            match sd {
+                Some(sd) => sd.requested_for(grace).await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// Logs how a script ended and its output, with the credentials in use
+    /// redacted: a script may print its environment or a config file holding them.
+    fn log_script(&self, phase: Phase, run: &ScriptRun) {
+        let key = self.env.ecs.credentials().current();
+        let secrets: Vec<&crate::cloud::secret::Secret> = key
+            .iter()
+            .flat_map(|k| std::iter::once(&k.access_key_secret).chain(&k.security_token))
+            .collect();
+        let output = crate::cloud::secret::scrub(run.output.trim_end(), &secrets);
+        info!(
+            job = %self.job.name, run_id = %self.report.run_id, phase = phase.as_str(),
+            took_ms = run.duration.as_millis() as u64,
+            "{} script: {}; output: {output}", phase.as_str(), describe(run)
+        );
+    }
+
+    // ---- PostScript, then the lock holders end.
+
+    pub(super) async fn post_script(&mut self, mut prep: Prepared, creation: Creation) -> Step {
+        // Opened and checked again now: the path may lead elsewhere than at the start.
+        let script = match self.job.postscript.as_deref().filter(|_| prep.hooks) {
+            None => None,
+            Some(path) => match open_script(path) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    self.consistency = weakest(self.consistency, Consistency::Fs);
+                    self.fail(
+                        Outcome::PostScriptFailed,
+                        format!("postscript not run: {e}; snapshot will be at most file-system-consistent"),
+                    );
+                    None
+                }
+            },
+        };
+        if let Some(script) = script {
+            let path = script.path().to_path_buf();
+            let run = run_script_until(
+                &script,
+                Phase::Post,
+                &prep.script_ctx,
+                self.job.script_timeout,
+                DEFAULT_KILL_GRACE,
+                self.stop_requested_for(POSTSCRIPT_STOP_GRACE),
+            )
+            .await;
+            self.log_script(Phase::Post, &run);
+            if !run.status.succeeded() {
+                self.fail(
+                    Outcome::PostScriptFailed,
+                    format!("postscript {}: {}", path.display(), describe(&run)),
+                );
+            }
+            if let Some(left) = run.leftovers {
+                self.warn(format!(
+                    "postscript left process group {} running; ending it",
+                    left.id()
+                ));
+                left.terminate(DEFAULT_KILL_GRACE).await;
+            }
+        }
+        if let Some(holders) = prep.lock_holders.take() {
+            let id = holders.id();
+            if holders.terminate(DEFAULT_KILL_GRACE).await {
+                self.warn(format!(
+                    "lock holders (process group {id}) ignored SIGTERM and were killed"
+                ));
+            }
+        }
+        match creation {
+            Creation::Nothing => Step::Done,
+            c @ (Creation::TimedOut | Creation::Accepted { .. }) => Step::AwaitGroup(prep, c),
+        }
+    }
+}
+
+fn describe(run: &ScriptRun) -> String {
+    use crate::job::scripts::ScriptStatus::*;
+    match &run.status {
+        Exited(0) => "succeeded".into(),
+        Exited(c) => format!("exited with {c}"),
+        Signaled(s) => format!("killed by signal {s}"),
+        TimedOut => format!(
+            "timed out after {}s; its process group was killed",
+            run.duration.as_secs()
+        ),
+        SpawnFailed(e) => format!("could not be started: {e}"),
+        Cancelled => format!(
+            "cancelled after {}s because the daemon is stopping; its process group was killed",
+            run.duration.as_secs()
+        ),
+    }
+}

@@ -878,6 +878,19 @@ fn run_prunes_the_jobs_older_groups_unless_no_prune() {
     assert!(second.contains(&first[0]), "{second:?}");
     let record = dir.path().join("state/jobs/db.json");
     let recorded = std::fs::read(&record).unwrap();
+    let phases = |rec: &[u8]| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_slice(rec).unwrap();
+        v["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["phase"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        !phases(&recorded).contains(&"prune".to_string()),
+        "{recorded:?}"
+    );
 
     // A dry run neither prunes nor records.
     let (code, out, err) = appsnap_sync(&cfg, &["run", "db", "--dry-run"]);
@@ -915,6 +928,14 @@ fn run_prunes_the_jobs_older_groups_unless_no_prune() {
             .unwrap();
     assert_eq!(rec["snapshot_group_id"], third[0].as_str());
     assert_eq!(rec["exit_code"], 0);
+    // Pruning is a step of the run: timed in the record and the summary.
+    let recorded = std::fs::read(dir.path().join("state/jobs/db.json")).unwrap();
+    assert_eq!(
+        phases(&recorded).last().map(String::as_str),
+        Some("prune"),
+        "{rec}"
+    );
+    assert!(err.contains(" prune="), "{err}");
 }
 
 /// A run that cannot even reach the cloud is recorded like the daemon's

@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 
 use super::machine::{self, RunEnv, RunOptions};
 use super::outcome::{cloud_outcome, Outcome};
-use super::report::RunReport;
+use super::report::{RunReport, Stage};
 use super::retention::{self, NotSuccessful, PruneReport, RetentionError, SuccessfulRun};
 use crate::cloud::CloudError;
 use crate::policy::Job;
@@ -83,9 +83,16 @@ pub async fn execute(env: &RunEnv, job: &Job, opts: RunOptions, after: After<'_>
         let report = not_run(job, opts.run_id, Outcome::ConditionsNotMet, message);
         return finish(report, Retention::NotAsked, after.record).await;
     }
-    let report = machine::run(env, job, opts).await;
+    let mut report = machine::run(env, job, opts).await;
     let retention = if prune {
-        prune_after(env, job, &report).await
+        let started = std::time::Instant::now();
+        crate::logging::set_phase(&tracing::Span::current(), Stage::Prune.as_str());
+        let r = prune_after(env, job, &report).await;
+        // Timed only when it talked to the cloud.
+        if matches!(r, Retention::Done(_) | Retention::Failed(_)) {
+            report.add_stage(Stage::Prune, started.elapsed());
+        }
+        r
     } else {
         Retention::NotAsked
     };

@@ -71,8 +71,8 @@ pub enum Stage {
     AwaitGroup,
     /// Tagging the snapshots.
     Tag,
-    /// Writing the result.
-    Record,
+    /// Deleting the job's groups beyond its retention (after a successful run).
+    Prune,
 }
 
 impl Stage {
@@ -87,7 +87,7 @@ impl Stage {
             Stage::PostScript => "postscript",
             Stage::AwaitGroup => "await_group",
             Stage::Tag => "tag",
-            Stage::Record => "record",
+            Stage::Prune => "prune",
         }
     }
 }

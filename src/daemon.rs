@@ -101,7 +101,8 @@ impl Daemon {
         };
         match self.cloud(&policy.cloud).await {
             Err(e) => {
-                execute::connect_failed(job, Some(req.run_id.clone()), &e, Some(record)).await;
+                execute::connect_failed(&job.name, Some(req.run_id.clone()), &e, Some(record))
+                    .await;
             }
             Ok(c) => {
                 let env = RunEnv::from_policy(policy, c.ecs.clone(), c.instance_id.clone());
@@ -112,10 +113,10 @@ impl Daemon {
                     ..RunOptions::default()
                 };
                 let after = After {
-                    prune: true,
+                    prune: Some(job),
                     record: Some(record),
                 };
-                let done = execute::execute(&env, job, opts, after).await;
+                let done = execute::execute(&env, &job.into(), opts, after).await;
                 // Usable is not uploaded: keep the record's upload progress current.
                 if let (true, Some(rec)) = (done.upload_pending, &done.record) {
                     self.follow_upload(c.ecs.clone(), &store, rec);

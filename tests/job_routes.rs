@@ -374,10 +374,12 @@ freeze_timeout_secs = {freeze}
             run_id: route.run_id.map(str::to_string),
             ..RunOptions::default()
         };
-        let report =
-            tokio::time::timeout(Duration::from_secs(90), run(&env, &policy.jobs[0], opts))
-                .await
-                .expect("the run ends");
+        let report = tokio::time::timeout(
+            Duration::from_secs(90),
+            run(&env, &(&policy.jobs[0]).into(), opts),
+        )
+        .await
+        .expect("the run ends");
         beside.abort();
         report
     });

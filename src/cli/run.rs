@@ -9,6 +9,7 @@ use appsnap::job::execute::{self, After, Executed, Recording, Retention};
 use appsnap::job::machine::{RunEnv, RunOptions};
 use appsnap::job::outcome::Outcome;
 use appsnap::job::plugin_params;
+use appsnap::job::spec::RunSpec;
 use appsnap::policy::{self, Job, Policy};
 use appsnap::state::StateStore;
 
@@ -17,11 +18,11 @@ use super::cloud::block_on;
 
 /// What a one-off run leaves behind besides the group.
 #[derive(Debug, Clone, Copy)]
-struct Leaves {
+struct Leaves<'a> {
     /// Write the result to the state store (`appsnap status`).
     record: bool,
-    /// Apply the job's retention after a successful run.
-    prune: bool,
+    /// The policy job whose retention applies after a successful run.
+    prune: Option<&'a Job>,
 }
 
 /// `run JOB`.
@@ -51,9 +52,9 @@ pub fn run(cli: &Cli, args: &RunArgs) -> u8 {
     // A dry run changes nothing: no record, no retention.
     let leaves = Leaves {
         record: !args.dry_run,
-        prune: !args.dry_run && !args.no_prune,
+        prune: (!args.dry_run && !args.no_prune).then_some(&job),
     };
-    one_run(&policy, &job, opts, leaves)
+    one_run(&policy, &RunSpec::from(&job), opts, leaves)
 }
 
 /// `plugin --params=...` or `plugin -Key=Value ...`: the vendor plugin's
@@ -84,7 +85,7 @@ pub fn plugin(cli: &Cli, args: &PluginArgs) -> u8 {
         policy::parse_str(&cli.config, "").expect("the empty policy is valid")
     };
     policy.cloud.ram_role = Some(params.ram_role_name.clone());
-    let job = params.to_job();
+    let spec = params.to_spec();
     let opts = RunOptions {
         dry_run: false,
         group_name: Some(params.name.clone()),
@@ -94,13 +95,13 @@ pub fn plugin(cli: &Cli, args: &PluginArgs) -> u8 {
     // The plugin's groups belong to no job: nothing recorded, nothing pruned.
     let leaves = Leaves {
         record: false,
-        prune: false,
+        prune: None,
     };
-    one_run(&policy, &job, opts, leaves)
+    one_run(&policy, &spec, opts, leaves)
 }
 
 /// Connects, then [`execute::execute`]; prints the summary and the result line.
-fn one_run(policy: &Policy, job: &Job, opts: RunOptions, leaves: Leaves) -> u8 {
+fn one_run(policy: &Policy, spec: &RunSpec, opts: RunOptions, leaves: Leaves<'_>) -> u8 {
     let store = StateStore::new(&policy.host.state_dir);
     let record = leaves.record.then_some(Recording {
         store: &store,
@@ -109,14 +110,14 @@ fn one_run(policy: &Policy, job: &Job, opts: RunOptions, leaves: Leaves) -> u8 {
     });
     let done = block_on(async {
         match Cloud::connect(&policy.cloud).await {
-            Err(e) => execute::connect_failed(job, opts.run_id.clone(), &e, record).await,
+            Err(e) => execute::connect_failed(&spec.name, opts.run_id.clone(), &e, record).await,
             Ok(cloud) => {
                 let env = RunEnv::from_policy(policy, Arc::new(cloud.ecs), cloud.instance_id);
                 let after = After {
                     prune: leaves.prune,
                     record,
                 };
-                execute::execute(&env, job, opts, after).await
+                execute::execute(&env, spec, opts, after).await
             }
         }
     });

@@ -13,8 +13,9 @@ use super::machine::{self, RunEnv, RunOptions};
 use super::outcome::{cloud_outcome, Outcome};
 use super::report::{RunReport, Stage};
 use super::retention::{self, NotSuccessful, PruneReport, RetentionError, SuccessfulRun};
+use super::spec::RunSpec;
 use crate::cloud::CloudError;
-use crate::policy::Job;
+use crate::policy::{Job, JobName};
 use crate::state::{Consistency, JobResult, StateStore};
 
 /// How long retention may take after a run, listing and deleting included.
@@ -33,9 +34,10 @@ pub struct Recording<'a> {
 
 /// What follows the machine.
 pub struct After<'a> {
-    /// Apply the job's retention after a successful run. Dry runs and
-    /// plugin runs never prune, whatever this says.
-    pub prune: bool,
+    /// The policy job whose retention applies after a successful run
+    /// (`None`: no pruning, as with `--no-prune` or a plugin run). Dry runs
+    /// and plugin runs never prune, whatever this says.
+    pub prune: Option<&'a Job>,
     /// Write the result (`None`: nothing is recorded, as for dry runs).
     pub record: Option<Recording<'a>>,
 }
@@ -72,19 +74,19 @@ pub struct Executed {
 
 /// Runs `job` through the machine, prunes after a successful run when
 /// asked, and records the result.
-pub async fn execute(env: &RunEnv, job: &Job, opts: RunOptions, after: After<'_>) -> Executed {
-    let prune = after.prune && !opts.dry_run && !opts.plugin;
+pub async fn execute(env: &RunEnv, spec: &RunSpec, opts: RunOptions, after: After<'_>) -> Executed {
+    let prune = after.prune.filter(|_| !opts.dry_run && !opts.plugin);
     if let Err(e) = std::fs::create_dir_all(&env.run_dir) {
         let message = format!("cannot create {}: {e}", env.run_dir.display());
         error!(
             APPSNAP_EXIT_CODE = Outcome::ConditionsNotMet.code(),
             "{message}"
         );
-        let report = not_run(job, opts.run_id, Outcome::ConditionsNotMet, message);
+        let report = not_run(&spec.name, opts.run_id, Outcome::ConditionsNotMet, message);
         return finish(report, Retention::NotAsked, after.record).await;
     }
-    let mut report = machine::run(env, job, opts).await;
-    let retention = if prune {
+    let mut report = machine::run(env, spec, opts).await;
+    let retention = if let Some(job) = prune {
         let started = std::time::Instant::now();
         crate::logging::set_phase(&tracing::Span::current(), Stage::Prune.as_str());
         let r = prune_after(env, job, &report).await;
@@ -102,7 +104,7 @@ pub async fn execute(env: &RunEnv, job: &Job, opts: RunOptions, after: After<'_>
 /// The run that could not connect to the cloud: reported and recorded the
 /// same way for both callers.
 pub async fn connect_failed(
-    job: &Job,
+    job: &JobName,
     run_id: Option<String>,
     e: &CloudError,
     record: Option<Recording<'_>>,
@@ -119,9 +121,9 @@ pub async fn connect_failed(
 }
 
 /// The report of a run that never reached the machine.
-fn not_run(job: &Job, run_id: Option<String>, outcome: Outcome, message: String) -> RunReport {
+fn not_run(job: &JobName, run_id: Option<String>, outcome: Outcome, message: String) -> RunReport {
     RunReport {
-        job: job.name.to_string(),
+        job: job.to_string(),
         run_id: run_id.unwrap_or_else(super::report::fresh_run_id),
         started_at: Utc::now(),
         exit_code: outcome.code(),
@@ -240,7 +242,7 @@ mod tests {
                     scheduled_for: Some(scheduled),
                 };
                 let e = CloudError::Metadata(MetadataError::NoRole);
-                connect_failed(&job(), Some("run-1".into()), &e, Some(record)).await
+                connect_failed(&job().name, Some("run-1".into()), &e, Some(record)).await
             })
         };
         // The current-thread runtime runs the task until it waits for the lock.

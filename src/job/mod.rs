@@ -1,5 +1,5 @@
 //! One run of a job, from preflight to record: the state machine
-//! ([`machine`]), its hooks ([`scripts`], [`script_check`]), its result
+//! ([`machine`]) over what the run reads ([`spec`]), its hooks ([`scripts`], [`script_check`]), its result
 //! ([`report`], [`outcome`]), what follows it the same way for the daemon
 //! and `appsnap run` ([`execute`]: [`retention`], the record), the vendor
 //! plugin's parameters ([`plugin_params`]) and the group's upload followed
@@ -16,4 +16,5 @@ pub mod report;
 pub mod retention;
 pub mod script_check;
 pub mod scripts;
+pub mod spec;
 pub mod upload;

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::outcome::Outcome;
+use super::spec::RunSpec;
 use crate::policy::naming;
 use crate::policy::types::{
     DiskId, DEFAULT_FREEZE_TIMEOUT_SECS, DEFAULT_FS_FREEZE, DEFAULT_SCRIPT_TIMEOUT_SECS,
@@ -232,15 +233,12 @@ fn script(key: &'static str, v: &str) -> Result<Option<PathBuf>, PluginParamsErr
 }
 
 impl PluginParams {
-    /// The one-off job the vendor plugin runs: every supported disk of the
-    /// instance minus `ExcludeDiskId`. It is never scheduled; its schedule is a
-    /// placeholder the machine does not read.
-    pub fn to_job(&self) -> crate::policy::Job {
-        use crate::policy::{CronSchedule, DiskSelection, Job, JobName, JobZone};
-        Job {
+    /// The one-off run the vendor plugin makes: every supported disk of the
+    /// instance minus `ExcludeDiskId`, never scheduled, never pruned.
+    pub fn to_spec(&self) -> RunSpec {
+        use crate::policy::{DiskSelection, JobName};
+        RunSpec {
             name: JobName(self.name.clone()),
-            schedule: CronSchedule::parse("0 0 1 1 *").expect("a valid constant pattern"),
-            zone: JobZone::Local,
             disks: DiskSelection::All {
                 exclude: self.exclude_disks.clone(),
             },
@@ -249,13 +247,10 @@ impl PluginParams {
             script_env: Vec::new(),
             description: self.description.clone(),
             tags: Default::default(),
-            keep_last: None,
-            max_age_days: None,
             fs_freeze: self.enable_fs_freeze,
             freeze_timeout: self.timeout,
             script_timeout: self.script_timeout,
             thaw_after: crate::policy::types::ThawAfter::Listed,
-            jitter: Duration::ZERO,
         }
     }
 }
@@ -418,6 +413,24 @@ mod tests {
         );
         assert_eq!(p.script_timeout, Duration::from_secs(60));
         assert_eq!(p.description.as_deref(), Some("two words, one comma"));
+        // What the run reads: every disk but the excluded ones, the vendor's
+        // defaults elsewhere, the default thaw point.
+        let spec = p.to_spec();
+        assert_eq!(spec.name.as_str(), "a1");
+        assert_eq!(
+            spec.disks,
+            crate::policy::DiskSelection::All {
+                exclude: p.exclude_disks.clone()
+            }
+        );
+        assert_eq!(spec.script_timeout, Duration::from_secs(60));
+        assert_eq!(
+            spec.freeze_timeout,
+            Duration::from_secs(DEFAULT_FREEZE_TIMEOUT_SECS)
+        );
+        assert_eq!(spec.fs_freeze, DEFAULT_FS_FREEZE);
+        assert_eq!(spec.thaw_after, crate::policy::ThawAfter::Listed);
+        assert_eq!(spec.description.as_deref(), Some("two words, one comma"));
     }
 
     #[test]

@@ -38,6 +38,7 @@ use super::script_check::{open_script, OpenedScript};
 use super::scripts::{
     run_script_until, Phase, ProcessGroup, ScriptContext, ScriptRun, DEFAULT_KILL_GRACE,
 };
+use super::spec::RunSpec;
 use crate::cloud::ecs::{
     ClientToken, CreateSnapshotGroup, Disk, EcsClient, EcsError, GroupDisks, SnapshotFilter,
     SnapshotGroup, SnapshotGroupFilter, Tag,
@@ -45,7 +46,7 @@ use crate::cloud::ecs::{
 use crate::cloud::{TAG_INSTANCE, TAG_JOB};
 use crate::host::{self, DiskRequest, Frozen, HostPaths, HostView, Plan, ThawCause};
 use crate::policy::types::ThawAfter;
-use crate::policy::{DiskId, Job};
+use crate::policy::DiskId;
 
 /// Tag key with the consistency appsnap achieved (`app`, `fs`, `crash`).
 pub const TAG_CONSISTENCY: &str = "appsnap:consistency";
@@ -279,7 +280,7 @@ enum Creation {
 const CALL_BUDGET: Duration = Duration::from_secs(60);
 
 /// Runs `job` once and reports what happened; never panics while anything is frozen.
-pub async fn run(env: &RunEnv, job: &Job, opts: RunOptions) -> RunReport {
+pub async fn run(env: &RunEnv, job: &RunSpec, opts: RunOptions) -> RunReport {
     let mut r = Run::new(env, job, opts);
     let mut step = Step::Preflight;
     let span = tracing::Span::current();
@@ -306,7 +307,7 @@ pub async fn run(env: &RunEnv, job: &Job, opts: RunOptions) -> RunReport {
 /// What the whole run shares; each step's own data travels in [`Step`].
 struct Run<'a> {
     env: &'a RunEnv,
-    job: &'a Job,
+    job: &'a RunSpec,
     opts: RunOptions,
     report: RunReport,
     /// The first failure's code (a thaw failure overrides everything).
@@ -322,7 +323,7 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn new(env: &'a RunEnv, job: &'a Job, opts: RunOptions) -> Run<'a> {
+    fn new(env: &'a RunEnv, job: &'a RunSpec, opts: RunOptions) -> Run<'a> {
         let now = chrono::Utc::now();
         // The caller's ID when it chose one (the daemon's journal span carries it).
         let run_id = opts

@@ -173,6 +173,7 @@ impl BlockGraph {
         Ok(BlockGraph { devices, btrfs })
     }
 
+    #[cfg(test)]
     /// Builds a graph directly (tests, and callers that already hold the data).
     pub fn from_parts(
         devices: Vec<BlockDevice>,

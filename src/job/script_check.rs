@@ -91,11 +91,6 @@ impl AsFd for OpenedScript {
     }
 }
 
-/// Checks one script; `Ok` means it may run as an application-consistency hook.
-pub fn check_script(path: &Path) -> Result<(), ScriptProblem> {
-    open_script(path).map(|_| ())
-}
-
 /// Resolves `path` one component at a time from `/` (every directory reached,
 /// also through a symbolic link, must be safe; every link followed must be
 /// root's), then opens the last component without following it and checks
@@ -298,6 +293,11 @@ fn check_directory(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Checks one script; `Ok` means it may run as a hook.
+    fn check_script(path: &Path) -> Result<(), ScriptProblem> {
+        open_script(path).map(|_| ())
+    }
     use std::os::unix::fs::PermissionsExt;
 
     fn is_root() -> bool {

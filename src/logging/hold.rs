@@ -103,6 +103,7 @@ impl Output {
         })
     }
 
+    #[cfg(test)]
     /// Whether a journal socket is connected (tests check the probe worked).
     pub fn has_journal(&self) -> bool {
         lock(&self.inner).journal.is_some()
@@ -120,6 +121,7 @@ impl Output {
         }
     }
 
+    #[cfg(test)]
     /// Whether output is being held now.
     pub fn is_held(&self) -> bool {
         lock(&self.inner).holds > 0

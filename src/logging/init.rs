@@ -213,6 +213,7 @@ pub fn build(
         .with(json)
 }
 
+#[cfg(test)]
 /// The filter a test or embedding caller passes to [`build`].
 pub fn filter_from(directives: &str) -> Result<EnvFilter, LoggingError> {
     filter(Some(directives))

@@ -41,8 +41,10 @@ mod span;
 mod tests;
 
 pub use hold::{global_output, hold, Output, OutputHold, HOLD_MAX_BYTES, HOLD_MAX_EVENTS};
+#[cfg(test)]
+pub use init::filter_from;
 pub use init::{
-    build, choose, filter_from, init, stderr_is_journal, Chosen, Destination, LogConfig, LogFormat,
+    build, choose, init, stderr_is_journal, Chosen, Destination, LogConfig, LogFormat,
     LoggingError, FILTER_ENV,
 };
 pub use journald::journal_field_name;

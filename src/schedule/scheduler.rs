@@ -163,6 +163,7 @@ impl Scheduler {
         (s, handle)
     }
 
+    #[cfg(test)]
     /// Replaces the random source used for jitter and run IDs (tests pin it).
     pub fn with_random(mut self, random: impl FnMut() -> u64 + Send + 'static) -> Scheduler {
         self.random = Box::new(random);

@@ -3,6 +3,11 @@
 //! the way: every directory up to `/` is root-owned and not writable by group
 //! or others, except a root-owned sticky directory such as `/tmp`, where only
 //! the file's owner can rename or delete it).
+//!
+//! "Root" is, exactly, the user appsnap runs as or root, as OpenSSH trusts
+//! files owned by root or the user: appsnap runs as root, so in production
+//! the two are one. Run as another user (the root-free route tests), a script
+//! that user owns gives that user nothing it did not have.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -32,7 +37,7 @@ pub enum ScriptProblem {
         kind: &'static str,
     },
     /// Owned by someone other than root.
-    #[error("{}: is owned by uid {uid}, must be owned by root", path.display())]
+    #[error("{}: is owned by uid {uid}, must be owned by root{}", path.display(), or_self())]
     NotRootOwned {
         /// The script.
         path: PathBuf,
@@ -124,7 +129,7 @@ pub fn open_script(path: &Path) -> Result<OpenedScript, ScriptProblem> {
             kind,
         });
     }
-    if st.st_uid != 0 {
+    if !trusted_owner(st.st_uid) {
         return Err(ScriptProblem::NotRootOwned {
             path: path.to_path_buf(),
             uid: st.st_uid,
@@ -205,7 +210,7 @@ fn resolve_dir(script: &Path, dir: &Path) -> Result<OwnedFd, ScriptProblem> {
                 if links > MAX_SYMLINKS {
                     return Err(unreadable(&here, Errno::ELOOP));
                 }
-                if st.st_uid != 0 {
+                if !trusted_owner(st.st_uid) {
                     return Err(ScriptProblem::UnsafeDirectory {
                         path: script.to_path_buf(),
                         dir: here,
@@ -260,6 +265,22 @@ impl DirStat for libc::stat {
     }
 }
 
+/// Root (uid 0) or the user appsnap runs as: who may own a script, the
+/// directories above it and the links on the way.
+fn trusted_owner(uid: u32) -> bool {
+    uid == 0 || uid == nix::unistd::geteuid().as_raw()
+}
+
+/// ", or by uid N (appsnap's own)" when appsnap does not run as root.
+fn or_self() -> String {
+    let me = nix::unistd::geteuid();
+    if me.is_root() {
+        String::new()
+    } else {
+        format!(" or by uid {me} (the user appsnap runs as)")
+    }
+}
+
 /// Root-owned and not writable by group or others, unless sticky (like
 /// `/tmp`: there only a file's owner may rename or delete it).
 fn check_directory(
@@ -277,7 +298,7 @@ fn check_directory(
         dir: dir.to_path_buf(),
         why: why + &through,
     };
-    if uid != 0 {
+    if !trusted_owner(uid) {
         return Err(unsafe_dir(format!("is owned by uid {uid}")));
     }
     let sticky = mode & 0o1000 != 0;

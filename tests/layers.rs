@@ -9,30 +9,17 @@
 //! `super::name` for a sibling file), comments included: the same text the
 //! issue's `grep` reads, so a doc link that points up a layer counts too.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+mod source_tree;
 
-/// Every `.rs` file under `dir`, recursively.
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            rust_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
-}
+use std::collections::{BTreeMap, BTreeSet};
+
+use source_tree::{rust_files, src};
 
 /// The library's source files with their module path split in parts
 /// (`src/cloud/ecs/mod.rs` -> `["cloud", "ecs"]`); the binary's own
 /// `main.rs` and `cli/` are not part of the library's layers.
 fn library() -> Vec<(Vec<String>, String)> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let src = src();
     let mut files = Vec::new();
     rust_files(&src, &mut files);
     let mut out = Vec::new();

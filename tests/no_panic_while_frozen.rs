@@ -9,7 +9,9 @@
 //! made while frozen, wherever under `src/cloud` they live (so moving them to
 //! another file keeps them checked).
 
-use std::path::{Path, PathBuf};
+mod source_tree;
+
+use source_tree::{rust_files, src};
 
 /// Files every line of which may run while frozen (relative to `src/`);
 /// a directory means every file under it.
@@ -42,25 +44,6 @@ const FORBIDDEN: &[&str] = &[
     "todo!(",
     "unimplemented!(",
 ];
-
-fn src() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
-}
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            rust_files(&p, out);
-        } else if p.extension().is_some_and(|e| e == "rs") {
-            out.push(p);
-        }
-    }
-}
 
 /// The text before the file's test module, with `//` comments removed.
 fn production_code(text: &str) -> String {

@@ -16,7 +16,7 @@ use super::retention::{self, NotSuccessful, PruneReport, RetentionError, Success
 use super::spec::RunSpec;
 use crate::cloud::CloudError;
 use crate::policy::{Job, JobName};
-use crate::state::{Consistency, JobResult, StateStore};
+use crate::state::{JobResult, StateStore};
 
 /// How long retention may take after a run, listing and deleting included.
 pub const PRUNE_BUDGET: Duration = Duration::from_secs(300);
@@ -122,20 +122,11 @@ pub async fn connect_failed(
 
 /// The report of a run that never reached the machine.
 fn not_run(job: &JobName, run_id: Option<String>, outcome: Outcome, message: String) -> RunReport {
-    RunReport {
-        job: job.to_string(),
-        run_id: run_id.unwrap_or_else(super::report::fresh_run_id),
-        started_at: Utc::now(),
-        exit_code: outcome.code(),
-        group_id: None,
-        group_name: None,
-        consistency: Consistency::None,
-        frozen_ms: None,
-        stages: Vec::new(),
-        warnings: Vec::new(),
-        errors: vec![message],
-        upload: None,
-    }
+    let run_id = run_id.unwrap_or_else(super::report::fresh_run_id);
+    let mut report = RunReport::started(job.as_str(), run_id, Utc::now());
+    report.exit_code = outcome.code();
+    report.errors.push(message);
+    report
 }
 
 /// Retention after a successful run only (a failed run cannot prune):

@@ -122,6 +122,24 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// A report of a run that has just started: nothing done, nothing claimed.
+    pub fn started(job: &str, run_id: String, at: DateTime<Utc>) -> RunReport {
+        RunReport {
+            job: job.to_string(),
+            run_id,
+            started_at: at,
+            exit_code: 0,
+            group_id: None,
+            group_name: None,
+            consistency: Consistency::None,
+            frozen_ms: None,
+            stages: Vec::new(),
+            warnings: Vec::new(),
+            errors: Vec::new(),
+            upload: None,
+        }
+    }
+
     /// The outcome as the vendor's enum.
     pub fn outcome(&self) -> Outcome {
         Outcome::from_code(self.exit_code).unwrap_or(Outcome::Unknown)

@@ -54,7 +54,7 @@ use crate::cloud::ecs::{
 use crate::cloud::{TAG_APP_CONSISTENT, TAG_FS_CONSISTENT, TAG_INSTANCE, TAG_JOB};
 use crate::job::machine::TAG_CONSISTENCY;
 use crate::job::outcome::Outcome;
-use crate::job::report::RunReport;
+use crate::job::report::{weakest, RunReport};
 use crate::owner::{OwnerId, TAG_OWNER, TAG_PLUGIN};
 use crate::policy::Job;
 use crate::state::Consistency;
@@ -211,20 +211,6 @@ fn consistency_of(tags: &[Tag]) -> Option<Consistency> {
         Some(Consistency::Fs)
     } else {
         None
-    }
-}
-
-fn weakest(a: Consistency, b: Consistency) -> Consistency {
-    let rank = |c: Consistency| match c {
-        Consistency::App => 3,
-        Consistency::Fs => 2,
-        Consistency::Crash => 1,
-        Consistency::None => 0,
-    };
-    if rank(a) <= rank(b) {
-        a
-    } else {
-        b
     }
 }
 

@@ -10,6 +10,8 @@
 //! the user the test runs as, whom appsnap trusts like root (as root in
 //! production, the two are one). CI runs it as root and as `nobody`.
 
+mod common;
+
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,7 @@ use appsnap::job::freeze_stage::{FreezeStage, GuardSpawn, StageGuard};
 use appsnap::job::machine::{run, RunEnv, RunOptions};
 use appsnap::job::report::{Consistency, RunReport};
 use appsnap::policy::{self, DiskId};
+use common::world::snapshot_tags;
 use ecs_sim::{SimConfig, SimHandle};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -391,30 +394,6 @@ freeze_timeout_secs = {freeze}
 }
 
 async fn nothing(_: Arc<EcsClient>, _: Arc<Shared>, _: String, _: String) {}
-
-/// Every snapshot of `g` as (key, value) tag lists.
-fn snapshot_tags(g: &Value) -> Vec<Vec<(String, String)>> {
-    g["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            s["tags"]["Tag"]
-                .as_array()
-                .map(|ts| {
-                    ts.iter()
-                        .map(|t| {
-                            (
-                                t["Key"].as_str().unwrap_or_default().to_string(),
-                                t["Value"].as_str().unwrap_or_default().to_string(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default()
-        })
-        .collect()
-}
 
 fn consistency_tags(g: &Value) -> Vec<String> {
     snapshot_tags(g)

@@ -110,6 +110,62 @@ rejections! {
     max_age_days_negative: job("max_age_days = -1\n"), 5, "max_age_days";
     too_many_disks_for_a_group: format!("[cloud]\nmax_disks_per_group = 1\n{}", job_no_disks("disks = [\"d-a1\", \"d-b2\"]\n")), 6, "max_disks_per_group";
     duplicate_job_name: format!("{}{}", job(""), job("")), 6, "duplicate job name";
+    webhook_plain_http_off_host: "[notify]\nwebhook_url = \"http://alerts.example.com/hook\"\n", 2, "webhook_url";
+    webhook_with_credentials: "[notify]\nwebhook_url = \"https://u:p@alerts.example.com/\"\n", 2, "webhook_url";
+    webhook_key_relative: "[notify]\nwebhook_url = \"https://a.example/\"\nwebhook_key_file = \"key\"\n", 3, "webhook_key_file";
+    webhook_key_without_webhook: "[notify]\nwebhook_key_file = \"/etc/appsnap/key\"\n", 2, "add webhook_url";
+    webhook_secret_in_the_policy: "[notify]\nwebhook_url = \"https://a.example/\"\nwebhook_key = \"s3cret\"\n", 3, "webhook_key";
+    exec_relative: "[notify]\nexec = \"notify.sh\"\n", 2, "exec";
+    notify_timeout_zero: "[notify]\ntimeout_secs = 0\n", 2, "timeout_secs";
+    notify_retries_too_many: job("notify = { retries = 11 }\n"), 5, "retries";
+    job_webhook_plain_http: job("notify = { webhook_url = \"http://10.0.0.5/x\" }\n"), 5, "webhook_url";
+    ping_url_plain_http: job("ping_url = \"http://hc-ping.com/uuid\"\n"), 5, "ping_url";
+    catch_up_not_bool: job("catch_up = \"yes\"\n"), 5, "catch_up";
+    textfile_not_prom: "[metrics]\ntextfile = \"/var/lib/prometheus/node-exporter/appsnap.txt\"\n", 2, ".prom";
+    textfile_relative: "[metrics]\ntextfile = \"appsnap.prom\"\n", 2, "textfile";
+    unknown_key_in_metrics: "[metrics]\ntextfle = \"/x.prom\"\n", 2, "textfle";
+}
+
+#[test]
+fn notify_and_metrics_keys_are_read_and_a_jobs_table_replaces_the_global_one() {
+    let text = format!(
+        "[notify]\nwebhook_url = \"https://alerts.example/appsnap\"\nwebhook_key_file = \"/etc/appsnap/webhook.key\"\nsuccess = true\n\
+         [metrics]\ntextfile = \"/var/lib/prometheus/node-exporter/appsnap.prom\"\n\
+         [defaults]\ncatch_up = true\n{}{}",
+        job("ping_url = \"https://hc-ping.com/5f3e\"\n"),
+        "[[job]]\nname = \"pg\"\nschedule = \"0 3 * * *\"\ndisks = \"all\"\ncatch_up = false\nnotify = { exec = \"/etc/appsnap/notify.sh\", retries = 0 }\n"
+    );
+    let p = parse_str(Path::new("/etc/appsnap.toml"), &text).unwrap();
+    assert_eq!(
+        p.metrics.textfile.as_deref(),
+        Some(Path::new("/var/lib/prometheus/node-exporter/appsnap.prom"))
+    );
+    let (mysql, pg) = (&p.jobs[0], &p.jobs[1]);
+    assert!(mysql.catch_up && !pg.catch_up);
+    assert_eq!(mysql.ping_url.as_deref(), Some("https://hc-ping.com/5f3e"));
+    assert_eq!(
+        mysql.notify, p.notify,
+        "no table of its own: the global one"
+    );
+    assert!(mysql.notify.success);
+    assert_eq!(
+        pg.notify.webhook_url, None,
+        "its own table replaces the global one whole"
+    );
+    assert_eq!(
+        pg.notify.exec.as_deref(),
+        Some(Path::new("/etc/appsnap/notify.sh"))
+    );
+    assert_eq!(pg.notify.retries, 0);
+    // And the whole policy survives render -> parse.
+    let again = parse_str(Path::new("/etc/appsnap.toml"), &p.to_toml()).unwrap();
+    assert_eq!(again, p);
+    // Loopback http is for tests and local receivers.
+    parse_str(
+        Path::new("/etc/appsnap.toml"),
+        "[notify]\nwebhook_url = \"http://127.0.0.1:9000/hook\"\n",
+    )
+    .unwrap();
 }
 
 #[test]

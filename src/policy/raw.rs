@@ -13,8 +13,29 @@ pub struct RawFile {
     pub cloud: Option<Spanned<RawCloud>>,
     pub host: Option<Spanned<RawHost>>,
     pub defaults: Option<Spanned<RawDefaults>>,
+    pub notify: Option<Spanned<RawNotify>>,
+    pub metrics: Option<Spanned<RawMetrics>>,
     #[serde(default)]
     pub job: Vec<Spanned<RawJob>>,
+}
+
+/// `[notify]` and a job's own `[job.notify]` (which replaces it for that job).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    pub webhook_url: Option<Spanned<String>>,
+    pub webhook_key_file: Option<Spanned<String>>,
+    pub exec: Option<Spanned<String>>,
+    pub success: Option<Spanned<bool>>,
+    pub timeout_secs: Option<Spanned<i64>>,
+    pub retries: Option<Spanned<i64>>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub textfile: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -47,6 +68,7 @@ pub struct RawDefaults {
     pub script_timeout_secs: Option<Spanned<i64>>,
     pub jitter_secs: Option<Spanned<i64>>,
     pub thaw_after: Option<Spanned<String>>,
+    pub catch_up: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,4 +92,7 @@ pub struct RawJob {
     pub script_timeout_secs: Option<Spanned<i64>>,
     pub jitter_secs: Option<Spanned<i64>>,
     pub thaw_after: Option<Spanned<String>>,
+    pub catch_up: Option<Spanned<bool>>,
+    pub ping_url: Option<Spanned<String>>,
+    pub notify: Option<Spanned<RawNotify>>,
 }

@@ -13,6 +13,15 @@ impl Policy {
         root.insert("cloud".into(), Value::Table(cloud(&self.cloud)));
         root.insert("host".into(), Value::Table(host(&self.host)));
         root.insert("defaults".into(), Value::Table(defaults(&self.defaults)));
+        root.insert("notify".into(), Value::Table(notify(&self.notify)));
+        let mut metrics = Table::new();
+        let textfile = self
+            .metrics
+            .textfile
+            .as_ref()
+            .map(|p| p.display().to_string());
+        put_opt(&mut metrics, "textfile", &textfile);
+        root.insert("metrics".into(), Value::Table(metrics));
         let jobs = self.jobs.iter().map(|j| Value::Table(job(j))).collect();
         root.insert("job".into(), Value::Array(jobs));
         toml::to_string(&root).expect("a toml::Table always serializes")
@@ -76,6 +85,19 @@ fn defaults(d: &JobDefaults) -> Table {
         "thaw_after".into(),
         Value::String(d.thaw_after.as_str().into()),
     );
+    t.insert("catch_up".into(), Value::Boolean(d.catch_up));
+    t
+}
+
+fn notify(n: &NotifySettings) -> Table {
+    let mut t = Table::new();
+    put_opt(&mut t, "webhook_url", &n.webhook_url);
+    let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    put_opt(&mut t, "webhook_key_file", &path(&n.webhook_key_file));
+    put_opt(&mut t, "exec", &path(&n.exec));
+    t.insert("success".into(), Value::Boolean(n.success));
+    t.insert("timeout_secs".into(), secs(n.timeout));
+    t.insert("retries".into(), Value::Integer(n.retries.into()));
     t
 }
 
@@ -128,6 +150,9 @@ fn job(j: &Job) -> Table {
         "thaw_after".into(),
         Value::String(j.thaw_after.as_str().into()),
     );
+    t.insert("catch_up".into(), Value::Boolean(j.catch_up));
+    put_opt(&mut t, "ping_url", &j.ping_url);
+    t.insert("notify".into(), Value::Table(notify(&j.notify)));
     t
 }
 

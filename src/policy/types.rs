@@ -17,6 +17,10 @@ pub struct Policy {
     pub host: HostSettings,
     /// The defaults every job inherited (kept for `check` and serialization).
     pub defaults: JobDefaults,
+    /// `[notify]`: the sinks of every job without its own `notify` table.
+    pub notify: NotifySettings,
+    /// `[metrics]`: the Prometheus textfile.
+    pub metrics: MetricsSettings,
     /// Jobs in file order: main file first, then drop-ins sorted by name.
     pub jobs: Vec<Job>,
 }
@@ -126,6 +130,65 @@ pub struct JobDefaults {
     pub jitter: Duration,
     /// When the file systems are thawed.
     pub thaw_after: ThawAfter,
+    /// Run once at daemon start when a scheduled time passed with no run
+    /// (systemd's `Persistent=true`).
+    pub catch_up: bool,
+}
+
+/// Where a job's events go: `[notify]`, or the job's own `notify` table,
+/// which replaces it whole (so a job can also send to fewer sinks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifySettings {
+    /// A webhook: https, or http to loopback only (checked).
+    pub webhook_url: Option<String>,
+    /// The HMAC-SHA256 key for `X-Appsnap-Signature`: a root-only file, read
+    /// at delivery, so the key is never in the policy (which is 0644).
+    pub webhook_key_file: Option<PathBuf>,
+    /// A root-owned command run like the hooks, the event on stdin and in its environment.
+    pub exec: Option<PathBuf>,
+    /// Also send `success` events (off by default: the other events are the news).
+    pub success: bool,
+    /// The longest one delivery attempt may take.
+    pub timeout: Duration,
+    /// Attempts after the first, with backoff.
+    pub retries: u32,
+}
+
+/// Default for one delivery attempt.
+pub const DEFAULT_NOTIFY_TIMEOUT_SECS: u64 = 10;
+/// Default number of retries.
+pub const DEFAULT_NOTIFY_RETRIES: u32 = 3;
+/// Accepted range for `notify.timeout_secs`.
+pub const NOTIFY_TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 1..=120;
+/// Accepted range for `notify.retries`.
+pub const NOTIFY_RETRIES_RANGE: std::ops::RangeInclusive<u64> = 0..=10;
+
+impl Default for NotifySettings {
+    fn default() -> Self {
+        NotifySettings {
+            webhook_url: None,
+            webhook_key_file: None,
+            exec: None,
+            success: false,
+            timeout: Duration::from_secs(DEFAULT_NOTIFY_TIMEOUT_SECS),
+            retries: DEFAULT_NOTIFY_RETRIES,
+        }
+    }
+}
+
+impl NotifySettings {
+    /// Whether any event sink is configured.
+    pub fn has_sinks(&self) -> bool {
+        self.webhook_url.is_some() || self.exec.is_some()
+    }
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MetricsSettings {
+    /// The node_exporter textfile (`*.prom`) appsnap rewrites after every
+    /// run and at daemon start; `None`: no metrics.
+    pub textfile: Option<PathBuf>,
 }
 
 /// When a run thaws: the point in time of a snapshot group is only known to be
@@ -173,6 +236,7 @@ impl Default for JobDefaults {
             script_timeout: Duration::from_secs(DEFAULT_SCRIPT_TIMEOUT_SECS),
             jitter: Duration::ZERO,
             thaw_after: ThawAfter::Listed,
+            catch_up: false,
         }
     }
 }
@@ -301,6 +365,12 @@ pub struct Job {
     pub jitter: Duration,
     /// When the file systems are thawed.
     pub thaw_after: ThawAfter,
+    /// Run once at daemon start when a scheduled time was missed.
+    pub catch_up: bool,
+    /// A health-check URL (healthchecks.io convention: `/start`, success, `/fail`).
+    pub ping_url: Option<String>,
+    /// Where this job's events go (its own table, or `[notify]`).
+    pub notify: NotifySettings,
 }
 
 impl Job {

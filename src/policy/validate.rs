@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use super::error::{Locator, Problem};
 use super::naming;
-use super::raw::{RawCloud, RawDefaults, RawFile, RawHost, RawJob};
+use super::raw::{RawCloud, RawDefaults, RawFile, RawHost, RawJob, RawMetrics, RawNotify};
 use super::schedule::CronSchedule;
 use super::types::*;
 
@@ -36,6 +36,8 @@ pub(crate) fn validate(sources: &[Source]) -> Result<Policy, Vec<Problem>> {
         cloud: CloudSettings::default(),
         host: HostSettings::default(),
         defaults: JobDefaults::default(),
+        notify: NotifySettings::default(),
+        metrics: MetricsSettings::default(),
         jobs: Vec::new(),
     };
     for (src, raw) in &parsed {
@@ -50,6 +52,8 @@ pub(crate) fn validate(sources: &[Source]) -> Result<Policy, Vec<Problem>> {
             ("cloud", raw.cloud.as_ref().map(|s| s.span().start)),
             ("host", raw.host.as_ref().map(|s| s.span().start)),
             ("defaults", raw.defaults.as_ref().map(|s| s.span().start)),
+            ("notify", raw.notify.as_ref().map(|s| s.span().start)),
+            ("metrics", raw.metrics.as_ref().map(|s| s.span().start)),
         ];
         if src.is_main {
             if let Some(c) = &raw.cloud {
@@ -60,6 +64,12 @@ pub(crate) fn validate(sources: &[Source]) -> Result<Policy, Vec<Problem>> {
             }
             if let Some(d) = &raw.defaults {
                 policy.defaults = v.defaults(d.get_ref());
+            }
+            if let Some(n) = &raw.notify {
+                policy.notify = v.notify(n.get_ref(), None, "notify");
+            }
+            if let Some(m) = &raw.metrics {
+                policy.metrics = v.metrics(m.get_ref());
             }
         } else {
             for (name, at) in sections {
@@ -82,7 +92,7 @@ pub(crate) fn validate(sources: &[Source]) -> Result<Policy, Vec<Problem>> {
             problems: &mut problems,
         };
         for job in &raw.job {
-            let Some(j) = v.job(job, &policy.defaults, &policy.cloud) else {
+            let Some(j) = v.job(job, &policy.defaults, &policy.notify, &policy.cloud) else {
                 continue;
             };
             let name = j.name.as_str().to_string();
@@ -333,6 +343,10 @@ impl Checker<'_, '_> {
                     }
                 },
             },
+            catch_up: raw
+                .catch_up
+                .as_ref()
+                .map_or(base.catch_up, |b| *b.get_ref()),
         }
     }
 
@@ -345,6 +359,7 @@ impl Checker<'_, '_> {
         &mut self,
         sj: &Spanned<RawJob>,
         defaults: &JobDefaults,
+        notify: &NotifySettings,
         cloud: &CloudSettings,
     ) -> Option<Job> {
         let before = self.problems.len();
@@ -461,8 +476,16 @@ impl Checker<'_, '_> {
             script_timeout_secs: j.script_timeout_secs.clone(),
             jitter_secs: j.jitter_secs.clone(),
             thaw_after: j.thaw_after.clone(),
+            catch_up: j.catch_up.clone(),
         };
         let eff = self.inheritable(&inherited, jn, defaults);
+        let ping_url = self.string(&j.ping_url, jn, "ping_url", |s| {
+            url_check(s, "ping_url", PlainHttp::LoopbackOnly)
+        });
+        let notify = match &j.notify {
+            Some(n) => self.notify(n.get_ref(), jn, "notify"),
+            None => notify.clone(),
+        };
 
         if self.problems.len() != before {
             return None;
@@ -484,7 +507,72 @@ impl Checker<'_, '_> {
             script_timeout: eff.script_timeout,
             jitter: eff.jitter,
             thaw_after: eff.thaw_after,
+            catch_up: eff.catch_up,
+            ping_url,
+            notify,
         })
+    }
+
+    /// `[notify]` or a job's `notify` table (`key` is how it is spelled).
+    fn notify(&mut self, n: &RawNotify, job: Option<&str>, key: &str) -> NotifySettings {
+        let d = NotifySettings::default();
+        let webhook_url = self.string(&n.webhook_url, job, &format!("{key}.webhook_url"), |s| {
+            url_check(s, "webhook_url", PlainHttp::LoopbackOnly)
+        });
+        let webhook_key_file = self
+            .string(
+                &n.webhook_key_file,
+                job,
+                &format!("{key}.webhook_key_file"),
+                |s| absolute(s, "webhook_key_file"),
+            )
+            .map(PathBuf::from);
+        if let (Some(k), None) = (&n.webhook_key_file, &n.webhook_url) {
+            self.push(
+                k.span().start,
+                job,
+                &format!("{key}.webhook_key_file"),
+                "webhook_key_file: only used to sign a webhook; add webhook_url or remove it"
+                    .into(),
+            );
+        }
+        let exec = self
+            .string(&n.exec, job, &format!("{key}.exec"), |s| {
+                absolute(s, "exec")
+            })
+            .map(PathBuf::from);
+        NotifySettings {
+            webhook_url,
+            webhook_key_file,
+            exec,
+            success: n.success.as_ref().map_or(d.success, |b| *b.get_ref()),
+            timeout: self
+                .int(&n.timeout_secs, job, "timeout_secs", NOTIFY_TIMEOUT_RANGE)
+                .map_or(d.timeout, Duration::from_secs),
+            retries: self
+                .int(&n.retries, job, "retries", NOTIFY_RETRIES_RANGE)
+                .map_or(d.retries, |r| r as u32),
+        }
+    }
+
+    /// `[metrics]`: the textfile must be absolute and end in `.prom`, the
+    /// only files node_exporter's textfile collector reads.
+    fn metrics(&mut self, m: &RawMetrics) -> MetricsSettings {
+        MetricsSettings {
+            textfile: self
+                .string(&m.textfile, None, "metrics.textfile", |s| {
+                    absolute(s, "textfile")?;
+                    let name = Path::new(s).file_name().and_then(|n| n.to_str()).unwrap_or("");
+                    if name.len() > ".prom".len() && name.ends_with(".prom") && !name.starts_with('.') {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "textfile {s:?}: must name a file ending in .prom (node_exporter's textfile collector reads only those), such as \"/var/lib/prometheus/node-exporter/appsnap.prom\""
+                        ))
+                    }
+                })
+                .map(PathBuf::from),
+        }
     }
 
     /// `disks` ("all" or a list) with `exclude_disks`, and their conflicts.

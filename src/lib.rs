@@ -11,6 +11,8 @@ pub mod daemon;
 pub mod host;
 pub mod job;
 pub mod logging;
+pub mod metrics;
+pub mod notify;
 pub mod owner;
 pub mod policy;
 /// Retention is the job's last step; its old path stays for callers and tests.

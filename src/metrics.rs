@@ -5,7 +5,9 @@
 //! the per-job totals kept here (`<state_dir>/metrics/<job>.json`, so
 //! counters survive restarts and `appsnap run` adds to the daemon's) and the
 //! sink log. Names and units follow the Prometheus naming rules (`_seconds`,
-//! `_timestamp_seconds`, `_total` for counters).
+//! `_timestamp_seconds`, `_total` for counters). The job is the label
+//! `appsnap_job`, not `job`: Prometheus sets `job` (and `instance`) on every
+//! scraped series itself and would rename ours to `exported_job`.
 //!
 //! **Where it may write.** Debian's collector directory is root's, but its
 //! parent `/var/lib/prometheus` belongs to the `prometheus` user, so
@@ -271,7 +273,7 @@ pub fn render(policy: &Policy, now: DateTime<Utc>) -> String {
         family(&mut out, name, "gauge", help);
         for r in &rows {
             if let Some(v) = get(r) {
-                let _ = writeln!(out, "{name}{{job=\"{}\"}} {v}", r.job);
+                let _ = writeln!(out, "{name}{{appsnap_job=\"{}\"}} {v}", r.job);
             }
         }
     }
@@ -291,7 +293,7 @@ pub fn render(policy: &Policy, now: DateTime<Utc>) -> String {
             ] {
                 let _ = writeln!(
                     out,
-                    "appsnap_job_last_consistency{{job=\"{}\",consistency=\"{}\"}} {}",
+                    "appsnap_job_last_consistency{{appsnap_job=\"{}\",consistency=\"{}\"}} {}",
                     r.job,
                     c.as_str(),
                     u8::from(rec.consistency == c)
@@ -310,7 +312,7 @@ pub fn render(policy: &Policy, now: DateTime<Utc>) -> String {
             let n = r.totals.runs.get(o).copied().unwrap_or(0);
             let _ = writeln!(
                 out,
-                "appsnap_job_runs_total{{job=\"{}\",outcome=\"{o}\"}} {n}",
+                "appsnap_job_runs_total{{appsnap_job=\"{}\",outcome=\"{o}\"}} {n}",
                 r.job
             );
         }
@@ -324,7 +326,7 @@ pub fn render(policy: &Policy, now: DateTime<Utc>) -> String {
     for r in &rows {
         let _ = writeln!(
             out,
-            "appsnap_job_forced_thaws_total{{job=\"{}\"}} {}",
+            "appsnap_job_forced_thaws_total{{appsnap_job=\"{}\"}} {}",
             r.job, r.totals.forced_thaws
         );
     }
@@ -337,7 +339,7 @@ pub fn render(policy: &Policy, now: DateTime<Utc>) -> String {
     for r in &rows {
         let _ = writeln!(
             out,
-            "appsnap_job_retention_deletions_total{{job=\"{}\"}} {}",
+            "appsnap_job_retention_deletions_total{{appsnap_job=\"{}\"}} {}",
             r.job, r.totals.retention_deletions
         );
     }
@@ -352,7 +354,7 @@ pub fn render(policy: &Policy, now: DateTime<Utc>) -> String {
             for (result, n) in [("sent", s.sent_total), ("failed", s.failed_total)] {
                 let _ = writeln!(
                     out,
-                    "appsnap_notifications_total{{job=\"{}\",sink=\"{}\",result=\"{result}\"}} {n}",
+                    "appsnap_notifications_total{{appsnap_job=\"{}\",sink=\"{}\",result=\"{result}\"}} {n}",
                     r.job,
                     label(sink)
                 );

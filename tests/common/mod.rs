@@ -4,6 +4,7 @@
 //! outer watchdog that thaws everything if a test wedges.
 #![allow(dead_code)]
 
+pub mod alerts;
 pub mod world;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

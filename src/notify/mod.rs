@@ -152,16 +152,13 @@ impl Notifier {
         }
     }
 
-    /// The same notifier with a shorter first backoff (tests).
-    pub fn with_first_backoff(self, d: Duration) -> Notifier {
-        let inner = Arc::into_inner(self.inner).map(|mut i| {
+    /// The same notifier with another first backoff (tests); only before
+    /// it is cloned (a shared one is returned unchanged).
+    pub fn with_first_backoff(mut self, d: Duration) -> Notifier {
+        if let Some(i) = Arc::get_mut(&mut self.inner) {
             i.first_backoff = d;
-            i
-        });
-        match inner {
-            Some(i) => Notifier { inner: Arc::new(i) },
-            None => panic!("with_first_backoff must be called before the notifier is shared"),
         }
+        self
     }
 
     /// Who we are in events.

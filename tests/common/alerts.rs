@@ -42,6 +42,7 @@ pub struct Receiver {
     pub url: String,
     got: Arc<Mutex<Vec<Received>>>,
     hang: Arc<AtomicBool>,
+    fail_next: Arc<std::sync::atomic::AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
 
@@ -54,14 +55,15 @@ impl Receiver {
         let got = Arc::new(Mutex::new(Vec::new()));
         let hang = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
+        let fail_next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let key = key.to_vec();
-        let (g, h, s) = (got.clone(), hang.clone(), stop.clone());
+        let (g, h, s, f) = (got.clone(), hang.clone(), stop.clone(), fail_next.clone());
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match l.accept() {
                     Ok((c, _)) => {
-                        let (g, h, key) = (g.clone(), h.clone(), key.clone());
-                        std::thread::spawn(move || serve(c, &key, &g, &h));
+                        let (g, h, f, key) = (g.clone(), h.clone(), f.clone(), key.clone());
+                        std::thread::spawn(move || serve(c, &key, &g, &h, &f));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
@@ -71,8 +73,14 @@ impl Receiver {
             url,
             got,
             hang,
+            fail_next,
             stop,
         }
+    }
+
+    /// Answer the next `n` requests with 503.
+    pub fn fail_next(&self, n: usize) {
+        self.fail_next.store(n, Ordering::Relaxed);
     }
 
     /// Stop answering (requests are still recorded, then held open).
@@ -108,7 +116,13 @@ impl Drop for Receiver {
     }
 }
 
-fn serve(c: TcpStream, key: &[u8], got: &Mutex<Vec<Received>>, hang: &AtomicBool) {
+fn serve(
+    c: TcpStream,
+    key: &[u8],
+    got: &Mutex<Vec<Received>>,
+    hang: &AtomicBool,
+    fail_next: &std::sync::atomic::AtomicUsize,
+) {
     c.set_nonblocking(false).ok();
     c.set_read_timeout(Some(Duration::from_secs(30))).ok();
     let mut r = BufReader::new(c.try_clone().unwrap());
@@ -155,6 +169,13 @@ fn serve(c: TcpStream, key: &[u8], got: &Mutex<Vec<Received>>, hang: &AtomicBool
         return;
     }
     let mut c = c;
+    let failing = fail_next
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok();
+    if failing {
+        let _ = c.write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbusy");
+        return;
+    }
     let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
 }
 

@@ -162,3 +162,53 @@ fn invalid_policy_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("minute must be 0-59"));
 }
+
+#[test]
+fn the_last_notification_of_each_sink_is_shown() {
+    use appsnap::notify::{SinkKind, SinkLog, SinkResult};
+    let dir = tempfile::tempdir().unwrap();
+    let p = policy(dir.path());
+    seed(dir.path());
+    let log = SinkLog::new(&dir.path().join("state"));
+    let at = "2026-11-22T18:31:03Z".parse().unwrap();
+    let result = |ok: bool, event: &str, error: Option<&str>| SinkResult {
+        at,
+        event: event.into(),
+        ok,
+        attempts: if ok { 1 } else { 4 },
+        error: error.map(str::to_string),
+        sent_total: 0,
+        failed_total: 0,
+    };
+    log.record("mysql", SinkKind::Ping, result(true, "success", None))
+        .unwrap();
+    log.record(
+        "mysql",
+        SinkKind::Webhook,
+        result(
+            false,
+            "failure",
+            Some("https://alerts.example/… answered 503"),
+        ),
+    )
+    .unwrap();
+    let out = status(&p, false);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("last notifications:"), "{stdout}");
+    assert!(
+        stdout.contains("  mysql ping: ok: success at 2026-11-22 18:31:03 UTC (1 attempt; 1 sent, 0 failed in all)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  mysql webhook: FAILED: failure at 2026-11-22 18:31:03 UTC (4 attempts; 0 sent, 1 failed in all): https://alerts.example/… answered 503"),
+        "{stdout}"
+    );
+    let out = status(&p, true);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["jobs"][0]["notifications"]["webhook"]["ok"], false);
+    assert_eq!(v["jobs"][0]["notifications"]["ping"]["event"], "success");
+    assert!(
+        v["jobs"][1].get("notifications").is_none(),
+        "none kept: no key"
+    );
+}

@@ -2,7 +2,10 @@
 //! whether the daemon is running. Reads only files (the policy, the state
 //! dir, the daemon lock), so it works whether or not the daemon runs.
 
+use std::collections::BTreeMap;
+
 use appsnap::job::outcome::Outcome;
+use appsnap::notify::{SinkLog, SinkResult};
 use appsnap::policy::{self, Job, Policy};
 use appsnap::schedule::next_fire;
 use appsnap::state::{daemon_state, DaemonState, JobResult, StateStore};
@@ -40,6 +43,9 @@ struct JobReport {
     /// Why the stored result could not be used, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     last_result_error: Option<String>,
+    /// The last notification result per sink (`webhook`, `exec`, `ping`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    notifications: BTreeMap<String, SinkResult>,
 }
 
 /// Runs `status`; exit 0, or 2 if the policy is invalid.
@@ -77,6 +83,7 @@ pub fn run(cli: &Cli, args: &JsonArgs) -> u8 {
 
 fn report(policy: &Policy, now: DateTime<Utc>) -> StatusReport {
     let store = StateStore::new(&policy.host.state_dir);
+    let sinks = SinkLog::new(&policy.host.state_dir);
     let daemon = match daemon_state(&policy.host.run_dir) {
         DaemonState::Running { pid } => DaemonReport {
             state: "running",
@@ -109,6 +116,7 @@ fn report(policy: &Policy, now: DateTime<Utc>) -> StatusReport {
                 next_run: next_in_zone(job, now),
                 last_result,
                 last_result_error,
+                notifications: sinks.load(job.name.as_str()),
             }
         })
         .collect();
@@ -193,7 +201,42 @@ fn render(r: &StatusReport) -> String {
         out.push_str(line.trim_end());
         out.push('\n');
     }
+    let notes: Vec<String> = r
+        .jobs
+        .iter()
+        .flat_map(|j| {
+            j.notifications
+                .iter()
+                .map(move |(sink, s)| format!("  {} {sink}: {}", j.name, notification_line(s)))
+        })
+        .collect();
+    if !notes.is_empty() {
+        out.push_str("\nlast notifications:\n");
+        for n in notes {
+            out.push_str(&printable(&n));
+            out.push('\n');
+        }
+    }
     out
+}
+
+/// `ok: failure at 2026-... (1 attempt; 3 sent, 0 failed)` or `FAILED: ...`.
+fn notification_line(s: &SinkResult) -> String {
+    let head = if s.ok { "ok" } else { "FAILED" };
+    let why = s
+        .error
+        .as_deref()
+        .map(|e| format!(": {e}"))
+        .unwrap_or_default();
+    format!(
+        "{head}: {} at {} ({} attempt{}; {} sent, {} failed in all){why}",
+        s.event,
+        s.at.format("%Y-%m-%d %H:%M:%S UTC"),
+        s.attempts,
+        if s.attempts == 1 { "" } else { "s" },
+        s.sent_total,
+        s.failed_total
+    )
 }
 
 /// Where the group's upload stands: `done`, `35%`, `FAILED`, or `-`.

@@ -59,6 +59,13 @@ pub struct JobTotals {
     pub last_success: Option<DateTime<Utc>>,
     /// Whether the last run was a quiet downgrade.
     pub last_degraded: bool,
+    /// Scheduled times that passed with no run, in all.
+    #[serde(default)]
+    pub missed_runs: u64,
+    /// The latest missed time already reported (so a restart does not
+    /// report it again).
+    #[serde(default)]
+    pub missed_until: Option<DateTime<Utc>>,
 }
 
 /// Why metrics could not be kept or written.
@@ -152,6 +159,25 @@ pub fn record_run(
     let mut json = serde_json::to_vec_pretty(&t).unwrap_or_default();
     json.push(b'\n');
     securefs::write_atomic_nofollow(&dir, &file_name(&f.job)?, &json, 0o644)?;
+    Ok(t)
+}
+
+/// Adds `count` missed times of `job`, the latest `last`, to its totals.
+pub fn record_missed(
+    state_dir: &Path,
+    job: &str,
+    count: u64,
+    last: Option<DateTime<Utc>>,
+) -> Result<JobTotals, MetricsError> {
+    let dir = state_dir.join("metrics");
+    securefs::ensure_trusted_dir(state_dir)?;
+    securefs::ensure_trusted_dir(&dir)?;
+    let mut t = load_totals(state_dir, job);
+    t.missed_runs += count;
+    t.missed_until = t.missed_until.max(last);
+    let mut json = serde_json::to_vec_pretty(&t).unwrap_or_default();
+    json.push(b'\n');
+    securefs::write_atomic_nofollow(&dir, &file_name(job)?, &json, 0o644)?;
     Ok(t)
 }
 

@@ -18,6 +18,7 @@
 
 pub mod event;
 pub mod exec;
+pub mod missed;
 pub mod ping;
 pub mod sinklog;
 pub mod webhook;

@@ -467,9 +467,7 @@ pub fn wanted_consistency(job: &Job) -> Consistency {
 /// The facts the event rules need, from what [`crate::job::execute`] returned.
 pub fn facts(job: &Job, done: &Executed, previous_exit: Option<u8>) -> RunFacts {
     let r = &done.report;
-    let started_at = chrono::DateTime::parse_from_rfc3339(&r.started_at)
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_else(|_| Utc::now());
+    let started_at = r.started_at;
     let finished_at = done
         .record
         .as_ref()

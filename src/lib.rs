@@ -6,6 +6,7 @@
 // Shipped code handles its errors; tests may unwrap (clippy.toml).
 #![warn(clippy::unwrap_used)]
 
+pub mod alerts;
 pub mod cloud;
 pub mod daemon;
 pub mod host;

@@ -1,0 +1,105 @@
+//! What follows a run and a daemon start for the operator, the same for the
+//! daemon and `appsnap run`: the run's totals, its events and pings
+//! ([`crate::notify`]), and the metrics textfile ([`crate::metrics`]).
+//!
+//! Everything here happens after the run's record is written (the file
+//! systems are thawed and the post-script has run); deliveries go on in
+//! the background and never change the run's outcome.
+
+use chrono::Utc;
+use tracing::{info, warn};
+
+use crate::job::execute::Executed;
+use crate::metrics;
+use crate::notify::missed::{self, Missed};
+use crate::notify::{self, MissedCause, Notifier};
+use crate::policy::{Job, Policy};
+use crate::state::StateStore;
+
+/// The job's previous exit code, read before a run (for `recovered`).
+pub fn previous_exit(policy: &Policy, job: &Job) -> Option<u8> {
+    StateStore::new(&policy.host.state_dir)
+        .read(job.name.as_str())
+        .map(|r| r.exit_code)
+}
+
+/// Before a run: the health-check `/start` ping.
+pub fn run_starting(notifier: &Notifier, job: &Job, run_id: &str) {
+    notifier.run_starting(job, run_id);
+}
+
+/// After a run's record: totals, events and pings, then the textfile.
+pub fn run_finished(
+    notifier: &Notifier,
+    policy: &Policy,
+    job: &Job,
+    done: &Executed,
+    previous_exit: Option<u8>,
+) {
+    let facts = notify::facts(job, done, previous_exit);
+    if let Err(e) = metrics::record_run(&policy.host.state_dir, &facts, &done.retention) {
+        warn!(APPSNAP_JOB = %job.name, "run totals not kept: {e}");
+    }
+    notifier.run_finished(job, &facts);
+    write_metrics(policy);
+}
+
+/// Rewrites the textfile, logging (never failing) when it cannot.
+pub fn write_metrics(policy: &Policy) {
+    if let Err(e) = metrics::write_textfile(policy, Utc::now()) {
+        warn!("metrics not written: {e}");
+    }
+}
+
+/// At daemon start: every job's scheduled times that passed with no run
+/// since its last run (or the last ones reported), reported once and
+/// remembered; returns the jobs to run once now (`catch_up = true`).
+pub fn at_start(notifier: &Notifier, policy: &Policy) -> Vec<Job> {
+    let now = Utc::now();
+    let store = StateStore::new(&policy.host.state_dir);
+    let mut catch_up = Vec::new();
+    for job in &policy.jobs {
+        let totals = metrics::load_totals(&policy.host.state_dir, job.name.as_str());
+        let last = store.read(job.name.as_str());
+        let Some(since) = missed::reference(last.as_ref(), totals.missed_until) else {
+            continue;
+        };
+        let m = missed::missed_since(job, since, now);
+        if m.count == 0 {
+            continue;
+        }
+        report_missed(notifier, policy, job, &m, MissedCause::AtStart);
+        if job.catch_up {
+            info!(APPSNAP_JOB = %job.name, "catch_up = true: running the missed job once now");
+            catch_up.push(job.clone());
+        }
+    }
+    write_metrics(policy);
+    catch_up
+}
+
+/// Scheduled times of `job` skipped while the daemon ran (a clock jump).
+pub fn skipped(notifier: &Notifier, policy: &Policy, job: &Job, times: &[chrono::DateTime<Utc>]) {
+    let m = Missed {
+        times: times
+            .iter()
+            .take(notify::event::MAX_MISSED_TIMES)
+            .copied()
+            .collect(),
+        count: times.len() as u64,
+        last: times.last().copied(),
+    };
+    if m.count > 0 {
+        report_missed(notifier, policy, job, &m, MissedCause::ClockJump);
+        write_metrics(policy);
+    }
+}
+
+fn report_missed(notifier: &Notifier, policy: &Policy, job: &Job, m: &Missed, cause: MissedCause) {
+    notifier.missed(job, &m.times, m.count, cause);
+    if let Err(e) =
+        metrics::record_missed(&policy.host.state_dir, job.name.as_str(), m.count, m.last)
+    {
+        warn!(APPSNAP_JOB = %job.name, "missed runs not kept: {e}");
+    }
+}

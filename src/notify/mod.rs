@@ -8,9 +8,9 @@
 //! attempt and a bounded number of retries, so a hanging or failing sink
 //! never delays a run, a thaw or a post-script, and never fails a run (it is
 //! logged and counted). A delivery attempt never starts while file systems
-//! are frozen (this process's log output is held, or a frozen-set record
-//! exists): an `exec` sink could block on a frozen file system, and nothing
-//! but the snapshot may happen in that window.
+//! are frozen (a frozen-set record exists under `run_dir`): an `exec` sink
+//! could block on a frozen file system, and nothing but the snapshot may
+//! happen in that window.
 //!
 //! Layering: `notify` reads `job`'s report and runs `job`'s hooks; `job`,
 //! `cloud`, `host` and `policy` never name `notify` (the daemon and the CLI
@@ -100,9 +100,10 @@ pub trait FrozenProbe: Send + Sync + 'static {
     fn frozen(&self) -> bool;
 }
 
-/// The real probe: this process holds its log output (a run of this
-/// process is between FIFREEZE and FITHAW), or a frozen-set record exists
-/// under `run_dir` (a guard of any process has frozen something).
+/// The real probe: a frozen-set record exists under `run_dir`. The freeze
+/// guard (of this process or of an `appsnap run` beside the daemon) writes
+/// it before its first FIFREEZE and removes it after its last FITHAW, so it
+/// covers every freeze on the machine that appsnap made.
 #[derive(Debug, Clone)]
 pub struct SystemFrozenProbe {
     /// `host.run_dir`.
@@ -111,8 +112,7 @@ pub struct SystemFrozenProbe {
 
 impl FrozenProbe for SystemFrozenProbe {
     fn frozen(&self) -> bool {
-        crate::logging::global_output().is_held()
-            || std::fs::symlink_metadata(crate::host::record::record_path(&self.run_dir)).is_ok()
+        std::fs::symlink_metadata(crate::host::record::record_path(&self.run_dir)).is_ok()
     }
 }
 
@@ -545,4 +545,20 @@ impl Sink {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_frozen_set_record_means_frozen() {
+        let dir = tempfile::tempdir().unwrap();
+        let probe = SystemFrozenProbe {
+            run_dir: dir.path().to_path_buf(),
+        };
+        assert!(!probe.frozen());
+        std::fs::write(crate::host::record::record_path(dir.path()), "{}").unwrap();
+        assert!(probe.frozen());
+    }
 }

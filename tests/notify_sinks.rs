@@ -209,3 +209,65 @@ async fn a_hanging_receiver_costs_the_caller_nothing() {
         "{w:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exec_sink_gets_the_event_on_stdin_and_in_its_environment() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let script = dir.path().join("notify.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncat > {0}.stdin\necho \"$APPSNAP_EVENT $APPSNAP_JOB $APPSNAP_EXIT_CODE\" > {0}.env\nenv | grep -c ALIBABA > {0}.leak\n[ -e {0}.fail ] && exit 4\nexit 0\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let (n, _) = notifier(&dir.path().join("state"));
+    let s = NotifySettings {
+        exec: Some(script.clone()),
+        retries: 1,
+        ..NotifySettings::default()
+    };
+    let e = run_event(EventKind::Failure, &facts(9), n.host(), chrono::Utc::now());
+    n.emit("db", &s, vec![e]);
+    n.drain(Duration::from_secs(20)).await;
+    let stdin: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(format!("{}.stdin", out.display())).unwrap())
+            .unwrap();
+    assert_eq!(stdin["event"], "failure");
+    assert_eq!(stdin["run_id"], "run-1");
+    let env = std::fs::read_to_string(format!("{}.env", out.display())).unwrap();
+    assert_eq!(env.trim(), "failure db 9");
+    let leak = std::fs::read_to_string(format!("{}.leak", out.display())).unwrap();
+    assert_eq!(leak.trim(), "0", "a clean environment");
+    let log = SinkLog::new(&dir.path().join("state")).load("db");
+    assert!(log["exec"].ok, "{log:?}");
+
+    // A failing command is retried, then counted.
+    std::fs::write(format!("{}.fail", out.display()), "").unwrap();
+    let e = run_event(EventKind::Failure, &facts(9), n.host(), chrono::Utc::now());
+    n.emit("db", &s, vec![e]);
+    n.drain(Duration::from_secs(20)).await;
+    let log = SinkLog::new(&dir.path().join("state")).load("db");
+    assert!(!log["exec"].ok);
+    assert_eq!(log["exec"].attempts, 2);
+    assert!(
+        log["exec"].error.as_deref().unwrap().contains("exited 4"),
+        "{log:?}"
+    );
+
+    // One others may write is never run, and not retried.
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let e = run_event(EventKind::Failure, &facts(9), n.host(), chrono::Utc::now());
+    n.emit("db", &s, vec![e]);
+    n.drain(Duration::from_secs(20)).await;
+    let log = SinkLog::new(&dir.path().join("state")).load("db");
+    assert_eq!(log["exec"].attempts, 1);
+    assert!(
+        log["exec"].error.as_deref().unwrap().contains("0777"),
+        "{log:?}"
+    );
+}

@@ -438,6 +438,22 @@ pub async fn run_script_until(
     grace: Duration,
     cancel: impl std::future::Future<Output = ()>,
 ) -> ScriptRun {
+    let env = script_environment(phase, ctx, |k| std::env::var_os(k));
+    run_program(script, &env, None, timeout, grace, cancel).await
+}
+
+/// Runs `script` exactly as the hooks run (by its descriptor, own process
+/// group, the timeout killing the tree) with the whole environment `env`
+/// and, if given, `stdin` written to it and then closed; for commands that
+/// are not hooks, such as the `exec` notification sink.
+pub async fn run_program(
+    script: &OpenedScript,
+    env: &BTreeMap<OsString, OsString>,
+    stdin: Option<Vec<u8>>,
+    timeout: Duration,
+    grace: Duration,
+    cancel: impl std::future::Future<Output = ()>,
+) -> ScriptRun {
     let started = Instant::now();
     let spawn_failed = |e: String| ScriptRun {
         status: ScriptStatus::SpawnFailed(e),
@@ -445,19 +461,22 @@ pub async fn run_script_until(
         duration: started.elapsed(),
         leftovers: None,
     };
-    let env = script_environment(phase, ctx, |k| std::env::var_os(k));
-    let Some(exec) = ExecArgs::new(script.path().as_os_str(), &env) else {
+    let Some(exec) = ExecArgs::new(script.path().as_os_str(), env) else {
         return spawn_failed("a path or environment value contains a NUL byte".into());
     };
     let fd = script.as_fd().as_raw_fd();
     // The program name only labels the Command: what runs is `fd`.
     let mut cmd = Command::new(script.path());
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .current_dir("/")
-        .env_clear();
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .process_group(0)
+    .current_dir("/")
+    .env_clear();
     // SAFETY: runs in the forked child after std has set up stdio, the
     // directory and the process group; it only calls fcntl and execveat
     // (async-signal-safe) on memory built before the fork.
@@ -493,6 +512,13 @@ pub async fn run_script_until(
         leader: Some(pgid),
         adopted: None,
     };
+    if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        // Written beside the wait: a command that never reads cannot block the run.
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let _ = pipe.write_all(&bytes).await;
+        });
+    }
     let tail = Arc::new(Mutex::new(Tail::default()));
     let readers = [
         child

@@ -278,11 +278,17 @@ impl Notifier {
             if let Err(err) = self.wait_thawed().await {
                 break Err(err);
             }
-            let r = match tokio::time::timeout(timeout, self.attempt(sink, e)).await {
+            // The exec sink ends its own command at `timeout` (killing its
+            // tree); the outer bound leaves it the kill grace to do so.
+            let bound = match sink {
+                Sink::Exec(_) => timeout + Duration::from_secs(5),
+                _ => timeout,
+            };
+            let r = match tokio::time::timeout(bound, self.attempt(sink, e, timeout)).await {
                 Ok(r) => r,
                 Err(_) => Err(AttemptError::transient(format!(
                     "no answer within {}s",
-                    timeout.as_secs()
+                    bound.as_secs()
                 ))),
             };
             match r {
@@ -349,7 +355,12 @@ impl Notifier {
         Ok(())
     }
 
-    async fn attempt(&self, sink: &Sink, e: Option<&Event>) -> Result<(), AttemptError> {
+    async fn attempt(
+        &self,
+        sink: &Sink,
+        e: Option<&Event>,
+        timeout: Duration,
+    ) -> Result<(), AttemptError> {
         let http = || {
             self.inner
                 .http
@@ -360,7 +371,7 @@ impl Notifier {
             (Sink::Webhook { url, key_file }, Some(e)) => {
                 webhook::send(http()?, url, key_file.as_deref(), e).await
             }
-            (Sink::Exec(path), Some(e)) => exec::run(path, e).await,
+            (Sink::Exec(path), Some(e)) => exec::run(path, e, timeout).await,
             (Sink::Ping { url, kind, body }, _) => ping::send(http()?, url, *kind, body).await,
             (_, None) => Err(AttemptError::permanent("nothing to send")),
         }

@@ -481,6 +481,11 @@ fn a_create_call_that_hangs_thaws_and_exits_6() {
     assert_eq!(w.report().exit_code, 6, "{why}");
     assert_eq!(w.calls(), ["pre", "freeze", "thaw", "post"], "{why}");
     assert_eq!(w.report().group_id, None, "{why}");
+    assert_eq!(
+        w.report().forced_thaw,
+        None,
+        "appsnap thawed before the deadline: not forced: {why}"
+    );
     assert!(
         !matches!(w.report().consistency, Consistency::App | Consistency::Fs),
         "{why}"
@@ -509,6 +514,13 @@ fn the_deadline_thawing_first_exits_6_with_a_crash_consistent_group() {
     assert_eq!(w.report().exit_code, 6, "{why}");
     assert_eq!(w.calls(), ["pre", "freeze", "thaw", "post"], "{why}");
     assert_eq!(w.report().consistency, Consistency::Crash, "{why}");
+    assert!(
+        w.report()
+            .forced_thaw
+            .as_deref()
+            .is_some_and(|f| f.contains("deadline")),
+        "the operator is told the thaw was forced: {why}"
+    );
     let groups = w.groups();
     assert_eq!(groups.len(), 1, "{why}");
     assert_eq!(
@@ -534,6 +546,13 @@ fn a_lost_freeze_exits_11_with_a_crash_consistent_group() {
     assert_eq!(w.report().exit_code, 11, "{why}");
     assert_eq!(w.calls(), ["pre", "freeze", "thaw", "post"], "{why}");
     let lost = w.shared.mounts.lock().unwrap()[0].display().to_string();
+    assert!(
+        w.report()
+            .forced_thaw
+            .as_deref()
+            .is_some_and(|f| f.contains(&lost)),
+        "the operator is told the thaw was forced: {why}"
+    );
     assert!(
         w.report()
             .warnings

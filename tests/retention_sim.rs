@@ -338,6 +338,7 @@ fn prune_deletes_exactly_the_selected_groups_and_no_foreign_one() {
         warnings: Vec::new(),
         errors: Vec::new(),
         upload: None,
+        forced_thaw: None,
     };
     let run = SuccessfulRun::from_report(&report).unwrap();
     let pruned = rt
@@ -417,6 +418,7 @@ fn a_failed_run_cannot_prune() {
         warnings: Vec::new(),
         errors: Vec::new(),
         upload: None,
+        forced_thaw: None,
     };
     assert!(SuccessfulRun::from_report(&report).is_err());
     report.exit_code = 0;
@@ -536,6 +538,7 @@ fn only_groups_with_this_installations_owner_tag_are_pruned() {
             warnings: Vec::new(),
             errors: Vec::new(),
             upload: None,
+            forced_thaw: None,
         })
         .unwrap()
     };

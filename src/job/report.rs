@@ -119,6 +119,11 @@ pub struct RunReport {
     pub errors: Vec<String>,
     /// The group's upload as last seen by the run.
     pub upload: Option<crate::state::Upload>,
+    /// Why the file systems were thawed by force — the guard's deadline, or
+    /// someone else's thaw (a lost freeze) — if they were: the operator's
+    /// `forced_thaw` event and counter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forced_thaw: Option<String>,
 }
 
 impl RunReport {
@@ -137,6 +142,7 @@ impl RunReport {
             warnings: Vec::new(),
             errors: Vec::new(),
             upload: None,
+            forced_thaw: None,
         }
     }
 

@@ -510,23 +510,10 @@ pub fn facts(job: &Job, done: &Executed, previous_exit: Option<u8>) -> RunFacts 
         wanted: wanted_consistency(job),
         group_id: r.group_id.clone(),
         frozen_ms: r.frozen_ms,
-        forced_thaw: forced_thaw(r),
+        forced_thaw: r.forced_thaw.clone(),
         retention_error,
         previous_exit,
     }
-}
-
-/// Why the thaw was forced, read from the report.
-fn forced_thaw(r: &crate::job::report::RunReport) -> Option<String> {
-    r.errors
-        .iter()
-        .chain(&r.warnings)
-        .find(|m| {
-            m.contains("freeze deadline")
-                || m.contains("freeze lost")
-                || m.contains("freeze of") && m.contains("was lost")
-        })
-        .cloned()
 }
 
 /// Where one event goes.

@@ -274,6 +274,9 @@ impl Run<'_> {
             self.warn(format!(
                 "freeze lost: {names} was thawed by someone else (fsfreeze -u, appsnap thaw --all --force, another tool) while the snapshot was taken; the group is crash-consistent at best"
             ));
+            self.report.forced_thaw = Some(format!(
+                "freeze lost: {names} was thawed by someone else while the snapshot was taken"
+            ));
             self.fail(
                 Outcome::FreezeFailed,
                 format!("cannot prove I/O was suspended: the freeze of {names} was lost"),
@@ -287,6 +290,10 @@ impl Run<'_> {
                 }
                 if report.cause == ThawCause::Deadline {
                     self.consistency = Consistency::Crash;
+                    self.report.forced_thaw = Some(format!(
+                        "the freeze guard's deadline ({}s) thawed the file systems before ECS answered",
+                        self.job.freeze_timeout.as_secs()
+                    ));
                     self.fail(
                         Outcome::GroupCreateTimeout,
                         format!(

@@ -28,8 +28,11 @@ pub fn run_starting(notifier: &Notifier, job: &Job, run_id: &str) {
     notifier.run_starting(job, run_id);
 }
 
-/// After a run's record: totals, events and pings, then the textfile.
-pub fn run_finished(
+/// After a run's record: events and pings (in the background), then the
+/// totals and the textfile, written once nothing is frozen and off the
+/// runtime's threads (another job of the daemon may be frozen, and the
+/// textfile's directory may be on one of its file systems).
+pub async fn run_finished(
     notifier: &Notifier,
     policy: &Policy,
     job: &Job,
@@ -37,11 +40,24 @@ pub fn run_finished(
     previous_exit: Option<u8>,
 ) {
     let facts = notify::facts(job, done, previous_exit);
-    if let Err(e) = metrics::record_run(&policy.host.state_dir, &facts, &done.retention) {
-        warn!(APPSNAP_JOB = %job.name, "run totals not kept: {e}");
-    }
     notifier.run_finished(job, &facts);
-    write_metrics(policy);
+    if !notifier.thawed().await {
+        warn!(APPSNAP_JOB = %job.name, "run totals and metrics not written: file systems stayed frozen");
+        return;
+    }
+    let retention = metrics::retention_counts(&done.retention);
+    let policy = policy.clone();
+    let name = job.name.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        if let Err(e) = metrics::record_run(&policy.host.state_dir, &facts, retention) {
+            warn!(APPSNAP_JOB = %name, "run totals not kept: {e}");
+        }
+        write_metrics(&policy);
+    })
+    .await;
+    if let Err(e) = written {
+        warn!("metrics not written: {e}");
+    }
 }
 
 /// Rewrites the textfile, logging (never failing) when it cannot.

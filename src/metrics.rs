@@ -133,11 +133,20 @@ pub fn outcome_label(f: &RunFacts) -> &'static str {
     }
 }
 
-/// Adds one finished run to its job's totals (after the run's record).
+/// What retention did, as (deleted, kept), when it ran.
+pub fn retention_counts(r: &Retention) -> Option<(u64, u64)> {
+    match r {
+        Retention::Done(p) => Some((p.deleted.len() as u64, p.kept.len() as u64)),
+        _ => None,
+    }
+}
+
+/// Adds one finished run to its job's totals (after the run's record);
+/// `retention` is [`retention_counts`].
 pub fn record_run(
     state_dir: &Path,
     f: &RunFacts,
-    retention: &Retention,
+    retention: Option<(u64, u64)>,
 ) -> Result<JobTotals, MetricsError> {
     let dir = state_dir.join("metrics");
     securefs::ensure_trusted_dir(state_dir)?;
@@ -148,9 +157,9 @@ pub fn record_run(
     if f.forced_thaw.is_some() {
         t.forced_thaws += 1;
     }
-    if let Retention::Done(r) = retention {
-        t.retention_deletions += r.deleted.len() as u64;
-        t.groups_kept = Some(r.kept.len() as u64);
+    if let Some((deleted, kept)) = retention {
+        t.retention_deletions += deleted;
+        t.groups_kept = Some(kept);
     }
     if f.exit_code == 0 {
         t.last_success = Some(f.finished_at);
@@ -489,16 +498,11 @@ mod tests {
     #[test]
     fn totals_add_up_across_runs() {
         let dir = tempfile::tempdir().unwrap();
-        record_run(
-            dir.path(),
-            &facts(9, Consistency::None),
-            &Retention::NotAsked,
-        )
-        .unwrap();
-        record_run(dir.path(), &facts(0, Consistency::Fs), &Retention::NotAsked).unwrap();
+        record_run(dir.path(), &facts(9, Consistency::None), None).unwrap();
+        record_run(dir.path(), &facts(0, Consistency::Fs), None).unwrap();
         let mut f = facts(6, Consistency::Crash);
         f.forced_thaw = Some("deadline".into());
-        let t = record_run(dir.path(), &f, &Retention::NotAsked).unwrap();
+        let t = record_run(dir.path(), &f, None).unwrap();
         assert_eq!(t.runs.get("failure"), Some(&2));
         assert_eq!(t.runs.get("degraded"), Some(&1));
         assert_eq!(t.forced_thaws, 1);

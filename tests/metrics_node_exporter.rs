@@ -9,7 +9,6 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use appsnap::job::execute::Retention;
 use appsnap::notify::RunFacts;
 use appsnap::state::{Consistency, JobResult, StateStore, STATE_SCHEMA};
 use common::alerts::*;
@@ -65,7 +64,7 @@ fn record(dir: &Path, f: &RunFacts) {
             upload: None,
         })
         .unwrap();
-    appsnap::metrics::record_run(&dir.join("state"), f, &Retention::NotAsked).unwrap();
+    appsnap::metrics::record_run(&dir.join("state"), f, None).unwrap();
 }
 
 #[test]

@@ -73,7 +73,7 @@ async fn a_signed_event_arrives_and_its_result_is_kept() {
     let rx = Receiver::start(KEY);
     let key = key_file(dir.path(), KEY);
     let (n, _) = notifier(&dir.path().join("state"));
-    let e = run_event(EventKind::Failure, &facts(9), n.host(), chrono::Utc::now());
+    let e = run_event(EventKind::Failure, &facts(9), &n.host(), chrono::Utc::now());
     n.emit("db", &settings(&rx.url, Some(&key)), vec![e]);
     assert_eq!(n.drain(Duration::from_secs(20)).await, 0);
     let got = rx.received();
@@ -97,7 +97,7 @@ async fn a_signed_event_arrives_and_its_result_is_kept() {
     // A wrong key is caught by the receiver: the signature is really checked.
     let other = tempfile::tempdir().unwrap();
     let wrong = key_file(other.path(), b"another-key");
-    let e = run_event(EventKind::Failure, &facts(9), n.host(), chrono::Utc::now());
+    let e = run_event(EventKind::Failure, &facts(9), &n.host(), chrono::Utc::now());
     n.emit("db", &settings(&rx.url, Some(&wrong)), vec![e]);
     n.drain(Duration::from_secs(20)).await;
     assert!(!rx.received()[1].signature_ok);
@@ -109,7 +109,7 @@ async fn a_busy_receiver_is_retried_then_counted() {
     let rx = Receiver::start(KEY);
     let (n, _) = notifier(&dir.path().join("state"));
     rx.fail_next(2);
-    let e = run_event(EventKind::Failure, &facts(9), n.host(), chrono::Utc::now());
+    let e = run_event(EventKind::Failure, &facts(9), &n.host(), chrono::Utc::now());
     n.emit("db", &settings(&rx.url, None), vec![e]);
     n.drain(Duration::from_secs(20)).await;
     assert_eq!(rx.received().len(), 3, "two 503s, then delivered");
@@ -118,7 +118,7 @@ async fn a_busy_receiver_is_retried_then_counted() {
     assert_eq!(log["webhook"].attempts, 3);
 
     rx.fail_next(10);
-    let e = run_event(EventKind::Failure, &facts(9), n.host(), chrono::Utc::now());
+    let e = run_event(EventKind::Failure, &facts(9), &n.host(), chrono::Utc::now());
     n.emit("db", &settings(&rx.url, None), vec![e]);
     n.drain(Duration::from_secs(20)).await;
     assert_eq!(rx.received().len(), 6, "1 + retries = 3 attempts, no more");
@@ -139,7 +139,7 @@ async fn nothing_is_sent_while_frozen() {
     let rx = Receiver::start(KEY);
     let (n, frozen) = notifier(&dir.path().join("state"));
     frozen.store(true, Ordering::Relaxed);
-    let e = run_event(EventKind::Failure, &facts(9), n.host(), chrono::Utc::now());
+    let e = run_event(EventKind::Failure, &facts(9), &n.host(), chrono::Utc::now());
     n.emit("db", &settings(&rx.url, None), vec![e]);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(rx.received().is_empty(), "a delivery started while frozen");
@@ -190,7 +190,7 @@ async fn a_hanging_receiver_costs_the_caller_nothing() {
     let mut s = settings(&rx.url, None);
     s.timeout = Duration::from_secs(1);
     s.retries = 1;
-    let e = run_event(EventKind::Failure, &facts(9), n.host(), chrono::Utc::now());
+    let e = run_event(EventKind::Failure, &facts(9), &n.host(), chrono::Utc::now());
     let t = Instant::now();
     n.emit("db", &s, vec![e]);
     let emit_took = t.elapsed();
@@ -231,7 +231,7 @@ async fn the_exec_sink_gets_the_event_on_stdin_and_in_its_environment() {
         retries: 1,
         ..NotifySettings::default()
     };
-    let e = run_event(EventKind::Failure, &facts(9), n.host(), chrono::Utc::now());
+    let e = run_event(EventKind::Failure, &facts(9), &n.host(), chrono::Utc::now());
     n.emit("db", &s, vec![e]);
     n.drain(Duration::from_secs(20)).await;
     let stdin: serde_json::Value =
@@ -248,7 +248,7 @@ async fn the_exec_sink_gets_the_event_on_stdin_and_in_its_environment() {
 
     // A failing command is retried, then counted.
     std::fs::write(format!("{}.fail", out.display()), "").unwrap();
-    let e = run_event(EventKind::Failure, &facts(9), n.host(), chrono::Utc::now());
+    let e = run_event(EventKind::Failure, &facts(9), &n.host(), chrono::Utc::now());
     n.emit("db", &s, vec![e]);
     n.drain(Duration::from_secs(20)).await;
     let log = SinkLog::new(&dir.path().join("state")).load("db");
@@ -261,7 +261,7 @@ async fn the_exec_sink_gets_the_event_on_stdin_and_in_its_environment() {
 
     // One others may write is never run, and not retried.
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let e = run_event(EventKind::Failure, &facts(9), n.host(), chrono::Utc::now());
+    let e = run_event(EventKind::Failure, &facts(9), &n.host(), chrono::Utc::now());
     n.emit("db", &s, vec![e]);
     n.drain(Duration::from_secs(20)).await;
     let log = SinkLog::new(&dir.path().join("state")).load("db");

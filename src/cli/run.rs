@@ -4,12 +4,14 @@
 
 use std::sync::Arc;
 
+use appsnap::alerts;
 use appsnap::cloud::Cloud;
 use appsnap::job::execute::{self, After, Executed, Recording, Retention};
 use appsnap::job::machine::{RunEnv, RunOptions};
 use appsnap::job::outcome::Outcome;
 use appsnap::job::plugin_params;
 use appsnap::job::spec::RunSpec;
+use appsnap::notify::{HostIdentity, Notifier, SystemFrozenProbe};
 use appsnap::policy::{self, Job, Policy};
 use appsnap::state::StateStore;
 
@@ -23,7 +25,13 @@ struct Leaves<'a> {
     record: bool,
     /// The policy job whose retention applies after a successful run.
     prune: Option<&'a Job>,
+    /// The policy job whose sinks, ping and metrics hear of the run.
+    alerts: Option<&'a Job>,
 }
+
+/// The longest `appsnap run` waits for its notifications after the result
+/// line (each delivery is bounded by its own timeouts and retries too).
+const DELIVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// `run JOB`.
 pub fn run(cli: &Cli, args: &RunArgs) -> u8 {
@@ -53,6 +61,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> u8 {
     let leaves = Leaves {
         record: !args.dry_run,
         prune: (!args.dry_run && !args.no_prune).then_some(&job),
+        alerts: (!args.dry_run).then_some(&job),
     };
     one_run(&policy, &RunSpec::from(&job), opts, leaves)
 }
@@ -96,11 +105,14 @@ pub fn plugin(cli: &Cli, args: &PluginArgs) -> u8 {
     let leaves = Leaves {
         record: false,
         prune: None,
+        alerts: None,
     };
     one_run(&policy, &spec, opts, leaves)
 }
 
-/// Connects, then [`execute::execute`]; prints the summary and the result line.
+/// Connects, then [`execute::execute`]; prints the summary and the result
+/// line; then tells the job's sinks, ping and metrics (and waits, bounded,
+/// for those deliveries: the process is all there is to send them).
 fn one_run(policy: &Policy, spec: &RunSpec, opts: RunOptions, leaves: Leaves<'_>) -> u8 {
     let store = StateStore::new(&policy.host.state_dir);
     let record = leaves.record.then_some(Recording {
@@ -108,10 +120,27 @@ fn one_run(policy: &Policy, spec: &RunSpec, opts: RunOptions, leaves: Leaves<'_>
         lock: None,
         scheduled_for: None,
     });
-    let done = block_on(async {
-        match Cloud::connect(&policy.cloud).await {
+    let code = block_on(async {
+        let notifier = leaves.alerts.map(|job| {
+            let host = HostIdentity::local(policy.cloud.instance_id.clone());
+            let probe = SystemFrozenProbe {
+                run_dir: policy.host.run_dir.clone(),
+            };
+            let for_metrics = policy.clone();
+            let n = Notifier::new(host, &policy.host.state_dir, Box::new(probe))
+                .with_after_record(move || alerts::write_metrics(&for_metrics));
+            let previous = alerts::previous_exit(policy, job);
+            if let Some(id) = &opts.run_id {
+                alerts::run_starting(&n, job, id);
+            }
+            (n, job, previous)
+        });
+        let done = match Cloud::connect(&policy.cloud).await {
             Err(e) => execute::connect_failed(&spec.name, opts.run_id.clone(), &e, record).await,
             Ok(cloud) => {
+                if let Some((n, _, _)) = &notifier {
+                    n.set_instance_id(&cloud.instance_id);
+                }
                 let env = RunEnv::from_policy(policy, Arc::new(cloud.ecs), cloud.instance_id);
                 let after = After {
                     prune: leaves.prune,
@@ -119,18 +148,25 @@ fn one_run(policy: &Policy, spec: &RunSpec, opts: RunOptions, leaves: Leaves<'_>
                 };
                 execute::execute(&env, spec, opts, after).await
             }
+        };
+        summarize(&done);
+        println!("{}", done.report.result_line());
+        if let Some((n, job, previous)) = notifier {
+            alerts::run_finished(&n, policy, job, &done, previous).await;
+            let left = n.drain(DELIVERY_WAIT).await;
+            if left > 0 {
+                eprintln!("appsnap: warning: {left} notification(s) still undelivered after {}s; given up", DELIVERY_WAIT.as_secs());
+            }
         }
+        done.report.exit_code
     });
-    let done = match done {
-        Ok(done) => done,
+    match code {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("appsnap: cannot start the runtime: {e:#}");
-            return finish_without_run(Outcome::Unknown);
+            finish_without_run(Outcome::Unknown)
         }
-    };
-    summarize(&done);
-    println!("{}", done.report.result_line());
-    done.report.exit_code
+    }
 }
 
 /// What an operator reads at the terminal before the vendor line.

@@ -123,12 +123,15 @@ pub struct Notifier {
 }
 
 struct Inner {
-    host: HostIdentity,
+    host: Mutex<HostIdentity>,
     http: Option<reqwest::Client>,
     log: SinkLog,
     probe: Box<dyn FrozenProbe>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     first_backoff: Duration,
+    /// Called after each kept result (off the runtime's threads): the
+    /// caller rewrites the metrics, whose delivery counters then include it.
+    after_record: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl Notifier {
@@ -143,12 +146,13 @@ impl Notifier {
         };
         Notifier {
             inner: Arc::new(Inner {
-                host,
+                host: Mutex::new(host),
                 http,
                 log: SinkLog::new(state_dir),
                 probe,
                 tasks: Mutex::new(Vec::new()),
                 first_backoff: FIRST_BACKOFF,
+                after_record: None,
             }),
         }
     }
@@ -162,9 +166,23 @@ impl Notifier {
         self
     }
 
+    /// Calls `f` after each delivery result is kept (before the notifier is
+    /// cloned; a shared one is returned unchanged).
+    pub fn with_after_record(mut self, f: impl Fn() + Send + Sync + 'static) -> Notifier {
+        if let Some(i) = Arc::get_mut(&mut self.inner) {
+            i.after_record = Some(Box::new(f));
+        }
+        self
+    }
+
     /// Who we are in events.
-    pub fn host(&self) -> &HostIdentity {
-        &self.inner.host
+    pub fn host(&self) -> HostIdentity {
+        lock(&self.inner.host).clone()
+    }
+
+    /// Sets the instance ID once the cloud connection knows it.
+    pub fn set_instance_id(&self, id: &str) {
+        lock(&self.inner.host).instance_id = Some(id.to_string());
     }
 
     /// Sends `events` to every sink in `settings` (each sink in order, sinks
@@ -335,9 +353,37 @@ impl Notifier {
             sent_total: 0,
             failed_total: 0,
         };
-        if let Err(err) = self.inner.log.record(job, sink.kind(), r) {
-            warn!(APPSNAP_JOB = job, "notification result not kept: {err}");
+        // The state dir may be on a file system frozen since the attempt
+        // began: wait, then write off the runtime's threads, so a freeze
+        // that starts in between blocks a spare thread, never a run.
+        if self.wait_thawed().await.is_err() {
+            warn!(
+                APPSNAP_JOB = job,
+                "notification result not kept: file systems stayed frozen"
+            );
+            return;
         }
+        let me = self.clone();
+        let (job, kind) = (job.to_string(), sink.kind());
+        let kept = tokio::task::spawn_blocking(move || {
+            let kept = me.inner.log.record(&job, kind, r);
+            if let Some(f) = &me.inner.after_record {
+                f();
+            }
+            kept
+        })
+        .await;
+        match kept {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => warn!("notification result not kept: {err}"),
+            Err(err) => warn!("notification result not kept: {err}"),
+        }
+    }
+
+    /// Waits until no file system is frozen (true), or gives up after
+    /// [`MAX_FROZEN_WAIT`] (false): for writes that follow a run.
+    pub async fn thawed(&self) -> bool {
+        self.wait_thawed().await.is_ok()
     }
 
     /// Waits (polling) until nothing is frozen, or gives up after [`MAX_FROZEN_WAIT`].
@@ -385,7 +431,7 @@ impl Notifier {
         if job.notify.has_sinks() {
             let events = kinds
                 .iter()
-                .map(|k| event::run_event(*k, facts, &self.inner.host, now))
+                .map(|k| event::run_event(*k, facts, &self.host(), now))
                 .collect();
             self.emit(job.name.as_str(), &job.notify, events);
         }
@@ -455,7 +501,7 @@ impl Notifier {
                 count,
                 cause,
                 job.catch_up && cause == MissedCause::AtStart,
-                &self.inner.host,
+                &self.host(),
                 Utc::now(),
             );
             self.emit(job.name.as_str(), &job.notify, vec![e]);

@@ -72,7 +72,9 @@ mod tests;
 pub use clock::{Clock, SystemClock};
 pub use cron::{jitter_delay, next_fire, os_random_u64};
 pub use disks::{DiskLease, DiskLocks};
-pub use scheduler::{JobStatus, RunRequest, Runner, Scheduler, SchedulerHandle, MAX_SLEEP_CHUNK};
+pub use scheduler::{
+    JobStatus, OnSkipped, RunRequest, Runner, Scheduler, SchedulerHandle, MAX_SLEEP_CHUNK,
+};
 
 /// A boxed, sendable future: the shape of the injectable runner and clock.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

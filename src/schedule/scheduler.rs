@@ -28,6 +28,15 @@ const MIN_SLEEP: Duration = Duration::from_millis(1);
 /// (keeping croner's DST semantics) before it restarts the search from now.
 const MAX_CATCH_UP_STEPS: usize = 10_000;
 
+/// How many skipped times one [`OnSkipped`] call lists (the count is whole).
+const MAX_SKIPPED_LISTED: usize = 100;
+
+/// Told of scheduled times that passed with no run while the loop ran (a
+/// wall-clock jump forward, a resume from suspend): the job, the first
+/// [`MAX_SKIPPED_LISTED`] times, and how many in all. The daemon plugs its
+/// notifier in here; the scheduler does not know who listens.
+pub type OnSkipped = Arc<dyn Fn(&Job, &[DateTime<Utc>], u64) + Send + Sync>;
+
 /// What the scheduler hands the runner for one run.
 #[derive(Debug, Clone)]
 pub struct RunRequest {
@@ -134,6 +143,7 @@ pub struct Scheduler {
     shared: Arc<Shared>,
     freeze_gate: FreezeGate,
     disk_locks: DiskLocks,
+    on_skipped: Option<OnSkipped>,
 }
 
 impl Scheduler {
@@ -157,10 +167,32 @@ impl Scheduler {
             shared: shared.clone(),
             freeze_gate,
             disk_locks: DiskLocks::new(),
+            on_skipped: None,
         };
         s.apply_policy(policy);
         let handle = SchedulerHandle { tx, shared };
         (s, handle)
+    }
+
+    /// Calls `f` with the scheduled times each job skips while the loop runs.
+    pub fn with_on_skipped(mut self, f: OnSkipped) -> Scheduler {
+        self.on_skipped = Some(f);
+        self
+    }
+
+    /// Runs each listed job once as soon as the loop starts, as the run for
+    /// the given (missed) scheduled time; its schedule then goes on from now.
+    /// `catch_up = true` at daemon start, like systemd's `Persistent=true`.
+    pub fn with_catch_up(mut self, runs: &[(JobName, DateTime<Utc>)]) -> Scheduler {
+        let now = self.clock.now();
+        for (name, missed) in runs {
+            if let Some(e) = self.entries.get_mut(name) {
+                e.next = Some(*missed);
+                e.due = Some(now);
+            }
+        }
+        self.publish_status();
+        self
     }
 
     #[cfg(test)]
@@ -260,9 +292,20 @@ impl Scheduler {
         let entry = self.entries.get_mut(name).expect("caller checked");
         let mut next = next_fire(&entry.job, scheduled);
         let mut skipped = 0usize;
+        // Times a jitter could still have reached are not missed.
+        let reach =
+            chrono::Duration::from_std(entry.job.jitter).unwrap_or(chrono::Duration::zero());
+        let mut missed: Vec<DateTime<Utc>> = Vec::new();
+        let mut missed_count = 0u64;
         while let Some(t) = next {
             if t > now {
                 break;
+            }
+            if t + reach < now {
+                missed_count += 1;
+                if missed.len() < MAX_SKIPPED_LISTED {
+                    missed.push(t);
+                }
             }
             skipped += 1;
             if skipped >= MAX_CATCH_UP_STEPS {
@@ -278,6 +321,9 @@ impl Scheduler {
                 skipped,
                 "scheduled times passed while the clock jumped or a run was due; not replaying them"
             );
+        }
+        if let (Some(f), true) = (&self.on_skipped, missed_count > 0) {
+            f(&entry.job, &missed, missed_count);
         }
         let due = next.map(|t| t + jitter(&entry.job, &mut self.random));
         entry.next = next;

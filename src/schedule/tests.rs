@@ -727,3 +727,105 @@ impl Clock for ManualClock {
         Box::pin(tokio::time::sleep(d))
     }
 }
+
+/// A clock jump forward: the loop tells its listener which scheduled times
+/// of which job passed with no run (the `missed` event), and how many.
+#[tokio::test(start_paused = true)]
+async fn a_clock_jump_names_the_skipped_times_to_the_listener() {
+    let p = policy(
+        "
+[[job]]
+name = \"hourly\"
+schedule = \"0 * * * *\"
+timezone = \"UTC\"
+disks = [\"d-b\"]
+",
+    );
+    let clock = ManualClock::new(t("2026-05-01T00:59:30Z"));
+    let log = Log::default();
+    let heard: Arc<Mutex<Vec<(String, Vec<DateTime<Utc>>, u64)>>> = Arc::default();
+    let h = heard.clone();
+    let (s, handle) = Scheduler::new(
+        &p,
+        runner(clock.clone(), log.clone(), Duration::from_secs(1), false),
+        Arc::new(clock.clone()),
+    );
+    let s = s.with_on_skipped(Arc::new(
+        move |job: &Job, times: &[DateTime<Utc>], n: u64| {
+            h.lock()
+                .unwrap()
+                .push((job.name.to_string(), times.to_vec(), n));
+        },
+    ));
+    let task = tokio::spawn(s.run());
+    sleep(40).await; // 01:00:10: the 01:00 run happened, on time
+    assert!(heard.lock().unwrap().is_empty(), "nothing skipped on time");
+    clock.jump(chrono::Duration::hours(3)); // 04:00:10 on the wall
+    sleep(70).await;
+    handle.shutdown();
+    task.await.unwrap();
+    let heard = heard.lock().unwrap().clone();
+    assert_eq!(
+        heard,
+        [(
+            "hourly".to_string(),
+            vec![t("2026-05-01T03:00:00Z"), t("2026-05-01T04:00:00Z")],
+            2
+        )],
+        "02:00 fired late (the one run after the jump); 03:00 and 04:00 were skipped"
+    );
+}
+
+/// `catch_up`: the listed job runs once as soon as the loop starts, as the
+/// run for the missed time, then keeps its normal schedule.
+#[tokio::test(start_paused = true)]
+async fn catch_up_runs_once_at_start_for_the_missed_time() {
+    let p = policy(
+        "
+[[job]]
+name = \"nightly\"
+schedule = \"30 2 * * *\"
+timezone = \"UTC\"
+disks = [\"d-a\"]
+",
+    );
+    let clock = ManualClock::new(t("2026-05-02T09:00:00Z"));
+    let log = Log::default();
+    let seen: Arc<Mutex<Vec<DateTime<Utc>>>> = Arc::default();
+    let (s, handle) = Scheduler::new(
+        &p,
+        {
+            let (seen, inner) = (
+                seen.clone(),
+                runner(clock.clone(), log.clone(), Duration::from_secs(1), false),
+            );
+            Arc::new(move |req: RunRequest| -> BoxFuture<'static, ()> {
+                seen.lock().unwrap().push(req.scheduled_for);
+                inner.run(req)
+            })
+        },
+        Arc::new(clock.clone()),
+    );
+    let name = p.jobs[0].name.clone();
+    let s = s.with_catch_up(&[(name, t("2026-05-02T02:30:00Z"))]);
+    let task = tokio::spawn(s.run());
+    sleep(5).await;
+    assert_eq!(
+        log.starts("nightly"),
+        [t("2026-05-02T09:00:00Z")],
+        "run at once"
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [t("2026-05-02T02:30:00Z")],
+        "for the missed time"
+    );
+    let next = handle.status()[0].next_scheduled;
+    assert_eq!(
+        next,
+        Some(t("2026-05-03T02:30:00Z")),
+        "then the normal schedule"
+    );
+    handle.shutdown();
+    task.await.unwrap();
+}

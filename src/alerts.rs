@@ -6,14 +6,14 @@
 //! systems are thawed and the post-script has run); deliveries go on in
 //! the background and never change the run's outcome.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
 use crate::job::execute::Executed;
 use crate::metrics;
 use crate::notify::missed::{self, Missed};
 use crate::notify::{self, MissedCause, Notifier};
-use crate::policy::{Job, Policy};
+use crate::policy::{Job, JobName, Policy};
 use crate::state::StateStore;
 
 /// The job's previous exit code, read before a run (for `recovered`).
@@ -69,8 +69,9 @@ pub fn write_metrics(policy: &Policy) {
 
 /// At daemon start: every job's scheduled times that passed with no run
 /// since its last run (or the last ones reported), reported once and
-/// remembered; returns the jobs to run once now (`catch_up = true`).
-pub fn at_start(notifier: &Notifier, policy: &Policy) -> Vec<Job> {
+/// remembered; returns the jobs to run once now (`catch_up = true`), each
+/// with the latest time it missed (the catch-up run is the run for it).
+pub fn at_start(notifier: &Notifier, policy: &Policy) -> Vec<(JobName, DateTime<Utc>)> {
     let now = Utc::now();
     let store = StateStore::new(&policy.host.state_dir);
     let mut catch_up = Vec::new();
@@ -85,30 +86,53 @@ pub fn at_start(notifier: &Notifier, policy: &Policy) -> Vec<Job> {
             continue;
         }
         report_missed(notifier, policy, job, &m, MissedCause::AtStart);
-        if job.catch_up {
+        if let (true, Some(last)) = (job.catch_up, m.last) {
             info!(APPSNAP_JOB = %job.name, "catch_up = true: running the missed job once now");
-            catch_up.push(job.clone());
+            catch_up.push((job.name.clone(), last));
         }
     }
     write_metrics(policy);
     catch_up
 }
 
-/// Scheduled times of `job` skipped while the daemon ran (a clock jump).
-pub fn skipped(notifier: &Notifier, policy: &Policy, job: &Job, times: &[chrono::DateTime<Utc>]) {
+/// Scheduled times of `job` skipped while the daemon ran (a clock jump):
+/// the event and the totals, in the background (the scheduler's loop calls
+/// this and must not wait on a file system).
+pub fn skipped(
+    notifier: &Notifier,
+    policy: &Policy,
+    job: &Job,
+    times: &[DateTime<Utc>],
+    count: u64,
+) {
+    if count == 0 {
+        return;
+    }
     let m = Missed {
         times: times
             .iter()
             .take(notify::event::MAX_MISSED_TIMES)
             .copied()
             .collect(),
-        count: times.len() as u64,
+        count,
         last: times.last().copied(),
     };
-    if m.count > 0 {
-        report_missed(notifier, policy, job, &m, MissedCause::ClockJump);
-        write_metrics(policy);
-    }
+    notifier.missed(job, &m.times, m.count, MissedCause::ClockJump);
+    let (n, policy, name) = (notifier.clone(), policy.clone(), job.name.clone());
+    tokio::spawn(async move {
+        if !n.thawed().await {
+            return;
+        }
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(e) =
+                metrics::record_missed(&policy.host.state_dir, name.as_str(), m.count, m.last)
+            {
+                warn!(APPSNAP_JOB = %name, "missed runs not kept: {e}");
+            }
+            write_metrics(&policy);
+        })
+        .await;
+    });
 }
 
 fn report_missed(notifier: &Notifier, policy: &Policy, job: &Job, m: &Missed, cause: MissedCause) {

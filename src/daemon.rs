@@ -16,6 +16,7 @@ use std::sync::{Arc, OnceLock};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn, Instrument};
 
+use crate::alerts;
 use crate::cloud::ecs::EcsClient;
 use crate::cloud::{Cloud, CloudError};
 use crate::host::record;
@@ -24,6 +25,7 @@ use crate::job::machine::{RunEnv, RunOptions, Shutdown};
 use crate::job::outcome::Outcome;
 use crate::job::upload;
 use crate::logging;
+use crate::notify::{HostIdentity, Notifier, SystemFrozenProbe};
 use crate::policy::{self, CloudSettings, Policy};
 use crate::schedule::{BoxFuture, RunRequest, Scheduler, SchedulerHandle, SystemClock};
 use crate::state::{DaemonLock, JobResult, StateStore};
@@ -65,6 +67,10 @@ struct Daemon {
     handle: OnceLock<SchedulerHandle>,
     /// Serializes writes of job records between runs and upload followers.
     records: Arc<tokio::sync::Mutex<()>>,
+    /// Events, pings and their results.
+    notifier: Notifier,
+    /// The policy in force, for the metrics written after a delivery.
+    current: Arc<std::sync::Mutex<Arc<Policy>>>,
 }
 
 impl Daemon {
@@ -99,12 +105,14 @@ impl Daemon {
             lock: Some(&*self.records),
             scheduled_for: Some(req.scheduled_for),
         };
-        match self.cloud(&policy.cloud).await {
+        let previous = alerts::previous_exit(policy, job);
+        alerts::run_starting(&self.notifier, job, &req.run_id);
+        let done = match self.cloud(&policy.cloud).await {
             Err(e) => {
-                execute::connect_failed(&job.name, Some(req.run_id.clone()), &e, Some(record))
-                    .await;
+                execute::connect_failed(&job.name, Some(req.run_id.clone()), &e, Some(record)).await
             }
             Ok(c) => {
+                self.notifier.set_instance_id(&c.instance_id);
                 let env = RunEnv::from_policy(policy, c.ecs.clone(), c.instance_id.clone());
                 let opts = RunOptions {
                     run_id: Some(req.run_id.clone()),
@@ -121,8 +129,10 @@ impl Daemon {
                 if let (true, Some(rec)) = (done.upload_pending, &done.record) {
                     self.follow_upload(c.ecs.clone(), &store, rec);
                 }
+                done
             }
-        }
+        };
+        alerts::run_finished(&self.notifier, policy, job, &done, previous).await;
         self.notify_idle();
     }
 
@@ -157,6 +167,14 @@ impl Daemon {
         ));
     }
 
+    /// The policy in force now.
+    fn policy_now(&self) -> Arc<Policy> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn notify_idle(&self) {
         let Some(h) = self.handle.get() else { return };
         let next = h
@@ -177,6 +195,9 @@ impl Daemon {
 fn notify_status(s: &str) {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(s)]);
 }
+
+/// How long a stopping daemon waits for notifications still being delivered.
+const NOTIFY_DRAIN_AT_STOP: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs the daemon until SIGTERM/SIGINT; returns the process exit code.
 pub fn run(files: PolicyFiles) -> u8 {
@@ -219,22 +240,52 @@ async fn serve(files: PolicyFiles) -> u8 {
     };
     recover(&run_dir);
 
+    let current = Arc::new(std::sync::Mutex::new(Arc::new(policy.clone())));
+    let notifier = {
+        let current = current.clone();
+        let probe = SystemFrozenProbe {
+            run_dir: run_dir.clone(),
+        };
+        let host = HostIdentity::local(policy.cloud.instance_id.clone());
+        Notifier::new(host, &policy.host.state_dir, Box::new(probe)).with_after_record(move || {
+            let p = current.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            alerts::write_metrics(&p);
+        })
+    };
     let daemon = Arc::new(Daemon {
         cloud: tokio::sync::Mutex::new(None),
         shutdown: Shutdown::new(),
         handle: OnceLock::new(),
         records: Arc::new(tokio::sync::Mutex::new(())),
+        notifier,
+        current,
     });
     match daemon.cloud(&policy.cloud).await {
-        Ok(c) => daemon.resume_following(&c, &policy),
+        Ok(c) => {
+            daemon.notifier.set_instance_id(&c.instance_id);
+            daemon.resume_following(&c, &policy);
+        }
         Err(e) => warn!("cloud not reachable yet ({e}); each run will try again"),
     }
+    // Scheduled times missed while the daemon was down: told, and with
+    // `catch_up = true` run once now; the metrics textfile is written.
+    let catch_up = alerts::at_start(&daemon.notifier, &policy);
     let runner_daemon = daemon.clone();
     let runner = Arc::new(move |req: RunRequest| -> BoxFuture<'static, ()> {
         let span = logging::run_span(req.job.name.as_str(), &req.run_id);
         Box::pin(runner_daemon.clone().run_one(req).instrument(span))
     });
+    let skipped_daemon = daemon.clone();
+    let on_skipped = Arc::new(
+        move |job: &policy::Job, times: &[chrono::DateTime<chrono::Utc>], n: u64| {
+            let p = skipped_daemon.policy_now();
+            alerts::skipped(&skipped_daemon.notifier, &p, job, times, n);
+        },
+    );
     let (scheduler, handle) = Scheduler::new(&policy, runner, Arc::new(SystemClock));
+    let scheduler = scheduler
+        .with_on_skipped(on_skipped)
+        .with_catch_up(&catch_up);
     let _ = daemon.handle.set(handle.clone());
     let scheduler_task = tokio::spawn(scheduler.run());
 
@@ -259,6 +310,11 @@ async fn serve(files: PolicyFiles) -> u8 {
     handle.shutdown();
     info!("stopping: waiting for any run between its pre-script and post-script");
     daemon.shutdown.critical_sections_done().await;
+    // Deliveries still going get a little time, then are abandoned.
+    let left = daemon.notifier.drain(NOTIFY_DRAIN_AT_STOP).await;
+    if left > 0 {
+        warn!("{left} notification(s) abandoned at stop");
+    }
     if let Some(w) = watchdog {
         w.abort();
     }
@@ -296,6 +352,9 @@ fn reload(files: &PolicyFiles, handle: &SchedulerHandle, daemon: &Arc<Daemon>) {
     match files.load() {
         Ok(p) => {
             info!(jobs = p.jobs.len(), "policy reloaded");
+            *daemon.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(p.clone());
+            let for_metrics = p.clone();
+            tokio::task::spawn_blocking(move || alerts::write_metrics(&for_metrics));
             handle.reload(p);
         }
         Err(e) => error!("reload rejected, keeping the running policy:\n{e}"),

@@ -220,7 +220,7 @@ pub fn run_event(kind: EventKind, f: &RunFacts, host: &HostIdentity, now: DateTi
     let detail = match kind {
         EventKind::ForcedThaw => f.forced_thaw.clone(),
         EventKind::RetentionError => f.retention_error.clone(),
-        EventKind::Degraded => Some(if f.warnings.is_empty() {
+        EventKind::Degraded => Some(if why_degraded(&f.warnings).is_empty() {
             format!(
                 "{} consistency wanted, {} achieved",
                 f.wanted.as_str(),
@@ -231,7 +231,7 @@ pub fn run_event(kind: EventKind, f: &RunFacts, host: &HostIdentity, now: DateTi
                 "{} consistency wanted, {} achieved: {}",
                 f.wanted.as_str(),
                 f.consistency.as_str(),
-                f.warnings.join("; ")
+                why_degraded(&f.warnings).join("; ")
             )
         }),
         _ => f.errors.first().cloned(),
@@ -261,6 +261,21 @@ pub fn run_event(kind: EventKind, f: &RunFacts, host: &HostIdentity, now: DateTi
         missed_count: None,
         host: host.clone(),
         appsnap_version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+/// The warnings that say why consistency dropped (the machine's say
+/// "...-consistent"), or all of them when none does.
+fn why_degraded(warnings: &[String]) -> Vec<&str> {
+    let about: Vec<&str> = warnings
+        .iter()
+        .filter(|w| w.contains("consistent"))
+        .map(String::as_str)
+        .collect();
+    if about.is_empty() {
+        warnings.iter().map(String::as_str).collect()
+    } else {
+        about
     }
 }
 
@@ -379,7 +394,10 @@ mod tests {
     fn a_quiet_downgrade_is_degraded_with_its_reason() {
         let mut f = facts();
         f.consistency = Consistency::Fs;
-        f.warnings = vec!["prescript not run: owned by uid 1000".into()];
+        f.warnings = vec![
+            "plan: run_dir is not tmpfs".into(),
+            "prescript not used, snapshot will be file-system-consistent: owned by uid 1000".into(),
+        ];
         assert_eq!(run_events(&f, false), [EventKind::Degraded]);
         let e = run_event(
             EventKind::Degraded,
@@ -388,9 +406,10 @@ mod tests {
             Utc::now(),
         );
         let detail = e.detail.unwrap();
-        assert!(
-            detail.starts_with("app consistency wanted, fs achieved: prescript not run"),
-            "{detail}"
+        assert_eq!(
+            detail,
+            "app consistency wanted, fs achieved: prescript not used, snapshot will be file-system-consistent: owned by uid 1000",
+            "only the warnings about consistency"
         );
         // What the job never asked for is no downgrade.
         f.wanted = Consistency::Fs;

@@ -743,7 +743,8 @@ disks = [\"d-b\"]
     );
     let clock = ManualClock::new(t("2026-05-01T00:59:30Z"));
     let log = Log::default();
-    let heard: Arc<Mutex<Vec<(String, Vec<DateTime<Utc>>, u64)>>> = Arc::default();
+    type Heard = Vec<(String, Vec<DateTime<Utc>>, u64)>;
+    let heard: Arc<Mutex<Heard>> = Arc::default();
     let h = heard.clone();
     let (s, handle) = Scheduler::new(
         &p,

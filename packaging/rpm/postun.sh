@@ -15,6 +15,7 @@ if [ "$1" -eq 0 ]; then
     # The package owns files, not directories (cargo-generate-rpm 0.21.1 cannot
     # list a directory), so rpm leaves these behind empty unless removed here.
     for d in /usr/share/doc/appsnap/examples/mysql /usr/share/doc/appsnap/examples/postgresql \
+        /usr/share/doc/appsnap/examples/prometheus \
         /usr/share/doc/appsnap/examples /usr/share/doc/appsnap; do
         rmdir --ignore-fail-on-non-empty "$d" 2>/dev/null || :
     done

@@ -427,7 +427,7 @@ pub fn write_atomic_in_dir(path: &Path, bytes: &[u8]) -> Result<(), MetricsError
         ))
     })?;
     let st = fstat(&dirfd).map_err(|e| fail(format!("cannot inspect {}: {e}", dir.display())))?;
-    if st.st_uid != 0 && !securefs::trusted_owner(st.st_uid) {
+    if !securefs::trusted_owner(st.st_uid) {
         return Err(fail(format!(
             "directory {} is owned by uid {}; it must be root's",
             dir.display(),
@@ -532,6 +532,36 @@ mod tests {
         assert!(
             std::fs::read_dir(&real).unwrap().count() == 1,
             "no temp file left"
+        );
+    }
+
+    /// Debian's layout: the collector directory is root's, its parent the
+    /// `prometheus` user's. Writing goes through; a collector directory
+    /// someone else owns or can write is refused.
+    #[test]
+    fn debians_layout_is_accepted_and_a_foreign_directory_is_not() {
+        use std::os::unix::fs::PermissionsExt;
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: needs root to chown");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let parent = dir.path().join("prometheus");
+        let collector = parent.join("node-exporter");
+        std::fs::create_dir_all(&collector).unwrap();
+        let nobody = Some(nix::unistd::Uid::from_raw(65534));
+        nix::unistd::chown(&parent, nobody, None).unwrap();
+        write_atomic_in_dir(&collector.join("appsnap.prom"), b"a 1\n").unwrap();
+        nix::unistd::chown(&collector, nobody, None).unwrap();
+        let e = write_atomic_in_dir(&collector.join("appsnap.prom"), b"a 2\n").unwrap_err();
+        assert!(e.to_string().contains("owned by uid 65534"), "{e}");
+        nix::unistd::chown(&collector, Some(nix::unistd::Uid::from_raw(0)), None).unwrap();
+        std::fs::set_permissions(&collector, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = write_atomic_in_dir(&collector.join("appsnap.prom"), b"a 3\n").unwrap_err();
+        assert!(e.to_string().contains("mode 0777"), "{e}");
+        assert_eq!(
+            std::fs::read(collector.join("appsnap.prom")).unwrap(),
+            b"a 1\n"
         );
     }
 }

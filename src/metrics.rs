@@ -408,8 +408,15 @@ pub fn write_textfile(policy: &Policy, now: DateTime<Utc>) -> Result<(), Metrics
     write_atomic_in_dir(path, render(policy, now).as_bytes())
 }
 
-/// Replaces `path` with `bytes` through a descriptor of its directory.
-pub fn write_atomic_in_dir(path: &Path, bytes: &[u8]) -> Result<(), MetricsError> {
+/// Whether the textfile can be written (its directory opened and checked
+/// as [`write_atomic_in_dir`] does), without writing it: for `appsnap check`.
+pub fn check_textfile(path: &Path) -> Result<(), MetricsError> {
+    open_dir_of(path).map(|_| ())
+}
+
+/// Opens `path`'s directory without following symlinks and checks it on
+/// the descriptor: a directory, a trusted owner's, writable by no one else.
+fn open_dir_of(path: &Path) -> Result<(OwnedFd, &std::ffi::OsStr), MetricsError> {
     let fail = |why: String| MetricsError::Textfile {
         path: path.to_path_buf(),
         why,
@@ -441,6 +448,16 @@ pub fn write_atomic_in_dir(path: &Path, bytes: &[u8]) -> Result<(), MetricsError
             st.st_mode & 0o7777
         )));
     }
+    Ok((dirfd, name))
+}
+
+/// Replaces `path` with `bytes` through a descriptor of its directory.
+pub fn write_atomic_in_dir(path: &Path, bytes: &[u8]) -> Result<(), MetricsError> {
+    let fail = |why: String| MetricsError::Textfile {
+        path: path.to_path_buf(),
+        why,
+    };
+    let (dirfd, name) = open_dir_of(path)?;
     let tmp = format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id());
     let fd = openat(
         &dirfd,

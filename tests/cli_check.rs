@@ -171,3 +171,62 @@ fn every_subcommand_has_operator_help() {
         }
     }
 }
+
+/// `check` says beforehand what would make notifications fail: an `exec`
+/// command appsnap would not run, a key file others can read, a textfile
+/// directory it would not write; warnings, exit 0.
+#[test]
+fn check_offline_warns_about_sinks_that_would_fail() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let exec = dir.path().join("notify.sh");
+    std::fs::write(&exec, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&exec, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let key = dir.path().join("webhook.key");
+    std::fs::write(&key, "k3y-material\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let collector = dir.path().join("collector");
+    std::fs::create_dir(&collector).unwrap();
+    std::fs::set_permissions(&collector, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let f = dir.path().join("appsnap.toml");
+    std::fs::write(
+        &f,
+        format!(
+            "[notify]\nwebhook_url = \"https://alerts.example/x\"\nwebhook_key_file = \"{}\"\nexec = \"{}\"\n\
+             [metrics]\ntextfile = \"{}/appsnap.prom\"\n\
+             [[job]]\nname = \"db\"\nschedule = \"30 2 * * *\"\ndisks = [\"d-bp1a\"]\n",
+            key.display(),
+            exec.display(),
+            collector.display()
+        ),
+    )
+    .unwrap();
+    let out = appsnap(&[
+        "-c",
+        f.to_str().unwrap(),
+        "--config-dir",
+        "/nonexistent",
+        "check",
+        "--offline",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("job \"db\": warning: notify.exec will not run:")
+            && stdout.contains("must be exactly 0700"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("job \"db\": warning: webhook events will not be sent:")
+            && stdout.contains("chmod 0600"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("k3y-material"),
+        "the key is never shown: {stdout}"
+    );
+    assert!(
+        stdout.contains("warning: no metrics will be written:") && stdout.contains("mode 0777"),
+        "{stdout}"
+    );
+}

@@ -204,8 +204,34 @@ fn offline(cli: &Cli) -> Result<Policy> {
         if let Some(w) = sub_minute_warning(job, now) {
             println!("{w}");
         }
+        for w in notify_warnings(job) {
+            println!("job {:?}: warning: {w}", job.name.as_str());
+        }
+    }
+    if let Some(path) = &policy.metrics.textfile {
+        if let Err(e) = appsnap::metrics::check_textfile(path) {
+            println!("warning: no metrics will be written: {e}");
+        }
     }
     Ok(policy)
+}
+
+/// What would make the job's notifications fail: an `exec` command that is
+/// not a hook appsnap would run, a webhook key file it would not read.
+/// Warnings, not errors: a run never fails because of a sink.
+fn notify_warnings(job: &Job) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(path) = &job.notify.exec {
+        if let Err(e) = appsnap::job::script_check::open_script(path) {
+            out.push(format!("notify.exec will not run: {e}"));
+        }
+    }
+    if let Some(path) = &job.notify.webhook_key_file {
+        if let Err(e) = appsnap::notify::webhook::HmacKey::read(path) {
+            out.push(format!("webhook events will not be sent: {e}"));
+        }
+    }
+    out
 }
 
 /// A job over every disk that fires more often than once a minute freezes

@@ -23,6 +23,8 @@ pub struct Received {
     /// The signature header matched HMAC-SHA256(key, body).
     pub signature_ok: bool,
     pub at: Instant,
+    /// When it arrived, on the wall clock (to compare with appsnap's records).
+    pub wall: chrono::DateTime<chrono::Utc>,
 }
 
 impl Received {
@@ -162,6 +164,7 @@ fn serve(
         body,
         signature_ok,
         at: Instant::now(),
+        wall: chrono::Utc::now(),
     });
     if hang.load(Ordering::Relaxed) {
         // Hold the connection without answering until the client gives up.

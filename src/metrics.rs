@@ -367,6 +367,19 @@ pub fn render(policy: &Policy, now: DateTime<Utc>) -> String {
     }
     family(
         &mut out,
+        "appsnap_job_missed_runs_total",
+        "counter",
+        "Scheduled times that passed with no run (daemon down, suspend, clock jump).",
+    );
+    for r in &rows {
+        let _ = writeln!(
+            out,
+            "appsnap_job_missed_runs_total{{appsnap_job=\"{}\"}} {}",
+            r.job, r.totals.missed_runs
+        );
+    }
+    family(
+        &mut out,
         "appsnap_job_retention_deletions_total",
         "counter",
         "Snapshot groups retention deleted.",

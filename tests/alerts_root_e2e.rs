@@ -437,4 +437,10 @@ fn a_daemon_stopped_across_scheduled_times_reports_them_and_catches_up() {
     });
     let log = std::fs::read_to_string(w.lab.dir.join("daemon2.log")).unwrap_or_default();
     assert!(log.contains("catch_up"), "{log}");
+    let prom = std::fs::read_to_string(w.lab.dir.join("collector/appsnap.prom")).unwrap();
+    assert_eq!(
+        sample(&prom, "appsnap_job_missed_runs_total{appsnap_job=\"db\"}"),
+        missed["missed_count"].as_f64(),
+        "{prom}"
+    );
 }

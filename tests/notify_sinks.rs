@@ -271,3 +271,110 @@ async fn the_exec_sink_gets_the_event_on_stdin_and_in_its_environment() {
         "{log:?}"
     );
 }
+
+fn policy_with_webhook(dir: &Path, url: &str, job_extra: &str) -> appsnap::policy::Policy {
+    let text = format!(
+        "[host]\nstate_dir = \"{0}/state\"\nrun_dir = \"{0}/run\"\n\
+         [notify]\nwebhook_url = \"{url}\"\ntimeout_secs = 2\nretries = 0\n\
+         [metrics]\ntextfile = \"{0}/collector/appsnap.prom\"\n\
+         [[job]]\nname = \"db\"\nschedule = \"0 * * * *\"\ntimezone = \"UTC\"\ndisks = [\"d-bp1a\"]\n{job_extra}",
+        dir.display()
+    );
+    std::fs::create_dir_all(dir.join("collector")).unwrap();
+    appsnap::policy::parse_str(&dir.join("appsnap.toml"), &text).unwrap()
+}
+
+/// At daemon start: the hours since the last run are missed, told once
+/// (a second start does not tell them again), counted in the metrics, and
+/// with `catch_up = true` the job is handed back to run for the latest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_times_at_start_are_told_once_and_counted() {
+    use appsnap::state::{JobResult, StateStore, STATE_SCHEMA};
+    let dir = tempfile::tempdir().unwrap();
+    let rx = Receiver::start(KEY);
+    let p = policy_with_webhook(dir.path(), &rx.url, "catch_up = true\n");
+    let now = chrono::Utc::now();
+    let last = now - chrono::Duration::hours(3);
+    StateStore::new(&dir.path().join("state"))
+        .write(&JobResult {
+            schema: STATE_SCHEMA,
+            job: "db".into(),
+            run_id: "r0".into(),
+            scheduled_for: Some(last),
+            started_at: last,
+            finished_at: last,
+            exit_code: 0,
+            consistency: Consistency::App,
+            snapshot_group_id: None,
+            frozen_ms: None,
+            phases: vec![],
+            message: String::new(),
+            upload: None,
+        })
+        .unwrap();
+    let (n, _) = notifier(&dir.path().join("state"));
+    let catch_up = appsnap::alerts::at_start(&n, &p);
+    n.drain(Duration::from_secs(20)).await;
+    let evs = rx.events();
+    assert_eq!(evs.len(), 1, "{evs:?}");
+    assert_eq!(evs[0]["event"], "missed");
+    let count = evs[0]["missed_count"].as_u64().unwrap();
+    assert!(
+        (2..=3).contains(&count),
+        "three hourly times in 3 h, the last perhaps not yet: {}",
+        evs[0]
+    );
+    let latest: chrono::DateTime<chrono::Utc> = evs[0]["missed"][count as usize - 1]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(catch_up.len(), 1);
+    assert_eq!(
+        catch_up[0].1, latest,
+        "the catch-up run is the run for the latest missed time"
+    );
+    let prom = std::fs::read_to_string(dir.path().join("collector/appsnap.prom")).unwrap();
+    assert_eq!(
+        sample(&prom, "appsnap_job_missed_runs_total{appsnap_job=\"db\"}"),
+        Some(count as f64),
+        "{prom}"
+    );
+    // A second start (no run in between) tells nothing new.
+    let again = appsnap::alerts::at_start(&n, &p);
+    n.drain(Duration::from_secs(20)).await;
+    assert_eq!(rx.events().len(), 1, "not told twice");
+    assert!(again.is_empty());
+}
+
+/// A wall-clock jump seen by the scheduler: the `missed` event says so and
+/// names the times; the totals count them (written in the background).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skipped_times_after_a_clock_jump_are_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let rx = Receiver::start(KEY);
+    let p = policy_with_webhook(dir.path(), &rx.url, "");
+    let (n, _) = notifier(&dir.path().join("state"));
+    let times: Vec<chrono::DateTime<chrono::Utc>> =
+        ["2026-05-01T03:00:00Z", "2026-05-01T04:00:00Z"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+    appsnap::alerts::skipped(&n, &p, &p.jobs[0], &times, 2);
+    let evs = rx.wait_for(Duration::from_secs(10), |e| !e.is_empty());
+    assert_eq!(evs[0]["event"], "missed");
+    assert!(
+        evs[0]["detail"].as_str().unwrap().contains("clock jumped"),
+        "{}",
+        evs[0]
+    );
+    assert_eq!(evs[0]["missed"][1], "2026-05-01T04:00:00Z");
+    let state = dir.path().join("state");
+    let until = Instant::now() + Duration::from_secs(10);
+    while appsnap::metrics::load_totals(&state, "db").missed_runs == 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let t = appsnap::metrics::load_totals(&state, "db");
+    assert_eq!(t.missed_runs, 2);
+    assert_eq!(t.missed_until, Some(times[1]));
+}

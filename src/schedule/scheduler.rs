@@ -32,9 +32,9 @@ const MAX_CATCH_UP_STEPS: usize = 10_000;
 const MAX_SKIPPED_LISTED: usize = 100;
 
 /// Told of scheduled times that passed with no run while the loop ran (a
-/// wall-clock jump forward, a resume from suspend): the job, the first
-/// [`MAX_SKIPPED_LISTED`] times, and how many in all. The daemon plugs its
-/// notifier in here; the scheduler does not know who listens.
+/// wall-clock jump forward, a resume from suspend): the job, the first 100
+/// times, and how many in all. The daemon plugs its notifier in here; the
+/// scheduler does not know who listens.
 pub type OnSkipped = Arc<dyn Fn(&Job, &[DateTime<Utc>], u64) + Send + Sync>;
 
 /// What the scheduler hands the runner for one run.

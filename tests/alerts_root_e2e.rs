@@ -73,7 +73,15 @@ fn a_failing_then_a_succeeding_run_alert_and_show_in_the_scrape() {
         .is_none()
         .then(|| NodeExporter::start(&w.lab.dir.join("collector")));
 
-    let out = w.appsnap(&["run", "db"]);
+    // A proxy in the environment (dead here) is not used for a loopback receiver.
+    let mut cmd = Command::new(appsnap_bin());
+    cmd.arg("-c")
+        .arg(&w.policy)
+        .args(["--config-dir", "/nonexistent", "run", "db"])
+        .env("HTTP_PROXY", "http://127.0.0.1:9")
+        .env("HTTPS_PROXY", "http://127.0.0.1:9")
+        .env("ALL_PROXY", "http://127.0.0.1:9");
+    let out = run_bounded(cmd, Duration::from_secs(120));
     assert_eq!(out.status.code(), Some(9), "{}", text(&out));
     let evs = rx.wait_for(Duration::from_secs(10), |e| {
         !events_of(e, "failure").is_empty()

@@ -124,7 +124,10 @@ pub struct Notifier {
 
 struct Inner {
     host: Mutex<HostIdentity>,
+    /// For receivers elsewhere: the environment's proxies apply.
     http: Option<reqwest::Client>,
+    /// For loopback receivers: never through a proxy.
+    http_direct: Option<reqwest::Client>,
     log: SinkLog,
     probe: Box<dyn FrozenProbe>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -137,17 +140,19 @@ struct Inner {
 impl Notifier {
     /// A notifier for this host; results are kept under `state_dir`.
     pub fn new(host: HostIdentity, state_dir: &Path, probe: Box<dyn FrozenProbe>) -> Notifier {
-        let http = match webhook::client() {
+        let client = |direct| match webhook::client(direct) {
             Ok(c) => Some(c),
             Err(e) => {
                 warn!("notifications: no HTTP client ({e}); webhooks and pings will fail");
                 None
             }
         };
+        let (http, http_direct) = (client(false), client(true));
         Notifier {
             inner: Arc::new(Inner {
                 host: Mutex::new(host),
                 http,
+                http_direct,
                 log: SinkLog::new(state_dir),
                 probe,
                 tasks: Mutex::new(Vec::new()),
@@ -407,18 +412,21 @@ impl Notifier {
         e: Option<&Event>,
         timeout: Duration,
     ) -> Result<(), AttemptError> {
-        let http = || {
-            self.inner
-                .http
-                .as_ref()
+        let http = |url: &str| {
+            let c = if webhook::is_loopback(url) {
+                &self.inner.http_direct
+            } else {
+                &self.inner.http
+            };
+            c.as_ref()
                 .ok_or_else(|| AttemptError::permanent("no HTTP client"))
         };
         match (sink, e) {
             (Sink::Webhook { url, key_file }, Some(e)) => {
-                webhook::send(http()?, url, key_file.as_deref(), e).await
+                webhook::send(http(url)?, url, key_file.as_deref(), e).await
             }
             (Sink::Exec(path), Some(e)) => exec::run(path, e, timeout).await,
-            (Sink::Ping { url, kind, body }, _) => ping::send(http()?, url, *kind, body).await,
+            (Sink::Ping { url, kind, body }, _) => ping::send(http(url)?, url, *kind, body).await,
             (_, None) => Err(AttemptError::permanent("nothing to send")),
         }
     }

@@ -28,13 +28,31 @@ pub const ANSWER_LIMIT: usize = 1024;
 pub const KEY_FILE_LIMIT: u64 = 4096;
 
 /// The HTTP client for webhooks and pings: no redirects, short connects.
-pub fn client() -> Result<reqwest::Client, reqwest::Error> {
+/// `direct` ignores the environment's proxies: a loopback receiver is on
+/// this machine, and a proxy would answer for it (or refuse it).
+pub fn client(direct: bool) -> Result<reqwest::Client, reqwest::Error> {
     crate::cloud::tls::install_provider();
-    reqwest::Client::builder()
+    let mut b = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(5))
-        .user_agent(concat!("appsnap/", env!("CARGO_PKG_VERSION")))
-        .build()
+        .user_agent(concat!("appsnap/", env!("CARGO_PKG_VERSION")));
+    if direct {
+        b = b.no_proxy();
+    }
+    b.build()
+}
+
+/// Whether `url` names this machine (loopback), which is reached directly.
+pub fn is_loopback(url: &str) -> bool {
+    match url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host().map(|h| h.to_owned()))
+    {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }
 
 /// An HMAC key whose bytes never reach a log, an error or `Debug`.
@@ -193,6 +211,15 @@ mod tests {
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
         assert_eq!(format!("{k:?}"), "HmacKey(<redacted>)");
+    }
+
+    #[test]
+    fn loopback_urls_are_recognised() {
+        assert!(is_loopback("http://127.0.0.1:9000/hook"));
+        assert!(is_loopback("http://[::1]/x"));
+        assert!(is_loopback("http://localhost/x"));
+        assert!(!is_loopback("https://hc-ping.com/x"));
+        assert!(!is_loopback("https://127.0.0.1.example.com/x"));
     }
 
     #[test]

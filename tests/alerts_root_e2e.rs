@@ -21,7 +21,7 @@ const KEY: &[u8] = b"e2e-webhook-key-9f8e7d6c5b4a";
 macro_rules! root_or_skip {
     () => {
         if let Some(why) = skip_reason() {
-            eprintln!("SKIP {}: {why}", module_path!());
+            common::skip::missing(&why);
             return;
         }
     };
@@ -69,7 +69,7 @@ fn a_failing_then_a_succeeding_run_alert_and_show_in_the_scrape() {
         &format!("ping_url = \"{}/ping-uuid\"\n", rx.url),
     );
     let ne = node_exporter_missing()
-        .map(|why| eprintln!("node_exporter part SKIPPED: {why}"))
+        .map(|why| common::skip::part_missing(&format!("node_exporter: {why}")))
         .is_none()
         .then(|| NodeExporter::start(&w.lab.dir.join("collector")));
 

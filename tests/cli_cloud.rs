@@ -2,6 +2,8 @@
 //! the metadata service and ECS (every ECS request's signature is re-derived).
 
 mod cloud_support;
+#[path = "common/skip.rs"]
+mod skip;
 
 use cloud_support::*;
 use serde_json::json;
@@ -856,7 +858,7 @@ fn appsnap_sync(config: &std::path::Path, args: &[&str]) -> (Option<i32>, String
 #[test]
 fn run_prunes_the_jobs_older_groups_unless_no_prune() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: the hooks must be root-owned (script ownership rules)");
+        skip::missing("not root: the hooks must be root-owned (script ownership rules)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -15,7 +15,7 @@ use serde_json::Value;
 macro_rules! root_or_skip {
     () => {
         if let Some(why) = skip_reason() {
-            eprintln!("SKIP {}: {why}", module_path!());
+            common::skip::missing(&why);
             return;
         }
     };

@@ -31,7 +31,7 @@ use dbkit::workload::{Ack, Workload};
 macro_rules! root_or_skip {
     () => {
         if let Some(why) = skip_reason() {
-            eprintln!("SKIP {}: {why}", module_path!());
+            common::skip::missing(&why);
             return;
         }
     };

@@ -3,6 +3,9 @@
 //! writable by others, symlinks through such directories, FIFOs and devices
 //! where a file is expected, and files larger than their limit.
 
+#[path = "common/skip.rs"]
+mod skip;
+
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -119,7 +122,7 @@ fn a_world_writable_dropin_dir_or_dropin_is_refused() {
 #[test]
 fn files_of_another_user_are_refused_when_running_as_root() {
     if !is_root() {
-        eprintln!("skipped: needs root to chown");
+        skip::missing("not root: needs root to chown");
         return;
     }
     let (_d, main, dropins) = setup();

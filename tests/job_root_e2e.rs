@@ -18,7 +18,7 @@ use serde_json::Value;
 macro_rules! root_or_skip {
     () => {
         if let Some(why) = skip_reason() {
-            eprintln!("SKIP {}: {why}", module_path!());
+            common::skip::missing(&why);
             return;
         }
     };
@@ -617,13 +617,14 @@ fn appsnap_sigkilled_mid_freeze_leaves_nothing_frozen() {
 fn plugin_takes_the_vendor_sample_string() {
     root_or_skip!();
     let w = World::new("e2e-plugin", Setup::default());
-    // The vendor's sample, verbatim: its /tmp scripts do not exist here, so the
-    // run is file-system-consistent, exactly as the vendor plugin behaves.
-    let sample = r#"-RamRoleName="AppSnapshotRoleName",-EnableFsFreeze=true,-TimeoutInSeconds=30,-PreScriptPath="/tmp/prescript.sh",-PostScriptPath="/tmp/postscript.sh",-ExcludeDiskId="",-Name="LinuxApp1""#;
-    if Path::new("/tmp/prescript.sh").exists() || Path::new("/tmp/postscript.sh").exists() {
-        eprintln!("SKIP: this machine has /tmp/prescript.sh or /tmp/postscript.sh of its own");
-        return;
-    }
+    // The vendor's sample, verbatim but for the scripts' directory: its /tmp
+    // may hold scripts of this machine's own, so they point into the test's
+    // lab where they surely do not exist. Absent scripts make the run
+    // file-system-consistent, exactly as the vendor plugin behaves.
+    let absent = w.lab.dir.join("no-such-dir");
+    assert!(!absent.exists());
+    let sample = r#"-RamRoleName="AppSnapshotRoleName",-EnableFsFreeze=true,-TimeoutInSeconds=30,-PreScriptPath="/tmp/prescript.sh",-PostScriptPath="/tmp/postscript.sh",-ExcludeDiskId="",-Name="LinuxApp1""#
+        .replace("/tmp/", &format!("{}/", absent.display()));
     let out = w.appsnap(&["plugin", &format!("--params={sample}")]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");

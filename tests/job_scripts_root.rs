@@ -13,7 +13,7 @@ use common::world::*;
 macro_rules! root_or_skip {
     () => {
         if let Some(why) = skip_reason() {
-            eprintln!("SKIP {}: {why}", module_path!());
+            common::skip::missing(&why);
             return;
         }
     };
@@ -208,7 +208,9 @@ async fn a_recycled_lock_holder_pgid_is_never_signalled() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let Some(mut victim) = another_program_with_pgid(pgid) else {
-        eprintln!("SKIP: could not get pid {pgid} again (a busy machine took it)");
+        common::skip::by_chance(&format!(
+            "could not get pid {pgid} again (a busy machine took it)"
+        ));
         return;
     };
     group.terminate(std::time::Duration::from_millis(500)).await;

@@ -14,6 +14,9 @@
 //! (env `APPSNAP_JOURNALD_CHILD=1`), so the events come from the real
 //! `appsnap::logging::init` choosing journald by itself.
 
+#[path = "common/skip.rs"]
+mod skip;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -33,7 +36,7 @@ fn journald_captures_fields_and_holds_while_frozen() {
         _ => {}
     }
     if let Some(why) = skip_reason() {
-        println!("skipped: {why}");
+        skip::missing(&why);
         return;
     }
     let work = tempfile::tempdir().unwrap();

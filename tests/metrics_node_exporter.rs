@@ -70,7 +70,7 @@ fn record(dir: &Path, f: &RunFacts) {
 #[test]
 fn node_exporter_reads_the_textfile_without_errors() {
     if let Some(why) = node_exporter_missing() {
-        eprintln!("SKIPPED: {why}");
+        common::skip::missing(&why);
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -161,8 +161,8 @@ fn node_exporter_reads_the_textfile_without_errors() {
 #[test]
 fn the_shipped_rules_pass_promtool() {
     if Command::new("promtool").arg("--version").output().is_err() {
-        eprintln!(
-            "SKIPPED: promtool not installed (Debian package prometheus; scripts/test installs it)"
+        common::skip::missing(
+            "promtool not installed (Debian package prometheus; scripts/test installs it)",
         );
         return;
     }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod alerts;
+pub mod skip;
 pub mod world;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -53,12 +54,13 @@ pub fn skip_reason() -> Option<String> {
     None
 }
 
-/// Skips the calling test, with a printed reason, when not root.
+/// Skips the calling test when not root or a tool is missing: counted as
+/// skipped by scripts/test, a failure under CI (see `skip`).
 #[macro_export]
 macro_rules! root_or_skip {
     () => {
         if let Some(reason) = common::skip_reason() {
-            eprintln!("SKIPPED {}: {reason}", module_path!());
+            common::skip::missing(&reason);
             return;
         }
     };

@@ -7,7 +7,7 @@ use appsnap::cloud::ecs::DeletePermission;
 use appsnap::cloud::{Cloud, CloudError};
 use appsnap::job::disks::{refusal_outcome, select_disks};
 use appsnap::job::outcome::Outcome;
-use appsnap::policy::{self, DiskSelection, Job, Policy};
+use appsnap::policy::{self, DiskSelection, Job, Policy, PolicyError};
 use tokio::time::Instant;
 
 use super::args::{CheckArgs, Cli};
@@ -23,7 +23,10 @@ pub fn run(cli: &Cli, args: &CheckArgs) -> u8 {
     let policy = match offline(cli) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("appsnap: policy rejected:\n{e:#}");
+            match e.downcast_ref::<PolicyError>() {
+                Some(pe) => eprintln!("{}", policy_failure(pe)),
+                None => eprintln!("appsnap: policy rejected:\n{e:#}"),
+            }
             return Outcome::InvalidParameters.code();
         }
     };
@@ -36,6 +39,16 @@ pub fn run(cli: &Cli, args: &CheckArgs) -> u8 {
             eprintln!("appsnap: check: {e:#}");
             Outcome::Unknown.code()
         }
+    }
+}
+
+/// How every command reports a policy it could not load: "policy rejected"
+/// only for one it read and refused; a missing or unreadable file says so.
+pub(super) fn policy_failure(e: &PolicyError) -> String {
+    if e.is_rejection() {
+        format!("appsnap: policy rejected:\n{e}")
+    } else {
+        format!("appsnap: {e}")
     }
 }
 

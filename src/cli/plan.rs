@@ -16,7 +16,7 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> u8 {
     let policy = match policy::load(&cli.config, &cli.config_dir) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("appsnap: policy rejected:\n{e}");
+            eprintln!("{}", super::check::policy_failure(&e));
             return Outcome::InvalidParameters.code();
         }
     };

@@ -63,6 +63,15 @@ async fn preflight(policy: &Policy) -> Outcome {
         eprintln!("{what}: {e}");
         outcome(e)
     };
+    let fail = |what: &str, e: &CloudError| {
+        if let CloudError::Metadata(m) = e {
+            if m.suggests_not_ecs() {
+                eprintln!("{what}: {}", not_ecs(&settings.metadata_endpoint, m));
+                return outcome(e);
+            }
+        }
+        fail(what, e)
+    };
     let cloud = match Cloud::connect(settings).await {
         Ok(c) => c,
         Err(e) => return fail(part(&e), &e),
@@ -190,6 +199,23 @@ async fn preflight(policy: &Policy) -> Outcome {
         }
     }
     result
+}
+
+/// The metadata service is not there (or is not one): the usual cause is a
+/// machine that is not an ECS instance, which a newcomer trying appsnap on a
+/// laptop or another cloud meets first; say that, then what to check.
+fn not_ecs(endpoint: &str, e: &appsnap::cloud::metadata::MetadataError) -> String {
+    use appsnap::cloud::metadata::{MetadataError, TOKEN_TTL_HEADER};
+    let how = match e {
+        MetadataError::Unreachable { .. } => "did not answer",
+        _ => "answered, but not as ECS's does",
+    };
+    format!(
+        "this does not look like an Alibaba Cloud ECS instance: the metadata service at {endpoint} {how} ({e}); \
+         check that appsnap runs on an ECS instance (there `curl -X PUT -H '{TOKEN_TTL_HEADER}: 60' {endpoint}/latest/api/token` prints a token), \
+         that no firewall, route or proxy setting keeps it from {endpoint}, \
+         and that [cloud] metadata_endpoint is right (leave it out on ECS; `check --offline` validates the policy alone)"
+    )
 }
 
 /// Which part of the cloud side failed to connect, as `check` labels its lines.

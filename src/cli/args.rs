@@ -99,7 +99,9 @@ pub enum Command {
 pub struct RunArgs {
     /// The job's name, as in the policy.
     pub job: String,
-    /// Do everything except freeze and create the snapshot group; print what would happen.
+    /// Check and print what would happen, changing nothing: asks ECS for the
+    /// disks and builds the plan, but skips the pre- and post-scripts, the
+    /// freeze, the snapshot group, retention and the status record.
     #[arg(long)]
     pub dry_run: bool,
     /// Do not apply the job's retention (keep_last, max_age_days) after a
@@ -172,6 +174,7 @@ pub struct AssetsArgs {
 
 /// `plugin`.
 #[derive(Debug, Args)]
+#[command(after_help = appsnap::job::plugin_params::help())]
 pub struct PluginArgs {
     /// The vendor's parameter string, e.g.
     /// -RamRoleName="r",-EnableFsFreeze=true,-TimeoutInSeconds=30,-Name="LinuxApp1"

@@ -75,7 +75,8 @@ pub enum Command {
     Run(RunArgs),
     /// Validate the policy, then check every job against this instance and the cloud.
     Check(CheckArgs),
-    /// Show which disks, devices and file systems a job would freeze, in freeze order.
+    /// Show which disks, devices and file systems a job would freeze, in freeze order
+    /// (for disks = "all", the disk list comes from ECS, as in `run --dry-run`).
     Plan(PlanArgs),
     /// Show each job's last result and next run, and whether the daemon is running.
     Status(JsonArgs),

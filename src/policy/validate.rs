@@ -161,12 +161,9 @@ fn parse(
             Ok(raw) => return Some(raw),
             Err(e) => {
                 problems.push(syntax_problem(src, &e));
-                let Some((table, key)) = e
+                let (table, key) = e
                     .span()
-                    .and_then(|s| drop_key_at(doc.get_mut(), 0, s.start))
-                else {
-                    return None;
-                };
+                    .and_then(|s| drop_key_at(doc.get_mut(), 0, s.start))?;
                 let (line, column) = super::error::line_col(&src.text, table);
                 dropped.push((src.path.clone(), line, column, key));
             }

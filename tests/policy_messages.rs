@@ -49,6 +49,16 @@ fn every_unknown_key_is_reported_at_once_with_its_line() {
     let job = find(&ps, "`retention`");
     assert_eq!(job.job.as_deref(), Some("mysql"), "{job}");
     assert!(find(&ps, "`rundir`").message.contains("[host]"));
+    assert!(
+        find(&ps, "`regoin_id`")
+            .message
+            .contains("(did you mean `region_id`?)"),
+        "a near miss is named"
+    );
+    assert!(
+        !find(&ps, "`retention`").message.contains("did you mean"),
+        "no guess when nothing is close"
+    );
 }
 
 #[test]

@@ -210,12 +210,19 @@ const TABLES: &str = "[cloud], [host], [defaults], [notify], [metrics] and [[job
 /// appsnap reads (`tags` is free-form and `disks` a value, so not walked).
 fn prune_unknown(doc: &mut DeTable<'_>, at: &Locator<'_>, problems: &mut Vec<Problem>) {
     for (key, value) in unknown(doc, keys_of::<RawFile>()) {
+        let tables = keys_of::<RawFile>();
         let shape = match &value {
-            DeValue::Table(_) => format!("unknown table [{key}]"),
+            DeValue::Table(_) => format!(
+                "unknown table [{key}]{}",
+                did_you_mean(&key, tables, "[", "]")
+            ),
             DeValue::Array(a)
                 if !a.is_empty() && a.iter().all(|t| t.get_ref().as_table().is_some()) =>
             {
-                format!("unknown table [[{key}]]")
+                format!(
+                    "unknown table [[{key}]]{}",
+                    did_you_mean(&key, tables, "[[", "]]")
+                )
             }
             _ => format!("unknown top-level key `{key}`"),
         };
@@ -283,12 +290,41 @@ fn prune_table(
             job,
             &format!("{prefix}{key}"),
             format!(
-                "in {place}: unknown key `{key}`; expected one of {}",
+                "in {place}: unknown key `{key}`{}; expected one of {}",
+                did_you_mean(&key, known, "`", "`"),
                 expected.join(", ")
             ),
         ));
         t.remove(key.as_str());
     }
+}
+
+/// ` (did you mean `region_id`?)` for a near miss (at most two edits), else "".
+fn did_you_mean(key: &str, known: &[&str], open: &str, close: &str) -> String {
+    known
+        .iter()
+        .map(|k| (edits(key, k), k))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map_or(String::new(), |(_, k)| {
+            format!(" (did you mean {open}{k}{close}?)")
+        })
+}
+
+/// Levenshtein distance, by characters.
+fn edits(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 /// The keys of `t` not in `known`, with their values.

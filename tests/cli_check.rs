@@ -230,3 +230,28 @@ fn check_offline_warns_about_sinks_that_would_fail() {
         "{stdout}"
     );
 }
+
+/// A missing policy file is not a "rejected" policy: the message says the
+/// file is not there and how to make one.
+#[test]
+fn check_on_a_missing_policy_says_no_such_file_and_how_to_create_one() {
+    let out = appsnap(&[
+        "-c",
+        "/nonexistent/appsnap.toml",
+        "--config-dir",
+        "/nonexistent",
+        "check",
+        "--offline",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("policy rejected"), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/appsnap.toml: no such file"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("/usr/share/doc/appsnap/examples/"),
+        "{stderr}"
+    );
+}

@@ -215,7 +215,7 @@ fn missing_main_file_is_named() {
     .unwrap_err();
     assert!(
         err.to_string()
-            .starts_with("/nonexistent/appsnap.toml: cannot read policy"),
+            .starts_with("/nonexistent/appsnap.toml: no such file"),
         "{err}"
     );
 }

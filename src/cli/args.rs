@@ -75,7 +75,8 @@ pub enum Command {
     Run(RunArgs),
     /// Validate the policy, then check every job against this instance and the cloud.
     Check(CheckArgs),
-    /// Show which disks, devices and file systems a job would freeze, in freeze order.
+    /// Show which disks, devices and file systems a job would freeze, in freeze order
+    /// (for disks = "all", the disk list comes from ECS, as in `run --dry-run`).
     Plan(PlanArgs),
     /// Show each job's last result and next run, and whether the daemon is running.
     Status(JsonArgs),
@@ -99,7 +100,9 @@ pub enum Command {
 pub struct RunArgs {
     /// The job's name, as in the policy.
     pub job: String,
-    /// Do everything except freeze and create the snapshot group; print what would happen.
+    /// Check and print what would happen, changing nothing: asks ECS for the
+    /// disks and builds the plan, but skips the pre- and post-scripts, the
+    /// freeze, the snapshot group, retention and the status record.
     #[arg(long)]
     pub dry_run: bool,
     /// Do not apply the job's retention (keep_last, max_age_days) after a
@@ -172,6 +175,7 @@ pub struct AssetsArgs {
 
 /// `plugin`.
 #[derive(Debug, Args)]
+#[command(after_help = appsnap::job::plugin_params::help())]
 pub struct PluginArgs {
     /// The vendor's parameter string, e.g.
     /// -RamRoleName="r",-EnableFsFreeze=true,-TimeoutInSeconds=30,-Name="LinuxApp1"

@@ -7,7 +7,7 @@ use appsnap::cloud::ecs::DeletePermission;
 use appsnap::cloud::{Cloud, CloudError};
 use appsnap::job::disks::{refusal_outcome, select_disks};
 use appsnap::job::outcome::Outcome;
-use appsnap::policy::{self, DiskSelection, Job, Policy};
+use appsnap::policy::{self, DiskSelection, Job, Policy, PolicyError};
 use tokio::time::Instant;
 
 use super::args::{CheckArgs, Cli};
@@ -23,7 +23,10 @@ pub fn run(cli: &Cli, args: &CheckArgs) -> u8 {
     let policy = match offline(cli) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("appsnap: policy rejected:\n{e:#}");
+            match e.downcast_ref::<PolicyError>() {
+                Some(pe) => eprintln!("{}", policy_failure(pe)),
+                None => eprintln!("appsnap: policy rejected:\n{e:#}"),
+            }
             return Outcome::InvalidParameters.code();
         }
     };
@@ -39,6 +42,16 @@ pub fn run(cli: &Cli, args: &CheckArgs) -> u8 {
     }
 }
 
+/// How every command reports a policy it could not load: "policy rejected"
+/// only for one it read and refused; a missing or unreadable file says so.
+pub(super) fn policy_failure(e: &PolicyError) -> String {
+    if e.is_rejection() {
+        format!("appsnap: policy rejected:\n{e}")
+    } else {
+        format!("appsnap: {e}")
+    }
+}
+
 /// The cloud preflight: metadata reachable, credentials obtained, DescribeDisks
 /// answers, and every job's disks are attached, supported and not multi-attach.
 /// Connects as a run does ([`Cloud::connect`]) and selects each job's disks
@@ -49,6 +62,15 @@ async fn preflight(policy: &Policy) -> Outcome {
     let fail = |what: &str, e: &CloudError| {
         eprintln!("{what}: {e}");
         outcome(e)
+    };
+    let fail = |what: &str, e: &CloudError| {
+        if let CloudError::Metadata(m) = e {
+            if m.suggests_not_ecs() {
+                eprintln!("{what}: {}", not_ecs(&settings.metadata_endpoint, m));
+                return outcome(e);
+            }
+        }
+        fail(what, e)
     };
     let cloud = match Cloud::connect(settings).await {
         Ok(c) => c,
@@ -177,6 +199,23 @@ async fn preflight(policy: &Policy) -> Outcome {
         }
     }
     result
+}
+
+/// The metadata service is not there (or is not one): the usual cause is a
+/// machine that is not an ECS instance, which a newcomer trying appsnap on a
+/// laptop or another cloud meets first; say that, then what to check.
+fn not_ecs(endpoint: &str, e: &appsnap::cloud::metadata::MetadataError) -> String {
+    use appsnap::cloud::metadata::{MetadataError, TOKEN_TTL_HEADER};
+    let how = match e {
+        MetadataError::Unreachable { .. } => "did not answer",
+        _ => "answered, but not as ECS's does",
+    };
+    format!(
+        "this does not look like an Alibaba Cloud ECS instance: the metadata service at {endpoint} {how} ({e}); \
+         check that appsnap runs on an ECS instance (there `curl -X PUT -H '{TOKEN_TTL_HEADER}: 60' {endpoint}/latest/api/token` prints a token), \
+         that no firewall, route or proxy setting keeps it from {endpoint}, \
+         and that [cloud] metadata_endpoint is right (leave it out on ECS; `check --offline` validates the policy alone)"
+    )
 }
 
 /// Which part of the cloud side failed to connect, as `check` labels its lines.

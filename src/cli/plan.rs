@@ -1,22 +1,84 @@
 //! `appsnap plan JOB [--json]`: disks → devices → file systems in freeze
 //! order, with what is skipped and why, and warnings.
 //!
-//! Offline (no cloud client yet) each disk's serial is its ID without `d-`.
-//! A job with `disks = "all"` needs the instance's disk list from
-//! DescribeDisks, so `plan` says so and exits 1 rather than guess.
+//! A job that lists its disks is planned offline: each disk's serial is its
+//! ID without `d-`. A job with `disks = "all"` needs the instance's disk
+//! list, so `plan` asks ECS (DescribeDisks) and selects as a run does,
+//! serials included, like `run --dry-run`.
 
+use std::time::Duration;
+
+use appsnap::cloud::Cloud;
 use appsnap::host::{self, DiskRequest, HostPaths, HostView, PlanError};
+use appsnap::job::disks::{refusal_outcome, select_disks};
 use appsnap::job::outcome::Outcome;
-use appsnap::policy::{self, DiskSelection};
+use appsnap::policy::{self, DiskId, DiskSelection, Job, Policy};
 
 use super::args::{Cli, PlanArgs};
+use super::cloud::{block_on, outcome};
+
+/// How long the DescribeDisks call may take, retries included.
+const PLAN_API_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The disks `disks = "all"` selects on this instance now, with the serials
+/// ECS reports; or, having said why on stderr, the exit code.
+async fn disks_from_ecs(policy: &Policy, job: &Job) -> Result<Vec<DiskRequest>, Outcome> {
+    let why = |e: &dyn std::fmt::Display| {
+        eprintln!(
+            "appsnap: plan: job {} uses disks = \"all\", so its disks come from ECS DescribeDisks, which failed: {e}; `appsnap check` says what is wrong (list the disks in the job to plan offline)",
+            job.name
+        );
+    };
+    let cloud = match Cloud::connect(&policy.cloud).await {
+        Ok(c) => c,
+        Err(e) => {
+            why(&e);
+            return Err(outcome(&e));
+        }
+    };
+    let deadline = tokio::time::Instant::now() + PLAN_API_DEADLINE;
+    let disks = match cloud
+        .ecs
+        .describe_disks(&cloud.instance_id, &[], deadline)
+        .await
+    {
+        Ok(d) => d,
+        Err(e) => {
+            let e = e.into();
+            why(&e);
+            return Err(outcome(&e));
+        }
+    };
+    let max = policy.cloud.max_disks_per_group;
+    let sel = match select_disks(&job.disks, &cloud.instance_id, &disks, max) {
+        Ok(sel) => sel,
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("appsnap: plan: job {}: {p}", job.name);
+            }
+            return Err(refusal_outcome(&job.disks, &problems));
+        }
+    };
+    for w in sel.warnings.iter().chain(&sel.skipped).chain(&sel.notes) {
+        eprintln!("appsnap: plan: job {}: {w}", job.name);
+    }
+    Ok(sel
+        .disks
+        .into_iter()
+        .filter_map(|d| {
+            let id = DiskId::parse(&d.disk_id).ok()?;
+            let serial = (!d.serial_number.is_empty()).then_some(d.serial_number);
+            Some(DiskRequest { id, serial })
+        })
+        .collect())
+}
 
 /// Runs `plan`: 0 plan printed, 1 no plan possible on this host, 2 bad policy or job.
 pub fn run(cli: &Cli, args: &PlanArgs) -> u8 {
     let policy = match policy::load(&cli.config, &cli.config_dir) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("appsnap: policy rejected:\n{e}");
+            eprintln!("{}", super::check::policy_failure(&e));
             return Outcome::InvalidParameters.code();
         }
     };
@@ -30,13 +92,14 @@ pub fn run(cli: &Cli, args: &PlanArgs) -> u8 {
             .cloned()
             .map(DiskRequest::offline)
             .collect::<Vec<_>>(),
-        DiskSelection::All { .. } => {
-            eprintln!(
-                "appsnap: plan: job {} uses disks = \"all\": the disk list comes from ECS DescribeDisks, which this build cannot call yet; list the disks explicitly to see the plan",
-                job.name
-            );
-            return Outcome::ConditionsNotMet.code();
-        }
+        DiskSelection::All { .. } => match block_on(disks_from_ecs(&policy, job)) {
+            Ok(Ok(requests)) => requests,
+            Ok(Err(code)) => return code.code(),
+            Err(e) => {
+                eprintln!("appsnap: plan: {e:#}");
+                return Outcome::Unknown.code();
+            }
+        },
     };
     let view = match HostView::read(&HostPaths::system(&policy.host.by_id_dir)) {
         Ok(v) => v,

@@ -38,7 +38,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> u8 {
     let policy = match policy::load(&cli.config, &cli.config_dir) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("appsnap: policy rejected:\n{e}");
+            eprintln!("{}", super::check::policy_failure(&e));
             return finish_without_run(Outcome::InvalidParameters);
         }
     };
@@ -86,7 +86,7 @@ pub fn plugin(cli: &Cli, args: &PluginArgs) -> u8 {
         match policy::load(&cli.config, &cli.config_dir) {
             Ok(p) => p,
             Err(e) => {
-                eprintln!("appsnap: policy rejected:\n{e}");
+                eprintln!("{}", super::check::policy_failure(&e));
                 return finish_without_run(Outcome::InvalidParameters);
             }
         }

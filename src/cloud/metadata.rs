@@ -114,6 +114,23 @@ pub enum MetadataError {
     },
 }
 
+impl MetadataError {
+    /// Whether the failure means no ECS metadata service is there at all:
+    /// nothing answered, the token API is missing, or the service lacks the
+    /// identity items every instance has. `check` then says "not an ECS
+    /// instance" in words rather than quoting a transport error.
+    pub fn suggests_not_ecs(&self) -> bool {
+        match self {
+            MetadataError::Unreachable { .. } | MetadataError::TokenApiAbsent { .. } => true,
+            MetadataError::NotFound { path } => matches!(
+                path.as_str(),
+                "meta-data/instance-id" | "meta-data/region-id" | "meta-data/zone-id"
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// Identity of the instance appsnap runs on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceIdentity {

@@ -64,7 +64,7 @@ pub enum PluginParamsError {
     )]
     NoParameters,
     /// A key the vendor plugin does not have.
-    #[error("unknown parameter -{key} (known: {})", KNOWN.join(", "))]
+    #[error("unknown parameter -{key} (known: {})", known().collect::<Vec<_>>().join(", "))]
     Unknown {
         /// The key.
         key: String,
@@ -111,17 +111,113 @@ impl PluginParamsError {
     }
 }
 
-const KNOWN: [&str; 9] = [
-    "RamRoleName",
-    "Name",
-    "Description",
-    "EnableFsFreeze",
-    "TimeoutInSeconds",
-    "ScriptTimeoutInSeconds",
-    "PreScriptPath",
-    "PostScriptPath",
-    "ExcludeDiskId",
+/// Every parameter the vendor plugin takes, with its default: what the
+/// parser accepts and what `appsnap plugin --help` lists (one table, so
+/// the help cannot drift from the parser).
+pub const PARAMETERS: [Parameter; 9] = [
+    Parameter {
+        name: "RamRoleName",
+        default: ParamDefault::Required,
+        meaning: "the RAM role attached to the instance",
+    },
+    Parameter {
+        name: "Name",
+        default: ParamDefault::Required,
+        meaning: "the snapshot group's name (2-128 characters, a letter first)",
+    },
+    Parameter {
+        name: "Description",
+        default: ParamDefault::Empty,
+        meaning: "the group's description",
+    },
+    Parameter {
+        name: "EnableFsFreeze",
+        default: ParamDefault::Bool(DEFAULT_FS_FREEZE),
+        meaning: "freeze the file systems (true or false)",
+    },
+    Parameter {
+        name: "TimeoutInSeconds",
+        default: ParamDefault::Secs(DEFAULT_FREEZE_TIMEOUT_SECS, FREEZE_TIMEOUT_RANGE),
+        meaning: "longest freeze",
+    },
+    Parameter {
+        name: "ScriptTimeoutInSeconds",
+        default: ParamDefault::Secs(DEFAULT_SCRIPT_TIMEOUT_SECS, SCRIPT_TIMEOUT_RANGE),
+        meaning: "longest run of each script",
+    },
+    Parameter {
+        name: "PreScriptPath",
+        default: ParamDefault::Empty,
+        meaning: "absolute path of the pre-script",
+    },
+    Parameter {
+        name: "PostScriptPath",
+        default: ParamDefault::Empty,
+        meaning: "absolute path of the post-script",
+    },
+    Parameter {
+        name: "ExcludeDiskId",
+        default: ParamDefault::Empty,
+        meaning: "disks to leave out, comma-separated inside quotes",
+    },
 ];
+
+/// One vendor parameter, for the parser and the help.
+#[derive(Debug, Clone)]
+pub struct Parameter {
+    /// As written after the dash.
+    pub name: &'static str,
+    /// What applies when it is not given.
+    pub default: ParamDefault,
+    /// What it sets, in a few words.
+    pub meaning: &'static str,
+}
+
+/// A parameter's default.
+#[derive(Debug, Clone)]
+pub enum ParamDefault {
+    /// No default: the run is refused without it.
+    Required,
+    /// Empty: nothing (no description, no script, no exclusion).
+    Empty,
+    /// A boolean.
+    Bool(bool),
+    /// Seconds, and the range accepted.
+    Secs(u64, std::ops::RangeInclusive<u64>),
+}
+
+impl std::fmt::Display for ParamDefault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParamDefault::Required => f.write_str("required"),
+            ParamDefault::Empty => f.write_str("default: none"),
+            ParamDefault::Bool(b) => write!(f, "default: {b}"),
+            ParamDefault::Secs(n, _) => write!(f, "default: {n}"),
+        }
+    }
+}
+
+/// The parameter list for `appsnap plugin --help`, built from [`PARAMETERS`].
+pub fn help() -> String {
+    let width = PARAMETERS.iter().map(|p| p.name.len()).max().unwrap_or(0) + 1;
+    let mut out = String::from("Parameters (either form):\n");
+    for p in &PARAMETERS {
+        let range = match &p.default {
+            ParamDefault::Secs(_, r) => format!(", {}..={}", r.start(), r.end()),
+            _ => String::new(),
+        };
+        out.push_str(&format!(
+            "  -{:<width$} {} ({}{range})\n",
+            p.name, p.meaning, p.default
+        ));
+    }
+    out
+}
+
+/// The parameter names, as the parser and its errors use them.
+fn known() -> impl Iterator<Item = &'static str> {
+    PARAMETERS.iter().map(|p| p.name)
+}
 
 /// Splits on commas outside double quotes, unquoting values.
 fn items(s: &str) -> Result<Vec<(String, String)>, PluginParamsError> {
@@ -275,7 +371,7 @@ fn from_items(items: Vec<(String, String)>) -> Result<PluginParams, PluginParams
     };
     let mut seen: Vec<String> = Vec::new();
     for (k, v) in items {
-        let Some(key) = KNOWN.iter().copied().find(|known| *known == k) else {
+        let Some(key) = known().find(|known| *known == k) else {
             return Err(PluginParamsError::Unknown { key: k });
         };
         if seen.iter().any(|s| s == key) {
@@ -301,7 +397,7 @@ fn from_items(items: Vec<(String, String)>) -> Result<PluginParams, PluginParams
                     p.exclude_disks.push(d);
                 }
             }
-            _ => unreachable!("every KNOWN key is matched"),
+            _ => unreachable!("every PARAMETERS name is matched"),
         }
     }
     if p.ram_role_name.is_empty() {

@@ -42,6 +42,16 @@ pub enum PolicyError {
         /// Why.
         source: std::io::Error,
     },
+    /// The main policy file does not exist: said plainly, with how to make
+    /// one, since this is what a fresh install or a mistyped `-c` meets first.
+    #[error(
+        "{}: no such file; create the policy there (copy an example from {EXAMPLES_DIR}, or config/examples/ in a source tree, and edit it), or name another with -c PATH; then `appsnap check` validates it",
+        path.display()
+    )]
+    NotFound {
+        /// The file that is missing.
+        path: PathBuf,
+    },
     /// The drop-in directory exists but cannot be listed.
     #[error("{}: cannot list drop-in directory: {source}", path.display())]
     ReadDir {
@@ -61,7 +71,17 @@ pub enum PolicyError {
     Invalid(Vec<Problem>),
 }
 
+/// Where the packages install the example policies.
+pub const EXAMPLES_DIR: &str = "/usr/share/doc/appsnap/examples/";
+
 impl PolicyError {
+    /// Whether the policy was read and refused (bad content, or a file
+    /// appsnap does not trust), as opposed to not found or not readable;
+    /// callers say "policy rejected" only then.
+    pub fn is_rejection(&self) -> bool {
+        matches!(self, PolicyError::Invalid(_) | PolicyError::Untrusted(_))
+    }
+
     /// The located problems, empty for I/O failures.
     pub fn problems(&self) -> &[Problem] {
         match self {

@@ -50,7 +50,15 @@ fn policy_error(e: TrustError) -> PolicyError {
 }
 
 fn read(path: &Path, is_main: bool) -> Result<Source, PolicyError> {
-    let bytes = securefs::read_trusted_file(path, POLICY_FILE_LIMIT).map_err(policy_error)?;
+    let bytes = securefs::read_trusted_file(path, POLICY_FILE_LIMIT).map_err(|e| {
+        if is_main && e.is_not_found() {
+            PolicyError::NotFound {
+                path: path.to_path_buf(),
+            }
+        } else {
+            policy_error(e)
+        }
+    })?;
     let text = String::from_utf8(bytes).map_err(|_| PolicyError::Read {
         path: path.to_path_buf(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),

@@ -18,14 +18,16 @@ pub const RESERVED_TAG_KEYS: [&str; 2] = ["AppConsistent", "FsConsistent"];
 /// Prefix of appsnap's own tag keys.
 pub const RESERVED_TAG_PREFIX: &str = "appsnap:";
 
-/// `[A-Za-z][A-Za-z0-9._:-]{1,127}`, capped so `<name>-<timestamp>` fits ECS's 128.
+/// `[A-Za-z][A-Za-z0-9._:-]{1,110}`: ECS's group-name rule, capped at
+/// [`JOB_NAME_MAX`] so `<name>-<timestamp>` fits ECS's 128. Both messages
+/// state that cap, the limit that is actually enforced.
 pub fn check_job_name(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
     let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'));
     if !first_ok || !rest_ok || name.len() < 2 {
         return Err(format!(
-            "name {name:?}: must match [A-Za-z][A-Za-z0-9._:-]{{1,127}} (a letter, then at least one letter, digit, '.', '_', ':' or '-')"
+            "name {name:?}: must be 2-{JOB_NAME_MAX} characters: a letter, then letters, digits, '.', '_', ':' or '-'"
         ));
     }
     if name.len() > JOB_NAME_MAX {

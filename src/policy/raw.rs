@@ -96,3 +96,73 @@ pub struct RawJob {
     pub ping_url: Option<Spanned<String>>,
     pub notify: Option<Spanned<RawNotify>>,
 }
+
+/// The keys a table type accepts, read from its own `Deserialize` (the field
+/// list serde hands to `deserialize_struct`), so the unknown-key walk in
+/// `validate` cannot drift from the structs above.
+pub fn keys_of<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
+    let mut keys: &'static [&'static str] = &[];
+    let _ = T::deserialize(FieldList(&mut keys));
+    keys
+}
+
+/// A deserializer that records the field list of the struct asked for and
+/// then stops (it never produces a value).
+struct FieldList<'a>(&'a mut &'static [&'static str]);
+
+/// The only error [`FieldList`] produces.
+#[derive(Debug)]
+struct Stop;
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("field list read")
+    }
+}
+
+impl std::error::Error for Stop {}
+
+impl serde::de::Error for Stop {
+    fn custom<M: std::fmt::Display>(_: M) -> Stop {
+        Stop
+    }
+}
+
+impl<'de> serde::Deserializer<'de> for FieldList<'_> {
+    type Error = Stop;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+        Err(Stop)
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _: &'static str,
+        fields: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Stop> {
+        *self.0 = fields;
+        Err(Stop)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map enum identifier ignored_any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_read_from_the_structs() {
+        assert_eq!(
+            keys_of::<RawFile>(),
+            ["cloud", "host", "defaults", "notify", "metrics", "job"]
+        );
+        assert!(keys_of::<RawJob>().contains(&"exclude_disks"));
+        assert_eq!(keys_of::<RawMetrics>(), ["textfile"]);
+    }
+}

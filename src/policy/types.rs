@@ -241,7 +241,7 @@ impl Default for JobDefaults {
     }
 }
 
-/// A job name, already checked against `[A-Za-z][A-Za-z0-9._:-]{1,127}`; it
+/// A job name, already checked against `[A-Za-z][A-Za-z0-9._:-]{1,110}`; it
 /// prefixes snapshot group names, so it must satisfy ECS naming too.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct JobName(pub(crate) String);

@@ -5,11 +5,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::Deserialize;
+use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use super::error::{Locator, Problem};
 use super::naming;
-use super::raw::{RawCloud, RawDefaults, RawFile, RawHost, RawJob, RawMetrics, RawNotify};
+use super::raw::{keys_of, RawCloud, RawDefaults, RawFile, RawHost, RawJob, RawMetrics, RawNotify};
 use super::schedule::CronSchedule;
 use super::types::*;
 
@@ -25,10 +27,11 @@ pub(crate) struct Source {
 pub(crate) fn validate(sources: &[Source]) -> Result<Policy, Vec<Problem>> {
     let mut problems = Vec::new();
     let mut parsed = Vec::new();
+    // Where a key was dropped for its type: "no such key" there is not news.
+    let mut dropped = Vec::new();
     for src in sources {
-        match toml::from_str::<RawFile>(&src.text) {
-            Ok(raw) => parsed.push((src, raw)),
-            Err(e) => problems.push(syntax_problem(src, &e)),
+        if let Some(raw) = parse(src, &mut problems, &mut dropped) {
+            parsed.push((src, raw));
         }
     }
 
@@ -122,8 +125,221 @@ pub(crate) fn validate(sources: &[Source]) -> Result<Policy, Vec<Problem>> {
     if problems.is_empty() {
         Ok(policy)
     } else {
+        // In reading order: files as loaded, then line and column.
+        problems.retain(|p| !dropped.contains(&(p.path.clone(), p.line, p.column, p.key.clone())));
+        let file = |p: &Problem| sources.iter().position(|s| s.path == p.path);
+        problems.sort_by_key(|p| (file(p), p.line, p.column));
         Err(problems)
     }
+}
+
+/// One file's tables, or `None` with its problems pushed. A syntax error
+/// stops the file; unknown keys do not: serde's `deny_unknown_fields` stops
+/// at the first, so they are all collected (and removed) here first, and the
+/// rest is then deserialized, so type errors are reported alongside them.
+fn parse(
+    src: &Source,
+    problems: &mut Vec<Problem>,
+    dropped: &mut Vec<(PathBuf, usize, usize, String)>,
+) -> Option<RawFile> {
+    let mut doc = match DeTable::parse(&src.text) {
+        Ok(d) => d,
+        Err(e) => {
+            problems.push(syntax_problem(src, &e));
+            return None;
+        }
+    };
+    let at = Locator {
+        path: &src.path,
+        text: &src.text,
+    };
+    prune_unknown(doc.get_mut(), &at, problems);
+    // A value of the wrong type stops serde too: report it, drop its key and
+    // go on, so one pass shows them all (bounded: each round drops a key).
+    loop {
+        match RawFile::deserialize(toml::de::Deserializer::from(doc.clone())) {
+            Ok(raw) => return Some(raw),
+            Err(e) => {
+                problems.push(syntax_problem(src, &e));
+                let (table, key) = e
+                    .span()
+                    .and_then(|s| drop_key_at(doc.get_mut(), 0, s.start))?;
+                let (line, column) = super::error::line_col(&src.text, table);
+                dropped.push((src.path.clone(), line, column, key));
+            }
+        }
+    }
+}
+
+/// Removes the innermost key whose value holds byte `pos`, returning where
+/// its table starts (`start` for `t`) and the key; `None` if no value holds
+/// it. Every table is searched: a `[table]`'s own span covers only its
+/// header, not its keys.
+fn drop_key_at(t: &mut DeTable<'_>, start: usize, pos: usize) -> Option<(usize, String)> {
+    let mut holder = None;
+    for (k, v) in t.iter_mut() {
+        let v_start = v.span().start;
+        let holds = v.span().contains(&pos);
+        let found = match v.get_mut() {
+            DeValue::Table(inner) => drop_key_at(inner, v_start, pos),
+            DeValue::Array(items) => items.iter_mut().find_map(|item| {
+                let item_start = item.span().start;
+                match item.get_mut() {
+                    DeValue::Table(inner) => drop_key_at(inner, item_start, pos),
+                    _ => None,
+                }
+            }),
+            _ => None,
+        };
+        if found.is_some() {
+            return found;
+        }
+        if holds {
+            holder = Some(k.get_ref().to_string());
+        }
+    }
+    let key = holder?;
+    t.remove(key.as_str())?;
+    Some((start, key))
+}
+
+/// The top-level tables, as an operator writes them.
+const TABLES: &str = "[cloud], [host], [defaults], [notify], [metrics] and [[job]]";
+
+/// Reports and removes every key the policy does not know, at any depth
+/// appsnap reads (`tags` is free-form and `disks` a value, so not walked).
+fn prune_unknown(doc: &mut DeTable<'_>, at: &Locator<'_>, problems: &mut Vec<Problem>) {
+    for (key, value) in unknown(doc, keys_of::<RawFile>()) {
+        let tables = keys_of::<RawFile>();
+        let shape = match &value {
+            DeValue::Table(_) => format!(
+                "unknown table [{key}]{}",
+                did_you_mean(&key, tables, "[", "]")
+            ),
+            DeValue::Array(a)
+                if !a.is_empty() && a.iter().all(|t| t.get_ref().as_table().is_some()) =>
+            {
+                format!(
+                    "unknown table [[{key}]]{}",
+                    did_you_mean(&key, tables, "[[", "]]")
+                )
+            }
+            _ => format!("unknown top-level key `{key}`"),
+        };
+        problems.push(at.problem(
+            key_start(doc, &key).unwrap_or(0),
+            None,
+            &key,
+            format!("{shape}; the policy's tables are {TABLES}"),
+        ));
+        doc.remove(key.as_str());
+    }
+    let sections: [(&str, &[&str]); 5] = [
+        ("cloud", keys_of::<RawCloud>()),
+        ("host", keys_of::<RawHost>()),
+        ("defaults", keys_of::<RawDefaults>()),
+        ("notify", keys_of::<RawNotify>()),
+        ("metrics", keys_of::<RawMetrics>()),
+    ];
+    for (name, keys) in sections {
+        if let Some(DeValue::Table(t)) = doc.get_mut(name).map(|v| v.get_mut()) {
+            prune_table(t, keys, &format!("[{name}]"), None, "", at, problems);
+        }
+    }
+    if let Some(DeValue::Array(jobs)) = doc.get_mut("job").map(|v| v.get_mut()) {
+        for job in jobs.iter_mut() {
+            let DeValue::Table(t) = job.get_mut() else {
+                continue;
+            };
+            let name = t
+                .get("name")
+                .and_then(|n| n.get_ref().as_str())
+                .map(str::to_string);
+            let name = name.as_deref();
+            prune_table(t, keys_of::<RawJob>(), "[[job]]", name, "", at, problems);
+            if let Some(DeValue::Table(n)) = t.get_mut("notify").map(|v| v.get_mut()) {
+                prune_table(
+                    n,
+                    keys_of::<RawNotify>(),
+                    "[[job]] notify",
+                    name,
+                    "notify.",
+                    at,
+                    problems,
+                );
+            }
+        }
+    }
+}
+
+/// Reports and removes the unknown keys of one table (`place` is how the
+/// message names it, `prefix` how its keys are dotted).
+fn prune_table(
+    t: &mut DeTable<'_>,
+    known: &[&str],
+    place: &str,
+    job: Option<&str>,
+    prefix: &str,
+    at: &Locator<'_>,
+    problems: &mut Vec<Problem>,
+) {
+    let expected: Vec<String> = known.iter().map(|k| format!("`{k}`")).collect();
+    for (key, _) in unknown(t, known) {
+        problems.push(at.problem(
+            key_start(t, &key).unwrap_or(0),
+            job,
+            &format!("{prefix}{key}"),
+            format!(
+                "in {place}: unknown key `{key}`{}; expected one of {}",
+                did_you_mean(&key, known, "`", "`"),
+                expected.join(", ")
+            ),
+        ));
+        t.remove(key.as_str());
+    }
+}
+
+/// ` (did you mean `region_id`?)` for a near miss (at most two edits), else "".
+fn did_you_mean(key: &str, known: &[&str], open: &str, close: &str) -> String {
+    known
+        .iter()
+        .map(|k| (edits(key, k), k))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map_or(String::new(), |(_, k)| {
+            format!(" (did you mean {open}{k}{close}?)")
+        })
+}
+
+/// Levenshtein distance, by characters.
+fn edits(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// The keys of `t` not in `known`, with their values.
+fn unknown<'i>(t: &DeTable<'i>, known: &[&str]) -> Vec<(String, DeValue<'i>)> {
+    t.iter()
+        .filter(|(k, _)| !known.contains(&k.get_ref().as_ref()))
+        .map(|(k, v)| (k.get_ref().to_string(), v.get_ref().clone()))
+        .collect()
+}
+
+/// Where `key` is written in `t` (the key itself, so a `[table]` header points at its name).
+fn key_start(t: &DeTable<'_>, key: &str) -> Option<usize> {
+    t.iter()
+        .find(|(k, _)| k.get_ref().as_ref() == key)
+        .map(|(k, _)| k.span().start)
 }
 
 /// A TOML syntax, type or unknown-key error, located and naming its key.
@@ -374,9 +590,11 @@ impl Checker<'_, '_> {
             return None;
         };
         let name = name_s.get_ref().clone();
+        // A bad name is reported, not fatal to the checks below: the job's
+        // other problems are found in the same pass (labelled with the name
+        // as written, which is what the operator searches for).
         if let Err(m) = naming::check_job_name(&name) {
             self.push(name_s.span().start, None, "name", m);
-            return None;
         }
         let jn = Some(name.as_str());
 

@@ -180,7 +180,7 @@ fn environment_section(r: &mut Roff) {
         ),
         (
             "HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY",
-            "ECS API requests and webhooks to non-loopback hosts go through the proxy these name; the metadata service and loopback endpoints are always reached directly.",
+            "ECS API requests, webhooks and `ping_url` pings to non-loopback hosts go through the proxy these name (as do their lowercase forms); the metadata service and loopback endpoints are always reached directly.",
         ),
         (
             "JOURNAL_STREAM",
@@ -192,7 +192,7 @@ fn environment_section(r: &mut Roff) {
         ),
         (
             "SERVICE_RESULT",
-            "set by systemd for the unit's `ExecStopPost`: `appsnap thaw` then also ends freeze guards of the stopping unit, which would otherwise be killed still holding a freeze.",
+            "set by systemd for the unit's `ExecStopPost`: there `appsnap thaw --all` thaws what a freeze guard of the stopping unit still holds instead of refusing because the guard is alive (systemd is about to kill it).",
         ),
         (
             "script_env",

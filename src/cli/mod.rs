@@ -5,6 +5,7 @@ pub mod args;
 mod assets;
 mod check;
 mod cloud;
+mod doc_tables;
 mod freeze_guard;
 mod list;
 mod plan;

@@ -131,6 +131,7 @@ done
 q test -d /etc/appsnap.d || fail "no /etc/appsnap.d"
 [[ $(q stat -c %a /usr/share/doc/appsnap/examples/postgresql/prescript.sh) == 700 ]] || fail "examples not 0700"
 q test -s /usr/share/man/man1/appsnap.1.gz || fail "no man page"
+q test -s /usr/share/man/man5/appsnap.toml.5.gz || fail "no appsnap.toml(5)"
 q test -s /usr/share/bash-completion/completions/appsnap || fail "no bash completion"
 c appsnap --version
 c appsnap check --offline

@@ -360,7 +360,7 @@ impl EcsClient {
         }
     }
 
-    async fn paged<T: DeserializeOwned>(
+    pub(super) async fn paged<T: DeserializeOwned>(
         &self,
         action: &str,
         base: Vec<(String, String)>,

@@ -9,14 +9,21 @@
 //!
 //! One concern per file: `types` the request and answer models and their
 //! decoding, `error` why a call failed, `client` the client and its calls,
-//! `wire` one signed attempt and how an answer is read.
+//! `wire` one signed attempt and how an answer is read; `disk_types` and
+//! `disk_calls` the disks a restore drill creates, attaches and releases.
 
 mod client;
+mod disk_calls;
+mod disk_types;
 mod error;
 mod types;
 mod wire;
 
 pub use client::{default_endpoint, is_loopback_host, EcsClient};
+pub use disk_types::{
+    default_drill_categories, is_category_unsupported, CreateDisk, DiskDeleted, DrillCategory,
+    CATEGORY_UNSUPPORTED_CODES, DISK_NOT_FOUND_CODES, NOT_ATTACHED_CODES,
+};
 pub use error::{is_permission_denied, redact_string_to_sign, EcsError};
 pub use types::{
     ClientToken, CreateSnapshotGroup, DeleteOutcome, DeletePermission, Disk, GroupDisks,

@@ -56,6 +56,11 @@ impl ClientToken {
         Ok(ClientToken(s.to_string()))
     }
 
+    /// A token built here from a valid one (no re-check needed).
+    pub(super) fn from_trusted(s: String) -> ClientToken {
+        ClientToken(s)
+    }
+
     /// As sent.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -198,6 +203,20 @@ pub struct Disk {
     pub zone_id: String,
     /// Name.
     pub disk_name: String,
+    /// Description.
+    pub description: String,
+    /// RFC 3339 UTC.
+    pub creation_time: String,
+    /// The snapshot it was created from (empty if none): how a drill disk
+    /// names what it restores.
+    pub source_snapshot_id: String,
+    /// `PL0`..`PL3` for ESSDs, else empty.
+    pub performance_level: String,
+    /// Released with the instance it is attached to.
+    pub delete_with_instance: bool,
+    /// `{TagKey, TagValue}` tags (DescribeDisks' `Tags.Tag`).
+    #[serde(deserialize_with = "de_tags")]
+    pub tags: Vec<Tag>,
 }
 
 impl Disk {
@@ -209,6 +228,14 @@ impl Disk {
     /// Multi-attach disks cannot be in a group.
     pub fn is_multi_attach(&self) -> bool {
         self.multi_attach.eq_ignore_ascii_case("Enabled")
+    }
+
+    /// The value of tag `key`, if present.
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags
+            .iter()
+            .find(|t| t.key == key)
+            .map(|t| t.value.as_str())
     }
 }
 

@@ -43,8 +43,14 @@ fn decode_all(dir: &Path) {
             "{d:?}"
         );
         // What a restore drill reads of its disks.
-        assert!(d.source_snapshot_id.starts_with("SourceSnapshotId-"), "{d:?}");
-        assert!(d.performance_level.starts_with("PerformanceLevel-"), "{d:?}");
+        assert!(
+            d.source_snapshot_id.starts_with("SourceSnapshotId-"),
+            "{d:?}"
+        );
+        assert!(
+            d.performance_level.starts_with("PerformanceLevel-"),
+            "{d:?}"
+        );
         assert!(d.delete_with_instance, "{d:?}");
         assert_eq!(d.tags.len(), 2, "{d:?}");
         assert!(d.tags.iter().all(|t| t.key.starts_with("TagKey-")), "{d:?}");

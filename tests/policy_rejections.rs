@@ -77,6 +77,14 @@ rejections! {
     script_env_own_variables: job("script_env = [\"APPSNAP_JOB\"]\n"), 5, "may not be passed";
     script_env_not_a_name: job("script_env = [\"A-B\"]\n"), 5, "not a variable name";
     script_env_twice: job("script_env = [\"TZ\", \"TZ\"]\n"), 5, "listed twice";
+    verify_schedule_bad_cron: job("verify_schedule = \"0 25 * * *\"\n"), 5, "verify_schedule";
+    verify_script_relative: job("verify_script = \"verify.sh\"\n"), 5, "verify_script";
+    verify_timeout_too_short: job("verify_timeout_secs = 59\n"), 5, "verify_timeout_secs";
+    verify_timeout_too_long: "[defaults]\nverify_timeout_secs = 86401\n", 2, "verify_timeout_secs";
+    verify_category_unknown: job("verify_category = \"cloud_ssd\"\n"), 5, "verify_category";
+    verify_category_level_on_autopl: job("verify_category = \"cloud_auto:PL0\"\n"), 5, "only cloud_essd has performance levels";
+    verify_category_bad_level: "[defaults]\nverify_category = \"cloud_essd:PL4\"\n", 2, "verify_category";
+    verify_key_misspelt: job("verify_shedule = \"0 5 * * *\"\n"), 5, "verify_shedule";
     minute_61: "[[job]]\nname = \"mysql\"\nschedule = \"61 * * * *\"\ndisks = \"all\"\n", 3, "minute";
     hour_24: "[[job]]\nname = \"mysql\"\nschedule = \"0 24 * * *\"\ndisks = \"all\"\n", 3, "hour";
     four_cron_fields: "[[job]]\nname = \"mysql\"\nschedule = \"0 2 * *\"\ndisks = \"all\"\n", 3, "schedule";

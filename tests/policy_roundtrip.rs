@@ -111,6 +111,12 @@ prop_compose! {
         script in opt_int(1, 86_400),
         jitter in opt_int(0, 3600),
         thaw_after in proptest::option::of(proptest::sample::select(&["listed", "accepted"][..])),
+        verify in (
+            proptest::option::of(cron()),
+            proptest::option::of("/[a-z]{1,8}/[a-z]{1,8}"),
+            opt_int(60, 86_400),
+            proptest::option::of(proptest::sample::select(VERIFY_CATEGORIES)),
+        ),
     ) -> Table {
         let mut t = Table::new();
         t.insert("name".into(), Value::String(name.clone()));
@@ -143,8 +149,62 @@ prop_compose! {
         }
         if let Some(b) = fs_freeze { t.insert("fs_freeze".into(), Value::Boolean(b)); }
         if let Some(w) = thaw_after { t.insert("thaw_after".into(), Value::String(w.to_string())); }
+        let (v_schedule, v_script, v_timeout, v_category) = verify;
+        if let Some(s) = v_schedule { t.insert("verify_schedule".into(), Value::String(s)); }
+        if let Some(s) = v_script { t.insert("verify_script".into(), Value::String(s)); }
+        if let Some(n) = v_timeout { t.insert("verify_timeout_secs".into(), Value::Integer(n)); }
+        if let Some(c) = v_category { t.insert("verify_category".into(), Value::String(c.to_string())); }
         t
     }
+}
+
+/// Every spelling `verify_category` accepts.
+const VERIFY_CATEGORIES: &[&str] = &[
+    "cloud_essd",
+    "cloud_essd:PL0",
+    "cloud_essd:PL1",
+    "cloud_essd:PL3",
+    "cloud_auto",
+    "cloud_essd_entry",
+];
+
+#[test]
+fn verify_keys_default_inherit_and_override() {
+    let p = parse(
+        "[defaults]\nverify_timeout_secs = 600\nverify_category = \"cloud_auto\"\n\
+         [[job]]\nname = \"a1\"\nschedule = \"0 3 * * *\"\ndisks = \"all\"\n\
+         verify_schedule = \"0 5 * * 0\"\nverify_script = \"/etc/appsnap/verify-mysql.sh\"\n\
+         verify_timeout_secs = 3600\nverify_category = \"cloud_essd:PL0\"\n\
+         [[job]]\nname = \"b1\"\nschedule = \"0 3 * * *\"\ndisks = \"all\"\n",
+    );
+    let a = &p.jobs[0].verify;
+    assert_eq!(a.schedule.as_ref().map(|s| s.as_str()), Some("0 5 * * 0"));
+    assert_eq!(
+        a.script.as_deref(),
+        Some(Path::new("/etc/appsnap/verify-mysql.sh"))
+    );
+    assert_eq!(a.timeout, Duration::from_secs(3600));
+    let c = a.category.as_ref().unwrap();
+    assert_eq!(
+        (c.category.as_str(), c.performance_level.as_deref()),
+        ("cloud_essd", Some("PL0"))
+    );
+    let b = &p.jobs[1].verify;
+    assert_eq!(b.schedule, None, "no drills unless asked");
+    assert_eq!(b.script, None);
+    assert_eq!(b.timeout, Duration::from_secs(600), "from [defaults]");
+    assert_eq!(
+        b.category.as_ref().map(ToString::to_string).as_deref(),
+        Some("cloud_auto")
+    );
+    let plain = parse("[[job]]\nname = \"c1\"\nschedule = \"0 3 * * *\"\ndisks = \"all\"\n");
+    assert_eq!(
+        plain.jobs[0].verify.timeout,
+        Duration::from_secs(1800),
+        "default 1800 s"
+    );
+    assert_eq!(plain.jobs[0].verify.category, None, "the built-in fallback");
+    assert_round_trips(&p.to_toml()).unwrap();
 }
 
 fn policy_text() -> impl Strategy<Value = String> {

@@ -69,6 +69,8 @@ pub struct RawDefaults {
     pub jitter_secs: Option<Spanned<i64>>,
     pub thaw_after: Option<Spanned<String>>,
     pub catch_up: Option<Spanned<bool>>,
+    pub verify_timeout_secs: Option<Spanned<i64>>,
+    pub verify_category: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +96,10 @@ pub struct RawJob {
     pub thaw_after: Option<Spanned<String>>,
     pub catch_up: Option<Spanned<bool>>,
     pub ping_url: Option<Spanned<String>>,
+    pub verify_schedule: Option<Spanned<String>>,
+    pub verify_script: Option<Spanned<String>>,
+    pub verify_timeout_secs: Option<Spanned<i64>>,
+    pub verify_category: Option<Spanned<String>>,
     pub notify: Option<Spanned<RawNotify>>,
 }
 

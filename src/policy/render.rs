@@ -86,6 +86,9 @@ fn defaults(d: &JobDefaults) -> Table {
         Value::String(d.thaw_after.as_str().into()),
     );
     t.insert("catch_up".into(), Value::Boolean(d.catch_up));
+    t.insert("verify_timeout_secs".into(), secs(d.verify_timeout));
+    let category = d.verify_category.as_ref().map(ToString::to_string);
+    put_opt(&mut t, "verify_category", &category);
     t
 }
 
@@ -152,6 +155,13 @@ fn job(j: &Job) -> Table {
     );
     t.insert("catch_up".into(), Value::Boolean(j.catch_up));
     put_opt(&mut t, "ping_url", &j.ping_url);
+    let v = &j.verify;
+    let schedule = v.schedule.as_ref().map(|s| s.as_str().to_string());
+    put_opt(&mut t, "verify_schedule", &schedule);
+    put_opt(&mut t, "verify_script", &path(&v.script));
+    t.insert("verify_timeout_secs".into(), secs(v.timeout));
+    let category = v.category.as_ref().map(ToString::to_string);
+    put_opt(&mut t, "verify_category", &category);
     t.insert("notify".into(), Value::Table(notify(&j.notify)));
     t
 }

@@ -133,6 +133,87 @@ pub struct JobDefaults {
     /// Run once at daemon start when a scheduled time passed with no run
     /// (systemd's `Persistent=true`).
     pub catch_up: bool,
+    /// The bound on a restore drill's `verify_script`.
+    pub verify_timeout: Duration,
+    /// The disk category restore drills create their disks in; `None`: the
+    /// built-in cheapest-first fallback.
+    pub verify_category: Option<VerifyCategory>,
+}
+
+/// Default for `verify_timeout_secs`: as long as the hooks' default, enough
+/// to start a database on a copy and check it.
+pub const DEFAULT_VERIFY_TIMEOUT_SECS: u64 = 1800;
+/// Accepted range for `verify_timeout_secs`: at least a minute (a database
+/// start), at most a day (a drill disk is billed by the hour meanwhile).
+pub const VERIFY_TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 60..=86_400;
+
+/// The disk categories a drill may be told to use: the ESSD kinds snapshot
+/// groups hold. Regional ESSD is left out: a drill disk lives in this
+/// instance's zone and is billed as a zonal disk would be.
+pub const VERIFY_CATEGORIES: &[&str] = &["cloud_essd", "cloud_auto", "cloud_essd_entry"];
+/// ESSD performance levels (`cloud_essd` only).
+pub const ESSD_PERFORMANCE_LEVELS: &[&str] = &["PL0", "PL1", "PL2", "PL3"];
+
+/// `verify_category = "cloud_essd:PL0"`: a category and, for `cloud_essd`
+/// only, a performance level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyCategory {
+    /// `DiskCategory`.
+    pub category: String,
+    /// `PerformanceLevel` (`cloud_essd` only).
+    pub performance_level: Option<String>,
+}
+
+impl VerifyCategory {
+    /// Parses `category` or `cloud_essd:PLn`.
+    pub fn parse(s: &str) -> Result<VerifyCategory, String> {
+        let (category, level) = match s.split_once(':') {
+            Some((c, l)) => (c, Some(l)),
+            None => (s, None),
+        };
+        if !VERIFY_CATEGORIES.contains(&category) {
+            return Err(format!(
+                "verify_category {s:?}: the category must be one of {} (cloud_essd may name a level, e.g. \"cloud_essd:PL0\")",
+                VERIFY_CATEGORIES.join(", ")
+            ));
+        }
+        match level {
+            Some(l) if category != "cloud_essd" => Err(format!(
+                "verify_category {s:?}: only cloud_essd has performance levels; write \"{category}\" without \":{l}\""
+            )),
+            Some(l) if !ESSD_PERFORMANCE_LEVELS.contains(&l) => Err(format!(
+                "verify_category {s:?}: the level must be one of {}",
+                ESSD_PERFORMANCE_LEVELS.join(", ")
+            )),
+            _ => Ok(VerifyCategory {
+                category: category.to_string(),
+                performance_level: level.map(str::to_string),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for VerifyCategory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.performance_level {
+            Some(l) => write!(f, "{}:{l}", self.category),
+            None => f.write_str(&self.category),
+        }
+    }
+}
+
+/// A job's restore-drill settings (`appsnap verify`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifySettings {
+    /// When the daemon verifies the job's newest app/fs-consistent group;
+    /// `None`: only by hand.
+    pub schedule: Option<CronSchedule>,
+    /// Run on the restored copies (same trust rules as the hooks).
+    pub script: Option<PathBuf>,
+    /// The bound on `script`.
+    pub timeout: Duration,
+    /// The category override; `None`: the built-in fallback.
+    pub category: Option<VerifyCategory>,
 }
 
 /// Where a job's events go: `[notify]`, or the job's own `notify` table,
@@ -237,6 +318,8 @@ impl Default for JobDefaults {
             jitter: Duration::ZERO,
             thaw_after: ThawAfter::Listed,
             catch_up: false,
+            verify_timeout: Duration::from_secs(DEFAULT_VERIFY_TIMEOUT_SECS),
+            verify_category: None,
         }
     }
 }
@@ -371,6 +454,8 @@ pub struct Job {
     pub ping_url: Option<String>,
     /// Where this job's events go (its own table, or `[notify]`).
     pub notify: NotifySettings,
+    /// Restore drills of this job's groups.
+    pub verify: VerifySettings,
 }
 
 impl Job {

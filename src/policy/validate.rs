@@ -515,7 +515,7 @@ impl Checker<'_, '_> {
         }
     }
 
-    /// The four inheritable keys, with `base` filling what `raw` leaves out.
+    /// The inheritable keys, with `base` filling what `raw` leaves out.
     fn inheritable(
         &mut self,
         raw: &RawDefaults,
@@ -563,6 +563,24 @@ impl Checker<'_, '_> {
                 .catch_up
                 .as_ref()
                 .map_or(base.catch_up, |b| *b.get_ref()),
+            verify_timeout: self
+                .int(
+                    &raw.verify_timeout_secs,
+                    job,
+                    "verify_timeout_secs",
+                    VERIFY_TIMEOUT_RANGE,
+                )
+                .map_or(base.verify_timeout, Duration::from_secs),
+            verify_category: match &raw.verify_category {
+                None => base.verify_category.clone(),
+                Some(s) => match VerifyCategory::parse(s.get_ref()) {
+                    Ok(c) => Some(c),
+                    Err(m) => {
+                        self.push(s.span().start, job, "verify_category", m);
+                        base.verify_category.clone()
+                    }
+                },
+            },
         }
     }
 
@@ -695,6 +713,8 @@ impl Checker<'_, '_> {
             jitter_secs: j.jitter_secs.clone(),
             thaw_after: j.thaw_after.clone(),
             catch_up: j.catch_up.clone(),
+            verify_timeout_secs: j.verify_timeout_secs.clone(),
+            verify_category: j.verify_category.clone(),
         };
         let eff = self.inheritable(&inherited, jn, defaults);
         let ping_url = self.string(&j.ping_url, jn, "ping_url", |s| {
@@ -704,6 +724,21 @@ impl Checker<'_, '_> {
             Some(n) => self.notify(n.get_ref(), jn, "notify"),
             None => notify.clone(),
         };
+        let verify_schedule = j.verify_schedule.as_ref().and_then(|s| {
+            CronSchedule::parse(s.get_ref())
+                .map_err(|m| {
+                    self.push(
+                        s.span().start,
+                        jn,
+                        "verify_schedule",
+                        format!("verify_schedule {:?}: {m}", s.get_ref()),
+                    )
+                })
+                .ok()
+        });
+        let verify_script = self.string(&j.verify_script, jn, "verify_script", |s| {
+            absolute(s, "verify_script")
+        });
 
         if self.problems.len() != before {
             return None;
@@ -728,6 +763,12 @@ impl Checker<'_, '_> {
             catch_up: eff.catch_up,
             ping_url,
             notify,
+            verify: VerifySettings {
+                schedule: verify_schedule,
+                script: verify_script.map(PathBuf::from),
+                timeout: eff.verify_timeout,
+                category: eff.verify_category,
+            },
         })
     }
 

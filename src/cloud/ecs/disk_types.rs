@@ -49,15 +49,16 @@ impl std::fmt::Display for DrillCategory {
 /// 1. `cloud_essd` at `PL0`: the cheapest ESSD level (the 2021 billing page's
 ///    Hangzhou example: USD 0.0160 per 100 GiB per hour pay-as-you-go, half of
 ///    PL1), accepts any size a snapshot can have (SDK `Size` doc: PL0 1..65,536
-///    GiB, where PL1 starts at 20 and PL2 at 461) and attaches to every family
-///    that takes ESSDs, which every family that can hold a snapshot-group disk
-///    does (groups take ESSD, AutoPL, Entry and Regional ESSD only).
-/// 2. `cloud_auto` (ESSD AutoPL, 1..65,536 GiB): where a zone no longer sells
-///    PL0; newer families support it.
-/// 3. `cloud_essd_entry` (10..32,768 GiB): cheaper per GiB where offered, but
-///    sold in fewer zones and only for some instance families, and it refuses
-///    snapshots under 10 GiB or over 32 TiB; last so it is never the reason a
-///    drill fails.
+///    GiB, where PL1 starts at 20 and PL2 at 461), and goes wherever ESSDs go:
+///    the instance-family pages (AlibabaCloudDocs/ecs, `Instance families.md`)
+///    state ESSD support per family with no level restriction, and an
+///    instance whose disk is in a snapshot group has an ESSD-kind disk.
+/// 2. `cloud_auto` (ESSD AutoPL, 1..65,536 GiB): for a zone that refuses PL0.
+/// 3. `cloud_essd_entry` (SDK `Size` doc: 10..32,768 GiB, so it refuses
+///    smaller and larger snapshots): Alibaba positions it as the low-cost
+///    ESSD, but which zones and instance families take it was not confirmed
+///    from a document here, so it comes last and is never the reason a drill
+///    fails.
 ///
 /// An unsupported category may also only show at AttachDisk (an instance
 /// family that does not take it); the caller deletes that disk and tries the

@@ -13,6 +13,7 @@
 
 use super::error::EcsError;
 use super::types::{push_tags, ClientToken, Tag, MAX_TAGS};
+use crate::policy::types::VerifyCategory;
 
 /// A disk category and, for `cloud_essd`, its performance level.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -29,6 +30,16 @@ impl DrillCategory {
         DrillCategory {
             category: category.to_string(),
             performance_level: performance_level.map(str::to_string),
+        }
+    }
+}
+
+/// A job's `verify_category`: that category alone (no fallback).
+impl From<&VerifyCategory> for DrillCategory {
+    fn from(v: &VerifyCategory) -> DrillCategory {
+        DrillCategory {
+            category: v.category.clone(),
+            performance_level: v.performance_level.clone(),
         }
     }
 }
@@ -261,5 +272,13 @@ mod tests {
             "InvalidDataDiskCategory.NotSupported"
         ));
         assert!(!is_category_unsupported("QuotaExceed.PostPaidDisk"));
+    }
+
+    #[test]
+    fn a_policy_category_maps_one_to_one() {
+        let v = VerifyCategory::parse("cloud_essd:PL1").unwrap();
+        let d = DrillCategory::from(&v);
+        assert_eq!(d, DrillCategory::new("cloud_essd", Some("PL1")));
+        assert_eq!(d.to_string(), v.to_string());
     }
 }

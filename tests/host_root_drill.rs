@@ -515,3 +515,167 @@ fn a_busy_copy_is_reported_not_lazily_unmounted_and_cleanup_finishes_later() {
     assert_eq!(left.unmounted, vec![mp.clone()]);
     assert!(mounted_at(&mp).is_none() && !lay.root.exists() && !lay.record.exists());
 }
+
+/// Writes an LVM2 PV label (sector 1) that `blkid` recognises, CRC and all:
+/// enough for the drill to see a PV. The real LVM path (vgimportclone on real
+/// PVs beside a live VG) is the VM lane's; this lane has no lvm2.
+fn pv_label(img: &Path, uuid: &[u8; 32]) {
+    const TAB: [u32; 16] = [
+        0x00000000, 0x1db71064, 0x3b6e20c8, 0x26d930ac, 0x76dc4190, 0x6b6b51f4, 0x4db26158,
+        0x5005713c, 0xedb88320, 0xf00f9344, 0xd6d6a3e8, 0xcb61b38c, 0x9b64c2b0, 0x86d3d2d4,
+        0xa00ae278, 0xbdbdf21c,
+    ];
+    let mut s = vec![0u8; 512];
+    s[0..8].copy_from_slice(b"LABELONE");
+    s[8..16].copy_from_slice(&1u64.to_le_bytes());
+    s[20..24].copy_from_slice(&32u32.to_le_bytes());
+    s[24..32].copy_from_slice(b"LVM2 001");
+    s[32..64].copy_from_slice(uuid);
+    let mut crc: u32 = 0xf597a6cf;
+    for &b in &s[20..] {
+        crc ^= u32::from(b);
+        crc = (crc >> 4) ^ TAB[(crc & 0xf) as usize];
+        crc = (crc >> 4) ^ TAB[(crc & 0xf) as usize];
+    }
+    s[16..20].copy_from_slice(&crc.to_le_bytes());
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().write(true).open(img).unwrap();
+    f.seek(SeekFrom::Start(512)).unwrap();
+    f.write_all(&s).unwrap();
+}
+
+/// A stand-in `lvm` that logs each call, refuses (exit 99) any call without
+/// the drill's device restriction, and plays one VG of two PVs whose LV
+/// `lv0` is the block device `lv`.
+fn fake_lvm(lab: &Lab, pva: &str, pvb: &str, lv: &str) -> (PathBuf, PathBuf) {
+    let state = lab.dir.join("lvm-state");
+    std::fs::create_dir_all(&state).unwrap();
+    let script = lab.dir.join("fake-lvm");
+    std::fs::write(
+        &script,
+        format!(
+            r#"#!/bin/sh
+S='{state}'
+echo "$*" >> "$S/log"
+cmd=$1
+[ "$2" = --config ] || {{ echo UNRESTRICTED >> "$S/log"; exit 99; }}
+case "$3" in *'"r|.*|"'*) ;; *) echo UNRESTRICTED >> "$S/log"; exit 99;; esac
+case "$3" in *use_devicesfile=0*) ;; *) echo UNRESTRICTED >> "$S/log"; exit 99;; esac
+shift 3
+vg=vg_live
+if [ -f "$S/name" ]; then vg=$(cat "$S/name"); fi
+case "$cmd" in
+pvs) printf '  %s|%s|UUIDVG|2\n  %s|%s|UUIDVG|2\n' '{pva}' "$vg" '{pvb}' "$vg" ;;
+vgimportclone) [ "$1" = --basevgname ] || exit 3; [ "$3 $4" = '{pva} {pvb}' ] || exit 4; echo "$2" > "$S/name" ;;
+vgchange) case "$1" in -ay) touch "$S/active";; -an) rm -f "$S/active";; esac ;;
+lvs) printf '  lv0|%s\n  pool|\n' '{lv}' ;;
+vgs) if [ -f "$S/name" ]; then echo "  $(cat "$S/name")"; fi ;;
+vgremove) [ "$1" = -f ] || exit 6; rm -f "$S/name"; touch "$S/removed" ;;
+*) exit 5 ;;
+esac
+exit 0
+"#,
+            state = state.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    (script, state)
+}
+
+#[test]
+fn lvm_clone_is_imported_activated_and_removed_only_through_the_device_restriction() {
+    root_or_skip!();
+    let lab = Lab::new("drill-lvm", Duration::from_secs(120));
+    let pva = lab.loop_dev("pva", 8);
+    let pvb = lab.loop_dev("pvb", 8);
+    pv_label(
+        &lab.dir.join("img/pva.img"),
+        b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    );
+    pv_label(
+        &lab.dir.join("img/pvb.img"),
+        b"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+    );
+    for d in [&pva, &pvb] {
+        run("blockdev", &["--flushbufs", d]);
+        assert_eq!(
+            run("blkid", &["-p", "-s", "TYPE", "-o", "value", d]).trim(),
+            "LVM2_member"
+        );
+    }
+    // The "LV": its device is what the fake lvs names.
+    let lv = lab.loop_dev("lv", 64);
+    fill(&lab, &lv, "ext4", "lv", "on the lv");
+    let (script, state) = fake_lvm(&lab, &pva, &pvb, &lv);
+    let tools = Tools {
+        lvm: Some(script),
+        ..tools()
+    };
+
+    let lay = layout(&lab, "20261202T023000Z-9f3a0c1e");
+    let _cleanup = CleanupOnDrop(lay.record.clone());
+    let a = drill::assemble(
+        &[disk("d-pvb", "d-src2", &pvb), disk("d-pva", "d-src1", &pva)],
+        &lay,
+        &tools,
+        deadline(),
+    )
+    .unwrap();
+    let vg = format!("{}9f3a0c1e_0", drill::CLONE_VG_PREFIX);
+    assert_eq!(
+        std::fs::read_to_string(state.join("name")).unwrap().trim(),
+        vg
+    );
+    assert!(state.join("active").exists());
+    let f = &a.filesystems()[0];
+    assert_eq!(a.filesystems().len(), 1, "{:?}", a.filesystems());
+    assert_eq!(f.lvm, Some((vg.clone(), "lv0".to_string())));
+    assert_eq!(f.check, FsCheck::Passed);
+    let mp = f.mount_point.clone().unwrap();
+    assert_eq!(mp.file_name().unwrap(), "d-pvb-lv0");
+    assert_eq!(
+        std::fs::read_to_string(mp.join("hello.txt")).unwrap(),
+        "on the lv"
+    );
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&lay.record).unwrap()).unwrap();
+    assert_eq!(rec["clone_vgs"][0], vg.as_str());
+
+    // Crash, then cleanup from the record: deactivated and removed, restricted.
+    std::mem::forget(a);
+    let left = drill::cleanup_from_record(&lay.record, &tools).unwrap();
+    assert_eq!(left.removed_vgs, vec![vg.clone()]);
+    assert!(state.join("removed").exists() && !state.join("active").exists());
+    assert!(mounts_under(&lay.root).is_empty() && !lay.root.exists());
+
+    let log = std::fs::read_to_string(state.join("log")).unwrap();
+    assert!(!log.contains("UNRESTRICTED"), "{log}");
+    let cmds: Vec<&str> = log.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(
+        cmds,
+        [
+            "pvs",
+            "vgimportclone",
+            "pvs",
+            "vgchange",
+            "lvs",
+            "vgs",
+            "vgchange",
+            "vgremove"
+        ],
+        "{log}"
+    );
+    for line in log.lines() {
+        // filter and global_filter each accept the two clone PVs, nothing else.
+        assert_eq!(
+            line.matches("\"a|").count(),
+            4,
+            "only the two clone PVs: {line}"
+        );
+        assert!(
+            line.contains(&format!("a|^{pva}$|")) && line.contains(&format!("a|^{pvb}$|")),
+            "{line}"
+        );
+    }
+}

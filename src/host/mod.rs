@@ -8,8 +8,11 @@
 //!   [`guard`] is the separate guard process; [`handle`] is the daemon's side
 //!   of it ([`FreezeGuard`]); [`record`] is the frozen-set record that
 //!   `appsnap thaw --all` recovers from; [`protocol`] is what they say.
+//! - [`drill`] assembles, checks and mounts the copies a restore drill made,
+//!   and always tears them down.
 
 pub mod devices;
+pub mod drill;
 pub mod freeze;
 pub mod guard;
 pub mod handle;

@@ -2,6 +2,8 @@
 //! authentication. Each returns the success body (without `RequestId`) or
 //! the vendor's error.
 
+mod attach;
+mod create_disk;
 mod create_group;
 mod disks;
 mod groups;
@@ -44,6 +46,10 @@ pub async fn dispatch(
         "DescribeSnapshots",
         "TagResources",
         "DeleteSnapshotGroup",
+        "CreateDisk",
+        "AttachDisk",
+        "DetachDisk",
+        "DeleteDisk",
     ];
     if !known.contains(&action) || api_version != API_VERSION {
         return Err(ApiError::new(
@@ -67,9 +73,25 @@ pub async fn dispatch(
         "DeleteSnapshotGroup" => groups::delete_snapshot_group(&sim, &params)?,
         "DescribeSnapshots" => snapshots::describe_snapshots(&sim, &params)?,
         "TagResources" => tags::tag_resources(&sim, &params)?,
+        "CreateDisk" => return create_disk::create_disk(sim, params).await,
+        "AttachDisk" => attach::attach_disk(&sim, &params)?,
+        "DetachDisk" => attach::detach_disk(&sim, &params)?,
+        "DeleteDisk" => create_disk::delete_disk(&sim, &params)?,
         _ => unreachable!("checked above"),
     };
     Ok(Outcome { body, accept: None })
+}
+
+/// A request's operation parameters minus its ClientToken, sorted: two
+/// requests with one token must match on this (`IdempotentParameterMismatch`).
+pub fn fingerprint(p: &Params) -> String {
+    let mut fp: Vec<String> =
+        p.0.iter()
+            .filter(|(k, _)| k != "ClientToken")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+    fp.sort();
+    fp.join("&")
 }
 
 /// How an action spells a tag: the official 7.11.8 response models differ per

@@ -121,6 +121,7 @@ pub fn world() -> World {
         available_delay_ms: 0,
         faults: Default::default(),
         disks,
+        restore: Default::default(),
     };
     World { dir, cfg }
 }

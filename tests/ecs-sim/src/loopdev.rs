@@ -65,6 +65,9 @@ pub struct LoopDevice {
     file: File,
     /// `loopN`.
     pub name: String,
+    /// Partitions were added from user space (`partx -a`), so they are
+    /// removed the same way before the detach.
+    partx_added: bool,
 }
 
 impl LoopDevice {
@@ -76,6 +79,9 @@ impl LoopDevice {
     /// Detaches the device. If something still holds it open (a mount),
     /// the kernel defers the detach to the last close (autoclear).
     pub fn detach(self) {
+        if self.partx_added {
+            let _ = partx("-d", &self.path());
+        }
         // SAFETY: LOOP_CLR_FD takes no argument; the fd is open.
         let r = unsafe { libc::ioctl(self.file.as_raw_fd(), LOOP_CLR_FD as _, 0) };
         if r < 0 {
@@ -135,7 +141,13 @@ pub fn attach(image: &Path) -> Result<LoopDevice, LoopError> {
         // fds are open.
         let r = unsafe { libc::ioctl(file.as_raw_fd(), LOOP_CONFIGURE as _, &cfg) };
         if r == 0 {
-            return Ok(LoopDevice { file, name });
+            let mut d = LoopDevice {
+                file,
+                name,
+                partx_added: false,
+            };
+            d.show_partitions();
+            return Ok(d);
         }
         let e = std::io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::EBUSY) {
@@ -146,6 +158,52 @@ pub fn attach(image: &Path) -> Result<LoopDevice, LoopError> {
     Err(err("LOOP_CONFIGURE", image)(last.unwrap_or_else(|| {
         std::io::Error::other("no free loop device")
     })))
+}
+
+impl LoopDevice {
+    /// Number of partitions the kernel shows for the device.
+    pub fn partitions(&self) -> usize {
+        std::fs::read_dir(format!("/sys/block/{}", self.name))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .starts_with(&format!("{}p", self.name))
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// A virtio disk shows its partitions. `LO_FLAGS_PARTSCAN` does that on
+    /// a kernel with partition-table parsers; on one without (such as the
+    /// CI's, see tests/common), the table is read in user space and the
+    /// partitions added with `partx -a` (BLKPG), which a client cannot tell
+    /// apart. An image without a table simply shows none.
+    fn show_partitions(&mut self) {
+        if self.partitions() > 0 {
+            return;
+        }
+        match partx("-a", &self.path()) {
+            Ok(()) => self.partx_added = self.partitions() > 0,
+            Err(e) => tracing::debug!("partx -a {}: {e} (no partition table?)", self.name),
+        }
+    }
+}
+
+/// Runs `partx <op> <dev>` (bounded by `timeout`).
+fn partx(op: &str, dev: &Path) -> Result<(), String> {
+    let out = std::process::Command::new("timeout")
+        .args(["30", "partx", op])
+        .arg(dev)
+        .output()
+        .map_err(|e| format!("partx: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
 }
 
 fn links_file(disk_dir: &Path) -> PathBuf {
@@ -204,6 +262,7 @@ pub fn sweep(disk_dir: &Path) -> Vec<String> {
                 LoopDevice {
                     file,
                     name: name.clone(),
+                    partx_added: true,
                 }
                 .detach();
                 done.push(format!("detached {}", dev.display()));

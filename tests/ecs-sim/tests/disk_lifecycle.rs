@@ -306,6 +306,24 @@ fn attach_detach_errors_and_faults() {
         ],
     );
     assert_error(&r, 400, "InvalidParameter");
+    // AttachDisk's Password never reaches the request log.
+    let r = call(
+        &c,
+        "AttachDisk",
+        &[
+            ("InstanceId", INSTANCE),
+            ("DiskId", &id),
+            ("Bootable", "true"),
+            ("Password", "Sekr3t!pw"),
+        ],
+    );
+    assert_error(&r, 403, "IncorrectInstanceStatus");
+    let logged = std::fs::read_to_string(w.path("requests.jsonl")).unwrap();
+    assert!(!logged.contains("Sekr3t!pw"), "password logged");
+    assert!(w
+        .log_lines()
+        .iter()
+        .any(|l| l["params"]["Password"] == "***"));
 
     // attach_no_device: In_use, but no device and no link, ever.
     let r = call(

@@ -153,9 +153,13 @@ pub struct RestoreConfig {
     /// `Creating` -> `Available`, in milliseconds (at least the image copy).
     #[serde(default = "default_transition_ms")]
     pub create_delay_ms: u64,
-    /// `Attaching` -> `In_use` (the device appears then).
+    /// `Attaching` -> `In_use`.
     #[serde(default = "default_transition_ms")]
     pub attach_delay_ms: u64,
+    /// `In_use` -> the loop device and its by-id link exist (a guest sees a
+    /// hot-plugged disk after the API says it is attached).
+    #[serde(default)]
+    pub device_delay_ms: u64,
     /// `Detaching` -> `Available` (the device is gone from the start).
     #[serde(default = "default_transition_ms")]
     pub detach_delay_ms: u64,
@@ -168,6 +172,7 @@ impl Default for RestoreConfig {
             by_id_dir: None,
             create_delay_ms: default_transition_ms(),
             attach_delay_ms: default_transition_ms(),
+            device_delay_ms: 0,
             detach_delay_ms: default_transition_ms(),
         }
     }

@@ -67,6 +67,20 @@ fn state_disk(h: &ecs_sim::SimHandle, id: &str) -> serde_json::Value {
         .clone()
 }
 
+/// Waits (10 s at most) until the emulator reports the disk's device, as
+/// a client waits for the by-id link after `In_use`.
+fn wait_device(h: &ecs_sim::SimHandle, id: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let sd = state_disk(h, id);
+        if !sd["loop_device"].is_null() {
+            return sd;
+        }
+        assert!(Instant::now() < deadline, "no device for {id}: {sd}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn wait_unbound(name: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while ecs_sim::loopdev::backing_file(name).is_some() {
@@ -86,7 +100,8 @@ fn loop_name(dev: &str) -> String {
 #[test]
 fn attach_shows_partitioned_device_by_serial_then_detach_and_delete() {
     root_or_skip!();
-    let w = restore_world();
+    let mut w = restore_world();
+    w.cfg.restore.device_delay_ms = 1500;
     partitioned_image(&w.backing(DATA1));
     let _sweep = Sweep(w.cfg.disk_dir());
     let h = start(&w);
@@ -101,8 +116,14 @@ fn attach_shows_partitioned_device_by_serial_then_detach_and_delete() {
     wait_status(&c, &id, "Available");
     ok(&disk_call(&c, "AttachDisk", &id));
     wait_status(&c, &id, "In_use");
+    // In_use comes first; the device follows (device_delay_ms).
+    let early = w.path("by-id").join(format!("virtio-{}", &id[2..]));
+    assert!(
+        early.symlink_metadata().is_err(),
+        "link before the device delay"
+    );
 
-    let sd = state_disk(&h, &id);
+    let sd = wait_device(&h, &id);
     let dev = sd["loop_device"].as_str().expect("loop device").to_string();
     let link = PathBuf::from(sd["link"].as_str().expect("link"));
     assert_eq!(link, w.path("by-id").join(format!("virtio-{}", &id[2..])));
@@ -140,7 +161,12 @@ fn attach_shows_partitioned_device_by_serial_then_detach_and_delete() {
         .iter()
         .find(|l| l["event"] == "disk_attached")
         .unwrap();
-    assert_eq!(att["loop_device"], dev.as_str());
+    assert_eq!(att["no_device"], false);
+    let appeared = lines
+        .iter()
+        .find(|l| l["event"] == "device_appeared")
+        .unwrap();
+    assert_eq!(appeared["loop_device"], dev.as_str());
 }
 
 #[test]
@@ -156,7 +182,7 @@ fn dropping_the_handle_detaches_and_unlinks() {
     wait_status(&c, &id, "Available");
     ok(&disk_call(&c, "AttachDisk", &id));
     wait_status(&c, &id, "In_use");
-    let sd = state_disk(&h, &id);
+    let sd = wait_device(&h, &id);
     let name = loop_name(sd["loop_device"].as_str().unwrap());
     let link = PathBuf::from(sd["link"].as_str().unwrap());
     drop(h);

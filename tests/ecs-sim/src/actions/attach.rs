@@ -142,87 +142,85 @@ fn find_created<'a>(
         .ok_or_else(disk_not_found)
 }
 
-/// `Attaching` -> `In_use`: attach the loop device and make the link (or,
-/// with `attach_no_device`, neither). An attach that fails puts the disk
-/// back to `Available` (as a failed real attach leaves it) and records why.
+/// `Attaching` -> `In_use`, then, `device_delay_ms` later, the loop device
+/// and its link (or, with `attach_no_device`, neither): a client must wait
+/// for the device after DescribeDisks says `In_use`, as on a real instance.
+/// A device that cannot be made leaves the disk `In_use` without one, with
+/// `last_error` and an `attach_failed` line.
 async fn finish_attach(sim: Arc<Sim>, id: String, generation: u64, by_id_dir: std::path::PathBuf) {
-    let (image, serial, no_device) = {
+    let (image, serial, no_device, generation) = {
         let mut inner = sim.lock();
+        let now = inner.now();
         let no_device = inner.faults.take_attach_no_device();
         let Some(d) = inner
             .created
-            .iter()
+            .iter_mut()
             .find(|d| d.id == id && d.generation == generation && !d.deleted)
         else {
             return;
         };
-        (d.image.clone(), d.serial(), no_device)
-    };
-    let disk_dir = sim.cfg.disk_dir();
-    let attached = if no_device {
-        Ok(None)
-    } else {
-        tokio::task::spawn_blocking(move || {
-            let dev = crate::loopdev::attach(&image).map_err(|e| e.to_string())?;
-            let short: String = serial.chars().take(VIRTIO_SERIAL_MAX).collect();
-            let link = by_id_dir.join(format!("virtio-{short}"));
-            let made = std::fs::create_dir_all(&by_id_dir)
-                .and_then(|()| crate::loopdev::record_link(&disk_dir, &link))
-                .and_then(|()| {
-                    let _ = std::fs::remove_file(&link);
-                    std::os::unix::fs::symlink(dev.path(), &link)
-                });
-            match made {
-                Ok(()) => Ok(Some((dev, link))),
-                Err(e) => {
-                    dev.detach();
-                    Err(format!("{}: {e}", link.display()))
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("attach task failed: {e}")))
+        d.status = DiskStatus::InUse;
+        d.attached_at = Some(now);
+        d.generation += 1;
+        (d.image.clone(), d.serial(), no_device, d.generation)
     };
     let mut entry = json!({
         "time": log_time(sim.now()),
         "service": "ecs-sim",
+        "event": "disk_attached",
         "disk_id": id,
+        "no_device": no_device,
     });
+    sim.log.write(&entry);
+    if no_device {
+        return;
+    }
+    tokio::time::sleep(Duration::from_millis(sim.cfg.restore.device_delay_ms)).await;
+    let disk_dir = sim.cfg.disk_dir();
+    let made = tokio::task::spawn_blocking(move || {
+        let dev = crate::loopdev::attach(&image).map_err(|e| e.to_string())?;
+        let short: String = serial.chars().take(VIRTIO_SERIAL_MAX).collect();
+        let link = by_id_dir.join(format!("virtio-{short}"));
+        let linked = std::fs::create_dir_all(&by_id_dir)
+            .and_then(|()| crate::loopdev::record_link(&disk_dir, &link))
+            .and_then(|()| {
+                let _ = std::fs::remove_file(&link);
+                std::os::unix::fs::symlink(dev.path(), &link)
+            });
+        match linked {
+            Ok(()) => Ok((dev, link)),
+            Err(e) => {
+                dev.detach();
+                Err(format!("{}: {e}", link.display()))
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("attach task failed: {e}")));
+    entry["time"] = json!(log_time(sim.now()));
     {
         let mut inner = sim.lock();
-        let now = inner.now();
         let d = inner
             .created
             .iter_mut()
             .find(|d| d.id == id && d.generation == generation && !d.deleted);
-        match (attached, d) {
-            (Ok(dev), Some(d)) => {
-                d.status = DiskStatus::InUse;
-                d.attached_at = Some(now);
-                d.generation += 1;
-                entry["event"] = json!("disk_attached");
-                entry["no_device"] = json!(dev.is_none());
-                if let Some((dev, link)) = dev {
-                    entry["loop_device"] = json!(dev.path());
-                    entry["link"] = json!(link);
-                    d.device = Some(dev);
-                    d.link = Some(link);
-                }
+        match (made, d) {
+            (Ok((dev, link)), Some(d)) => {
+                entry["event"] = json!("device_appeared");
+                entry["loop_device"] = json!(dev.path());
+                entry["link"] = json!(link);
+                d.device = Some(dev);
+                d.link = Some(link);
             }
-            (Ok(dev), None) => {
-                // Superseded meanwhile: undo.
-                if let Some((dev, link)) = dev {
-                    let _ = std::fs::remove_file(&link);
-                    dev.detach();
-                }
+            (Ok((dev, link)), None) => {
+                // Detached or deleted meanwhile: undo.
+                let _ = std::fs::remove_file(&link);
+                dev.detach();
                 return;
             }
             (Err(e), Some(d)) => {
                 tracing::error!("attaching {id}: {e}");
-                d.status = DiskStatus::Available;
-                d.instance_id.clear();
                 d.last_error = Some(e.clone());
-                d.generation += 1;
                 entry["event"] = json!("attach_failed");
                 entry["error"] = json!(e);
             }

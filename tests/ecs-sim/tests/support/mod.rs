@@ -270,6 +270,7 @@ pub fn restore_world() -> World {
     let mut w = world();
     w.cfg.restore.create_delay_ms = 100;
     w.cfg.restore.attach_delay_ms = 100;
+    w.cfg.restore.device_delay_ms = 100;
     w.cfg.restore.detach_delay_ms = 100;
     w.cfg.restore.by_id_dir = Some(w.path("by-id"));
     w.cfg.time_to_accomplish_secs = 0.0;

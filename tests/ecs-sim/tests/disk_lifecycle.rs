@@ -443,3 +443,34 @@ fn faults_set_through_the_control_endpoint() {
     );
     assert_eq!(r.status, 400);
 }
+
+#[test]
+fn region_id_only_where_the_model_has_it() {
+    let w = restore_world();
+    let h = start(&w);
+    let c = client(&h, Scheme::V3);
+    let g = create_group(&c, &[]);
+    let (snap, _) = snapshot_of(&h, &g);
+    // CreateDiskRequest has RegionId (required); the other three have none.
+    let r = c
+        .call(
+            "CreateDisk",
+            &[
+                ("ZoneId", "cn-hangzhou-i"),
+                ("SnapshotId", &snap),
+                ("DiskCategory", "cloud_auto"),
+            ],
+        )
+        .unwrap();
+    assert_error(&r, 400, "MissingParameter");
+    let id = create_disk(&c, &snap, &[]);
+    wait_status(&c, &id, "Available");
+    let r = c
+        .call("DeleteDisk", &[("RegionId", "cn-beijing"), ("DiskId", &id)])
+        .unwrap();
+    assert_error(&r, 404, "InvalidRegionId.NotFound");
+    ok(&c
+        .call("DeleteDisk", &[("RegionId", REGION), ("DiskId", &id)])
+        .unwrap());
+    ok(&disk_call(&c, "DeleteDisk", "d-bp1nosuchdisk000000"));
+}

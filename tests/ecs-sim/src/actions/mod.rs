@@ -23,6 +23,9 @@ pub use create_group::AcceptInfo;
 /// The only API version ECS's snapshot actions have.
 pub const API_VERSION: &str = "2014-05-26";
 
+/// Actions whose request model has no `RegionId`.
+const REGIONLESS: &[&str] = &["AttachDisk", "DetachDisk", "DeleteDisk"];
+
 /// What an action produced, plus accept-time details for the log.
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -58,8 +61,15 @@ pub async fn dispatch(
             format!("Specified api {action} (version {api_version}) is not found, please check your url and method."),
         ));
     }
-    let region = params.required("RegionId")?;
-    if region != sim.cfg.region_id {
+    // AttachDisk, DetachDisk and DeleteDisk have no RegionId in their
+    // request models (7.11.8 and the Go SDK): the SDK does not send it, the
+    // endpoint names the region. A RegionId sent anyway must still match.
+    let region = if REGIONLESS.contains(&action) {
+        params.get("RegionId").filter(|r| !r.is_empty())
+    } else {
+        Some(params.required("RegionId")?)
+    };
+    if let Some(region) = region.filter(|r| *r != sim.cfg.region_id) {
         return Err(ApiError::new(
             404,
             "InvalidRegionId.NotFound",

@@ -347,9 +347,10 @@ pub fn create_disk(c: &EcsClient, snapshot: &str, extra: &[(&str, &str)]) -> Str
     v["DiskId"].as_str().unwrap().to_string()
 }
 
-/// AttachDisk/DetachDisk/DeleteDisk `disk` (on INSTANCE for the first two).
+/// AttachDisk/DetachDisk/DeleteDisk `disk` (on INSTANCE for the first two),
+/// without RegionId, as the SDK sends them (their models have none).
 pub fn disk_call(c: &EcsClient, action: &str, disk: &str) -> HttpResponse {
-    let mut p = vec![("RegionId", REGION), ("DiskId", disk)];
+    let mut p = vec![("DiskId", disk)];
     if action != "DeleteDisk" {
         p.push(("InstanceId", INSTANCE));
     }

@@ -65,6 +65,7 @@ fn start(dir: &std::path::Path) -> SimHandle {
         pit_delay_ms: 0,
         available_delay_ms: 0,
         faults: Default::default(),
+        restore: Default::default(),
         disks: vec![
             disk(dir, SYS, DiskType::System, "cloud_essd"),
             disk(dir, DATA1, DiskType::Data, "cloud_essd"),

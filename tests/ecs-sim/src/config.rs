@@ -130,6 +130,56 @@ pub struct SimConfig {
     /// The disks.
     #[serde(default, rename = "disk")]
     pub disks: Vec<DiskConfig>,
+    /// `[restore]`: disks made by CreateDisk and attached by AttachDisk.
+    #[serde(default)]
+    pub restore: RestoreConfig,
+}
+
+/// `[restore]`: the disk lifecycle a restore drill drives (CreateDisk,
+/// AttachDisk, DetachDisk, DeleteDisk). Real ECS documents no timings, so
+/// each transition's delay is a knob.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreConfig {
+    /// Where created disks' images go (`<disk_dir>/<d-id>.img`); default
+    /// `<snapshot_dir>/disks`.
+    #[serde(default)]
+    pub disk_dir: Option<PathBuf>,
+    /// The by-id directory in which AttachDisk makes `virtio-<serial>` links
+    /// to the loop device; none = AttachDisk is refused (403 `OperationDenied`
+    /// naming this key).
+    #[serde(default)]
+    pub by_id_dir: Option<PathBuf>,
+    /// `Creating` -> `Available`, in milliseconds (at least the image copy).
+    #[serde(default = "default_transition_ms")]
+    pub create_delay_ms: u64,
+    /// `Attaching` -> `In_use`.
+    #[serde(default = "default_transition_ms")]
+    pub attach_delay_ms: u64,
+    /// `In_use` -> the loop device and its by-id link exist (a guest sees a
+    /// hot-plugged disk after the API says it is attached).
+    #[serde(default)]
+    pub device_delay_ms: u64,
+    /// `Detaching` -> `Available` (the device is gone from the start).
+    #[serde(default = "default_transition_ms")]
+    pub detach_delay_ms: u64,
+}
+
+impl Default for RestoreConfig {
+    fn default() -> Self {
+        RestoreConfig {
+            disk_dir: None,
+            by_id_dir: None,
+            create_delay_ms: default_transition_ms(),
+            attach_delay_ms: default_transition_ms(),
+            device_delay_ms: 0,
+            detach_delay_ms: default_transition_ms(),
+        }
+    }
+}
+
+fn default_transition_ms() -> u64 {
+    1000
 }
 
 /// A long-lived (non-STS) access key pair.
@@ -257,6 +307,14 @@ fn default_size() -> u64 {
 }
 
 impl SimConfig {
+    /// Where created disks' images go.
+    pub fn disk_dir(&self) -> PathBuf {
+        self.restore
+            .disk_dir
+            .clone()
+            .unwrap_or_else(|| self.snapshot_dir.join("disks"))
+    }
+
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -306,6 +364,14 @@ impl SimConfig {
             }
             if !ids.insert(d.id.clone()) {
                 return Err(ConfigError::Invalid(format!("duplicate disk id {}", d.id)));
+            }
+        }
+        if let Some(d) = &self.restore.by_id_dir {
+            if !d.is_absolute() {
+                return Err(ConfigError::Invalid(format!(
+                    "restore.by_id_dir {} must be an absolute path",
+                    d.display()
+                )));
             }
         }
         for k in &self.access_keys {

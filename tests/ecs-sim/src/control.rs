@@ -65,8 +65,34 @@ pub async fn state(State(sim): State<Arc<Sim>>) -> Response<Body> {
         .iter()
         .map(|d| json!({"id": d.id, "busy": inner.disk_busy(&d.id, tta), "snapshots": inner.snapshots_of(&d.id)}))
         .collect();
+    let created: Vec<Value> = inner
+        .created
+        .iter()
+        .map(|d| {
+            json!({
+                "id": d.id,
+                "status": d.status.as_str(),
+                "deleted": d.deleted,
+                "instance_id": d.instance_id,
+                "zone_id": d.zone_id,
+                "category": d.category,
+                "snapshot_id": d.snapshot_id,
+                "image": d.image,
+                "image_exists": d.image.exists(),
+                "copy_method": d.copy_method,
+                "loop_device": d.device.as_ref().map(|l| l.path()),
+                "link": d.link,
+                "serial": d.serial(),
+                "tags": tag_list(&d.tags, TagStyle::TagKeyValue),
+                "last_error": d.last_error,
+            })
+        })
+        .collect();
     let v = json!({
         "now": fmt_time(inner.now()),
+        "created_disks": created,
+        "by_id_dir": sim.cfg.restore.by_id_dir,
+        "disk_dir": sim.cfg.disk_dir(),
         "clock_offset_secs": inner.clock_offset.num_seconds(),
         "region_id": sim.cfg.region_id,
         "instance_id": sim.cfg.instance_id,

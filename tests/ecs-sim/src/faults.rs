@@ -38,6 +38,14 @@ pub struct FaultConfig {
     /// Overrides the config's `available_delay_ms` while set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub available_delay_ms: Option<u64>,
+    /// AttachDisk succeeds and the disk goes `In_use`, but no loop device
+    /// or by-id link ever appears (`times` absent = every attach).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach_no_device: Option<Times>,
+    /// A valid DetachDisk answers this error and the disk stays `In_use`
+    /// (default 403 `IncorrectInstanceStatus`; `times` absent = always).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detach_fails: Option<DetachFault>,
     /// With `throttle_rps_per_key`: a throttled answer carries
     /// `x-acs-retry-after: <ms>` (the header the SDK turns into a
     /// `ThrottlingException` with `retry_after`).
@@ -87,6 +95,51 @@ pub struct ErrorFault {
     /// How many requests get it; absent = every request until cleared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub times: Option<u32>,
+}
+
+/// A count-down: `times` absent = always.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Times {
+    /// How many more times it fires; absent = every time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub times: Option<u32>,
+}
+
+impl Times {
+    /// True if it fires now (and counts it).
+    fn fire(&mut self) -> bool {
+        match self.times {
+            None => true,
+            Some(0) => false,
+            Some(n) => {
+                self.times = Some(n - 1);
+                true
+            }
+        }
+    }
+}
+
+/// DetachDisk failing with a real DetachDisk error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetachFault {
+    /// The `Code`; default `IncorrectInstanceStatus` (DetachDisk error table).
+    #[serde(default = "default_detach_code")]
+    pub code: String,
+    /// HTTP status; default 403.
+    #[serde(default = "default_detach_status")]
+    pub status: u16,
+    /// How many requests fail; absent = every one until cleared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub times: Option<u32>,
+}
+
+fn default_detach_code() -> String {
+    "IncorrectInstanceStatus".into()
+}
+fn default_detach_status() -> u16 {
+    403
 }
 
 /// A failing metadata service.
@@ -220,6 +273,26 @@ impl Faults {
         } else {
             false
         }
+    }
+
+    /// True if this AttachDisk must show no device (`attach_no_device`).
+    pub fn take_attach_no_device(&mut self) -> bool {
+        self.plan.attach_no_device.as_mut().is_some_and(Times::fire)
+    }
+
+    /// The error this DetachDisk must answer (`detach_fails`), if any.
+    pub fn take_detach_failure(&mut self) -> Option<ApiError> {
+        let f = self.plan.detach_fails.as_mut()?;
+        let mut t = Times { times: f.times };
+        let fire = t.fire();
+        f.times = t.times;
+        fire.then(|| {
+            ApiError::new(
+                f.status,
+                &f.code,
+                "The current status of the resource does not support this operation.",
+            )
+        })
     }
 
     /// Status to fail a metadata request with, if the plan says so.

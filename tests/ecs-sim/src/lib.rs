@@ -14,6 +14,7 @@ pub mod ecs;
 pub mod error;
 pub mod faults;
 pub mod imds;
+pub mod loopdev;
 pub mod params;
 pub mod pct;
 pub mod probe;

@@ -67,5 +67,7 @@ async fn main() -> ExitCode {
         _ = term.recv() => {},
     }
     tracing::info!("ecs-sim stopping");
+    // Detach the loop devices AttachDisk made and remove their links.
+    started.sim.release_devices();
     ExitCode::SUCCESS
 }

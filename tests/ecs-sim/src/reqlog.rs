@@ -8,8 +8,9 @@ use std::sync::Mutex;
 
 use serde_json::{Map, Value};
 
-/// Parameter names whose values are secrets or signatures.
-const SECRET_PARAMS: &[&str] = &["SecurityToken", "Signature", "AccessKeySecret"];
+/// Parameter names whose values are secrets or signatures (`Password`:
+/// AttachDisk of a system disk).
+const SECRET_PARAMS: &[&str] = &["SecurityToken", "Signature", "AccessKeySecret", "Password"];
 
 /// Response fields that are secrets (IMDS credentials).
 const SECRET_FIELDS: &[&str] = &["AccessKeySecret", "SecurityToken"];

@@ -64,6 +64,16 @@ pub async fn start(cfg: SimConfig) -> Result<Started, StartError> {
         what: cfg.snapshot_dir.display().to_string(),
         source,
     })?;
+    let disk_dir = cfg.disk_dir();
+    std::fs::create_dir_all(&disk_dir).map_err(|source| StartError::Io {
+        what: disk_dir.display().to_string(),
+        source,
+    })?;
+    // A previous emulator on this directory that was killed left links (and
+    // possibly devices still held by a mount): clean up before serving.
+    for done in crate::loopdev::sweep(&disk_dir) {
+        tracing::info!("start-up sweep: {done}");
+    }
     let log = RequestLog::open(cfg.request_log.as_deref()).map_err(|source| StartError::Io {
         what: format!("request log {:?}", cfg.request_log),
         source,
@@ -141,6 +151,8 @@ impl SimHandle {
 
 impl Drop for SimHandle {
     fn drop(&mut self) {
+        // No loop device or link of ours outlives the test's handle.
+        self.started.sim.release_devices();
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
         }

@@ -117,6 +117,109 @@ impl Group {
     }
 }
 
+/// Status of a disk made by CreateDisk (DescribeDisks `Status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum DiskStatus {
+    /// Being created from its snapshot.
+    Creating,
+    /// Not attached.
+    Available,
+    /// AttachDisk accepted, not attached yet.
+    Attaching,
+    /// Attached.
+    #[serde(rename = "In_use")]
+    InUse,
+    /// DetachDisk accepted, not detached yet.
+    Detaching,
+}
+
+impl DiskStatus {
+    /// The wire value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskStatus::Creating => "Creating",
+            DiskStatus::Available => "Available",
+            DiskStatus::Attaching => "Attaching",
+            DiskStatus::InUse => "In_use",
+            DiskStatus::Detaching => "Detaching",
+        }
+    }
+}
+
+/// A disk made by CreateDisk. Deleted ones stay (flagged) so `/_sim/state`
+/// can prove a cleanup happened.
+#[derive(Debug)]
+pub struct CreatedDisk {
+    /// `d-...`.
+    pub id: String,
+    /// DiskName.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Zone it was created in.
+    pub zone_id: String,
+    /// DiskCategory.
+    pub category: String,
+    /// PerformanceLevel (`""` for categories without one).
+    pub performance_level: String,
+    /// GiB.
+    pub size_gib: u64,
+    /// Source snapshot (`""` for an empty disk).
+    pub snapshot_id: String,
+    /// ResourceGroupId as sent.
+    pub resource_group_id: String,
+    /// Encrypted as sent.
+    pub encrypted: bool,
+    /// `<disk_dir>/<id>.img`.
+    pub image: PathBuf,
+    /// How the image was made, once it is.
+    pub copy_method: Option<crate::diskcopy::CopyMethod>,
+    /// Tags.
+    pub tags: Vec<(String, String)>,
+    /// Status.
+    pub status: DiskStatus,
+    /// The instance while Attaching/In_use/Detaching, else `""`.
+    pub instance_id: String,
+    /// AttachDisk's DeleteWithInstance.
+    pub delete_with_instance: bool,
+    /// CreationTime.
+    pub created: DateTime<Utc>,
+    /// Last attach (In_use).
+    pub attached_at: Option<DateTime<Utc>>,
+    /// Last detach (Available again).
+    pub detached_at: Option<DateTime<Utc>>,
+    /// The attached loop device (held open: see `loopdev`).
+    pub device: Option<crate::loopdev::LoopDevice>,
+    /// The by-id link pointing at it.
+    pub link: Option<PathBuf>,
+    /// Set by DeleteDisk (the disk no longer exists for the API).
+    pub deleted: bool,
+    /// The last asynchronous failure (copy or attach), for `/_sim/state`.
+    pub last_error: Option<String>,
+    /// Bumped on every status change, so a delayed transition that finds a
+    /// newer one in place does nothing.
+    pub generation: u64,
+}
+
+impl CreatedDisk {
+    /// Serial as the guest sees it: the id without `d-`, as for configured disks.
+    pub fn serial(&self) -> String {
+        self.id.trim_start_matches("d-").to_string()
+    }
+
+    /// Removes the by-id link and detaches the loop device, if any.
+    pub fn release_device(&mut self) {
+        if let Some(l) = self.link.take() {
+            if let Err(e) = std::fs::remove_file(&l) {
+                tracing::warn!("removing {}: {e}", l.display());
+            }
+        }
+        if let Some(d) = self.device.take() {
+            d.detach();
+        }
+    }
+}
+
 /// A ClientToken's first use.
 #[derive(Debug, Clone)]
 pub struct TokenUse {
@@ -147,6 +250,10 @@ pub struct Inner {
     pub disks: Vec<DiskConfig>,
     /// Requests seen per action (ECS) or path (IMDS), for `/_sim/state`.
     pub counters: BTreeMap<String, u64>,
+    /// Disks made by CreateDisk, in creation order (deleted ones flagged).
+    pub created: Vec<CreatedDisk>,
+    /// CreateDisk ClientToken -> (fingerprint, disk id).
+    pub disk_tokens: HashMap<String, (String, String)>,
 }
 
 impl Sim {
@@ -162,6 +269,8 @@ impl Sim {
             faults: Faults::new(cfg.faults.clone()),
             disks: cfg.disks.clone(),
             counters: BTreeMap::new(),
+            created: Vec::new(),
+            disk_tokens: HashMap::new(),
         };
         Sim {
             cfg,
@@ -178,6 +287,15 @@ impl Sim {
     /// The emulator's clock.
     pub fn now(&self) -> DateTime<Utc> {
         Utc::now() + self.lock().clock_offset
+    }
+
+    /// Detaches every loop device the emulator attached and removes its
+    /// links; run on SIGTERM/SIGINT and when a test's handle is dropped.
+    pub fn release_devices(&self) {
+        let mut inner = self.lock();
+        for d in inner.created.iter_mut() {
+            d.release_device();
+        }
     }
 
     /// Instance id of a disk as configured (`""` = unattached).
@@ -280,6 +398,11 @@ impl Inner {
         let cutoff = self.now() - Duration::minutes(31);
         self.nonces.retain(|_, t| *t > cutoff);
     }
+}
+
+/// A fresh disk id.
+pub fn new_disk_id() -> String {
+    new_id("d-")
 }
 
 /// A fresh group id.

@@ -18,6 +18,31 @@ fn example_config_parses_and_validates() {
             .times,
         Some(1)
     );
+    assert_eq!(cfg.faults.attach_no_device.as_ref().unwrap().times, Some(1));
+    assert_eq!(cfg.faults.detach_fails.as_ref().unwrap().status, 403);
+    assert_eq!(
+        cfg.restore.by_id_dir.as_deref(),
+        Some(std::path::Path::new("/tmp/ecs-sim/by-id"))
+    );
+    assert_eq!(cfg.restore.attach_delay_ms, 1000);
+}
+
+#[test]
+fn restore_defaults_and_rules() {
+    let c = minimal("").unwrap();
+    assert_eq!(c.restore.by_id_dir, None);
+    assert_eq!(c.disk_dir(), std::path::Path::new("/tmp/x/disks"));
+    assert_eq!(c.restore.create_delay_ms, 1000);
+    let c = minimal("[restore]\ndisk_dir = \"/d\"\ncreate_delay_ms = 5\n").unwrap();
+    assert_eq!(c.disk_dir(), std::path::Path::new("/d"));
+    assert_eq!(c.restore.create_delay_ms, 5);
+    assert!(minimal("[restore]\nby_id_dir = \"rel\"\n")
+        .unwrap_err()
+        .contains("absolute"));
+    assert!(minimal("[restore]\nattach_dir = \"/x\"\n")
+        .unwrap_err()
+        .contains("unknown field"));
+    assert!(minimal("[faults]\ndetach_fails = { times = 2 }\n").is_ok());
 }
 
 fn minimal(extra: &str) -> Result<SimConfig, String> {

@@ -93,13 +93,7 @@ pub async fn create_snapshot_group(sim: Arc<Sim>, p: Params) -> Result<Outcome, 
     if let Some(t) = &token {
         validate::client_token(t)?;
     }
-    let mut fp: Vec<String> =
-        p.0.iter()
-            .filter(|(k, _)| k != "ClientToken")
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-    fp.sort();
-    let fingerprint = fp.join("&");
+    let fingerprint = super::fingerprint(&p);
     let tta = sim.cfg.time_to_accomplish_secs;
 
     // Decide and reserve under the lock; copy outside it.

@@ -2,6 +2,8 @@
 //! authentication. Each returns the success body (without `RequestId`) or
 //! the vendor's error.
 
+mod attach;
+mod create_disk;
 mod create_group;
 mod disks;
 mod groups;
@@ -20,6 +22,9 @@ pub use create_group::AcceptInfo;
 
 /// The only API version ECS's snapshot actions have.
 pub const API_VERSION: &str = "2014-05-26";
+
+/// Actions whose request model has no `RegionId`.
+const REGIONLESS: &[&str] = &["AttachDisk", "DetachDisk", "DeleteDisk"];
 
 /// What an action produced, plus accept-time details for the log.
 #[derive(Debug, Default)]
@@ -44,6 +49,10 @@ pub async fn dispatch(
         "DescribeSnapshots",
         "TagResources",
         "DeleteSnapshotGroup",
+        "CreateDisk",
+        "AttachDisk",
+        "DetachDisk",
+        "DeleteDisk",
     ];
     if !known.contains(&action) || api_version != API_VERSION {
         return Err(ApiError::new(
@@ -52,8 +61,15 @@ pub async fn dispatch(
             format!("Specified api {action} (version {api_version}) is not found, please check your url and method."),
         ));
     }
-    let region = params.required("RegionId")?;
-    if region != sim.cfg.region_id {
+    // AttachDisk, DetachDisk and DeleteDisk have no RegionId in their
+    // request models (7.11.8 and the Go SDK): the SDK does not send it, the
+    // endpoint names the region. A RegionId sent anyway must still match.
+    let region = if REGIONLESS.contains(&action) {
+        params.get("RegionId").filter(|r| !r.is_empty())
+    } else {
+        Some(params.required("RegionId")?)
+    };
+    if let Some(region) = region.filter(|r| *r != sim.cfg.region_id) {
         return Err(ApiError::new(
             404,
             "InvalidRegionId.NotFound",
@@ -67,9 +83,25 @@ pub async fn dispatch(
         "DeleteSnapshotGroup" => groups::delete_snapshot_group(&sim, &params)?,
         "DescribeSnapshots" => snapshots::describe_snapshots(&sim, &params)?,
         "TagResources" => tags::tag_resources(&sim, &params)?,
+        "CreateDisk" => return create_disk::create_disk(sim, params).await,
+        "AttachDisk" => attach::attach_disk(&sim, &params)?,
+        "DetachDisk" => attach::detach_disk(&sim, &params)?,
+        "DeleteDisk" => create_disk::delete_disk(&sim, &params)?,
         _ => unreachable!("checked above"),
     };
     Ok(Outcome { body, accept: None })
+}
+
+/// A request's operation parameters minus its ClientToken, sorted: two
+/// requests with one token must match on this (`IdempotentParameterMismatch`).
+pub fn fingerprint(p: &Params) -> String {
+    let mut fp: Vec<String> =
+        p.0.iter()
+            .filter(|(k, _)| k != "ClientToken")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+    fp.sort();
+    fp.join("&")
 }
 
 /// How an action spells a tag: the official 7.11.8 response models differ per

@@ -121,6 +121,7 @@ pub fn world() -> World {
         available_delay_ms: 0,
         faults: Default::default(),
         disks,
+        restore: Default::default(),
     };
     World { dir, cfg }
 }
@@ -258,4 +259,100 @@ pub fn create_group(c: &EcsClient, extra: &[(&str, &str)]) -> String {
     p.extend_from_slice(extra);
     let v = ok(&c.call("CreateSnapshotGroup", &p).unwrap());
     v["SnapshotGroupId"].as_str().unwrap().to_string()
+}
+
+/// A second zone the region knows (a configured disk lives there).
+pub const OTHER_ZONE: &str = "cn-hangzhou-j";
+
+/// The standard world plus what restore drills need: short lifecycle
+/// delays, a by-id directory, and a disk in `OTHER_ZONE` (so it is a known zone).
+pub fn restore_world() -> World {
+    let mut w = world();
+    w.cfg.restore.create_delay_ms = 100;
+    w.cfg.restore.attach_delay_ms = 100;
+    w.cfg.restore.device_delay_ms = 100;
+    w.cfg.restore.detach_delay_ms = 100;
+    w.cfg.restore.by_id_dir = Some(w.path("by-id"));
+    w.cfg.time_to_accomplish_secs = 0.0;
+    if let Some(d) = w.cfg.disks.iter_mut().find(|d| d.id == OTHER) {
+        d.zone_id = Some(OTHER_ZONE.into());
+    }
+    w
+}
+
+/// The emulator's `/_sim/state`.
+pub fn sim_state(h: &SimHandle) -> Value {
+    let r = control(h, "GET", "/_sim/state", "");
+    assert_eq!(r.status, 200);
+    r.json()
+}
+
+/// The first snapshot of `group` (of DATA1): (id, image path).
+pub fn snapshot_of(h: &SimHandle, group: &str) -> (String, PathBuf) {
+    let st = sim_state(h);
+    let g = st["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["id"] == group)
+        .expect("group in state");
+    let s = g["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["disk_id"] == DATA1)
+        .expect("DATA1 snapshot");
+    (
+        s["id"].as_str().unwrap().to_string(),
+        PathBuf::from(s["image"].as_str().unwrap()),
+    )
+}
+
+/// One disk as DescribeDisks lists it (`None` if absent).
+pub fn describe_disk(c: &EcsClient, id: &str) -> Option<Value> {
+    let ids = format!("[\"{id}\"]");
+    let v = ok(&c
+        .call("DescribeDisks", &[("RegionId", REGION), ("DiskIds", &ids)])
+        .unwrap());
+    v["Disks"]["Disk"].as_array().unwrap().first().cloned()
+}
+
+/// Polls DescribeDisks until `id` has `status` (10 s at most).
+pub fn wait_status(c: &EcsClient, id: &str, status: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let d = describe_disk(c, id).expect("disk listed");
+        if d["Status"] == status {
+            return d;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id} never reached {status}: {d}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// CreateDisk from `snapshot` in the instance's zone; returns the disk id.
+pub fn create_disk(c: &EcsClient, snapshot: &str, extra: &[(&str, &str)]) -> String {
+    let mut p = vec![
+        ("RegionId", REGION),
+        ("ZoneId", "cn-hangzhou-i"),
+        ("SnapshotId", snapshot),
+        ("DiskCategory", "cloud_essd"),
+        ("PerformanceLevel", "PL0"),
+    ];
+    p.extend_from_slice(extra);
+    let v = ok(&c.call("CreateDisk", &p).unwrap());
+    v["DiskId"].as_str().unwrap().to_string()
+}
+
+/// AttachDisk/DetachDisk/DeleteDisk `disk` (on INSTANCE for the first two),
+/// without RegionId, as the SDK sends them (their models have none).
+pub fn disk_call(c: &EcsClient, action: &str, disk: &str) -> HttpResponse {
+    let mut p = vec![("DiskId", disk)];
+    if action != "DeleteDisk" {
+        p.push(("InstanceId", INSTANCE));
+    }
+    c.call(action, &p).unwrap()
 }

@@ -272,6 +272,12 @@ backing = "{d}/d1.raw"
         .path()
         .join("by-id")
         .join(format!("virtio-{}", &id[2..]));
+    // The device follows In_use; wait for the link as a client does.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while link.symlink_metadata().is_err() {
+        assert!(Instant::now() < deadline, "link never appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let dev = std::fs::read_link(&link).expect("link made");
     let name = loop_name(&dev.to_string_lossy());
     assert!(ecs_sim::loopdev::backing_file(&name).is_some());

@@ -679,3 +679,42 @@ fn lvm_clone_is_imported_activated_and_removed_only_through_the_device_restricti
         );
     }
 }
+
+#[test]
+fn a_failure_mid_assembly_tears_down_what_was_built() {
+    root_or_skip!();
+    let lab = Lab::new("drill-abort", Duration::from_secs(120));
+    let live_x = lab.loop_dev("livex", 320);
+    fill(&lab, &live_x, "xfs", "live-x", "x");
+    let live_e = lab.loop_dev("livee", 64);
+    fill(&lab, &live_e, "ext4", "live-e", "e");
+    let rest_x = restore(&lab, "livex", "restx");
+    let rest_e = restore(&lab, "livee", "reste");
+    let lay = layout(&lab, "run-abort");
+    let _cleanup = CleanupOnDrop(lay.record.clone());
+    // The xfs copy is checked and mounted first; then e2fsck cannot start.
+    let tools = Tools {
+        e2fsck: lab.dir.join("no-such-e2fsck"),
+        ..tools()
+    };
+    let err = drill::assemble(
+        &[
+            disk("d-restx", "d-livex", &rest_x),
+            disk("d-reste", "d-livee", &rest_e),
+        ],
+        &lay,
+        &tools,
+        deadline(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, DrillError::Spawn { tool: "e2fsck", .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("no-such-e2fsck"), "{err}");
+    assert!(
+        mounts_under(&lay.root).is_empty(),
+        "the xfs copy was unmounted"
+    );
+    assert!(!lay.root.exists() && !lay.record.exists());
+}

@@ -718,3 +718,65 @@ fn a_failure_mid_assembly_tears_down_what_was_built() {
     );
     assert!(!lay.root.exists() && !lay.record.exists());
 }
+
+#[test]
+fn frozen_ext4_with_an_open_unlinked_file_passes_after_the_mount_processes_its_orphans() {
+    root_or_skip!();
+    let lab = Lab::new("drill-orphan", Duration::from_secs(120));
+    let live = lab.loop_dev("live", 64);
+    fill(&lab, &live, "ext4", "live", "orphan");
+    let mp = lab.mount(&live, "live");
+    // A database's temporary file: open, unlinked, then the snapshot (frozen).
+    let tmp = {
+        use std::io::Write;
+        let mut f = std::fs::File::create(mp.join("ibtmp")).unwrap();
+        f.write_all(&vec![b't'; 200_000]).unwrap();
+        f.sync_all().unwrap();
+        std::fs::remove_file(mp.join("ibtmp")).unwrap();
+        f
+    };
+    {
+        let _thaw = common::ThawOnDrop(mp.clone());
+        assert!(common::fsfreeze("-f", &mp));
+        let src = lab.dir.join("img/live.img");
+        let dst = lab.dir.join("img/rest.img");
+        run(
+            "cp",
+            &[
+                "--sparse=always",
+                src.to_str().unwrap(),
+                dst.to_str().unwrap(),
+            ],
+        );
+        assert!(common::fsfreeze("-u", &mp));
+    }
+    drop(tmp);
+    let rest = lab.attach(&lab.dir.join("img/rest.img"));
+    // The premise: `e2fsck -fn` alone calls this clean copy broken.
+    let plain = Command::new("e2fsck")
+        .env("PATH", SYSTEM_PATH)
+        .args(["-f", "-n", &rest])
+        .output()
+        .unwrap();
+    assert_eq!(plain.status.code(), Some(4), "{plain:?}");
+
+    let lay = layout(&lab, "run-orphan");
+    let _cleanup = CleanupOnDrop(lay.record.clone());
+    let a = drill::assemble(
+        &[disk("d-rest", "d-live", &rest)],
+        &lay,
+        &tools(),
+        deadline(),
+    )
+    .unwrap();
+    let f = only(&a, "d-rest");
+    assert_eq!(f.check, FsCheck::Passed, "{f:?}");
+    let copy = f.mount_point.clone().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(copy.join("hello.txt")).unwrap(),
+        "orphan"
+    );
+    assert!(!copy.join("ibtmp").exists());
+    a.teardown().unwrap();
+    assert!(!lay.root.exists() && !lay.record.exists());
+}

@@ -15,8 +15,11 @@
 //!   UUIDs before `vgchange -ay` of that VG only. Without lvm2, PVs are
 //!   reported in [`Assembly::skipped`].
 //! - Checks: ext4 `e2fsck -fn`; XFS mounted `nouuid` (log replay), unmounted,
-//!   `xfs_repair -n`, mounted again; btrfs `btrfs check --readonly`. A copy
-//!   that fails is not mounted; the caller fails the drill naming it.
+//!   `xfs_repair -n`, mounted again; btrfs `btrfs check --readonly`. An ext4
+//!   whose superblock names orphan inodes or a journal to recover (a frozen
+//!   fs with open, unlinked files: `e2fsck -n` would call it broken) is first
+//!   mounted and unmounted like XFS. A copy that fails is not mounted; the
+//!   caller fails the drill naming it.
 //! - Mounts: `<root>/<disk_id>[-pN|-<lv>]`, `nodev,nosuid`, never via fstab.
 //!   Teardown retries a busy unmount a few times and then reports it
 //!   ([`DrillError::Leftover`], record kept); it never unmounts lazily.

@@ -780,3 +780,24 @@ fn frozen_ext4_with_an_open_unlinked_file_passes_after_the_mount_processes_its_o
     a.teardown().unwrap();
     assert!(!lay.root.exists() && !lay.record.exists());
 }
+
+#[test]
+fn a_passed_deadline_stops_before_any_tool_and_leaves_nothing() {
+    root_or_skip!();
+    let lab = Lab::new("drill-deadline", Duration::from_secs(60));
+    let live = lab.loop_dev("live", 64);
+    fill(&lab, &live, "ext4", "live", "d");
+    let rest = restore(&lab, "live", "rest");
+    let lay = layout(&lab, "run-deadline");
+    let _cleanup = CleanupOnDrop(lay.record.clone());
+    let err = drill::assemble(
+        &[disk("d-rest", "d-live", &rest)],
+        &lay,
+        &tools(),
+        Instant::now(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, DrillError::Deadline { .. }), "{err}");
+    assert!(err.to_string().contains("blkid"), "{err}");
+    assert!(!lay.root.exists() && !lay.record.exists());
+}

@@ -801,3 +801,71 @@ fn a_passed_deadline_stops_before_any_tool_and_leaves_nothing() {
     assert!(err.to_string().contains("blkid"), "{err}");
     assert!(!lay.root.exists() && !lay.record.exists());
 }
+
+#[test]
+fn a_system_like_disk_reports_its_other_partitions_and_a_two_disk_btrfs_is_not_run() {
+    root_or_skip!();
+    let lab = Lab::new("drill-mixed", Duration::from_secs(180));
+    // GPT: p1 swap, p2 empty, p3 ext4.
+    let sys = lab.loop_dev("sys", 96);
+    let parts = lab.partition(&sys, &[16, 16, 64]);
+    run("mkswap", &[&parts[0]]);
+    fill(&lab, &parts[2], "ext4", "sys", "root fs");
+    // One btrfs over two disks.
+    let b1 = lab.loop_dev("bt1", 256);
+    let b2 = lab.loop_dev("bt2", 256);
+    run(
+        "mkfs.btrfs",
+        &["-q", "-f", "-d", "raid0", "-m", "raid1", &b1, &b2],
+    );
+    let rest_sys = restore(&lab, "sys", "rsys");
+    let rest_b1 = restore(&lab, "bt1", "rbt1");
+    let rest_b2 = restore(&lab, "bt2", "rbt2");
+
+    let lay = layout(&lab, "run-mixed");
+    let _cleanup = CleanupOnDrop(lay.record.clone());
+    let a = drill::assemble(
+        &[
+            disk("d-sys", "d-livesys", &rest_sys),
+            disk("d-bt1", "d-livebt1", &rest_b1),
+            disk("d-bt2", "d-livebt2", &rest_b2),
+        ],
+        &lay,
+        &tools(),
+        deadline(),
+    )
+    .unwrap();
+    let root_fs = only(&a, "d-sys");
+    assert_eq!(root_fs.check, FsCheck::Passed);
+    assert_eq!(root_fs.device, PathBuf::from(format!("{rest_sys}p3")));
+    assert_eq!(
+        root_fs.mount_point.as_deref(),
+        Some(lay.root.join("d-sys-p3").as_path())
+    );
+    let skipped: Vec<(String, String)> = a
+        .skipped()
+        .iter()
+        .map(|s| (s.device.display().to_string(), s.why.clone()))
+        .collect();
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    assert!(
+        skipped[0].0 == format!("{rest_sys}p1") && skipped[0].1.contains("swap"),
+        "{skipped:?}"
+    );
+    assert!(
+        skipped[1].0 == format!("{rest_sys}p2") && skipped[1].1.contains("nothing"),
+        "{skipped:?}"
+    );
+    for id in ["d-bt1", "d-bt2"] {
+        let b = only(&a, id);
+        assert_eq!(b.fstype, FsType::Btrfs);
+        assert!(
+            matches!(&b.check, FsCheck::NotRun { why } if why.contains("several disks")),
+            "{b:?}"
+        );
+        assert!(b.mount_point.is_none());
+    }
+    assert_eq!(mounts_under(&lay.root).len(), 1);
+    a.teardown().unwrap();
+    assert!(!lay.root.exists() && !lay.record.exists());
+}

@@ -679,3 +679,193 @@ fn lvm_clone_is_imported_activated_and_removed_only_through_the_device_restricti
         );
     }
 }
+
+#[test]
+fn a_failure_mid_assembly_tears_down_what_was_built() {
+    root_or_skip!();
+    let lab = Lab::new("drill-abort", Duration::from_secs(120));
+    let live_x = lab.loop_dev("livex", 320);
+    fill(&lab, &live_x, "xfs", "live-x", "x");
+    let live_e = lab.loop_dev("livee", 64);
+    fill(&lab, &live_e, "ext4", "live-e", "e");
+    let rest_x = restore(&lab, "livex", "restx");
+    let rest_e = restore(&lab, "livee", "reste");
+    let lay = layout(&lab, "run-abort");
+    let _cleanup = CleanupOnDrop(lay.record.clone());
+    // The xfs copy is checked and mounted first; then e2fsck cannot start.
+    let tools = Tools {
+        e2fsck: lab.dir.join("no-such-e2fsck"),
+        ..tools()
+    };
+    let err = drill::assemble(
+        &[
+            disk("d-restx", "d-livex", &rest_x),
+            disk("d-reste", "d-livee", &rest_e),
+        ],
+        &lay,
+        &tools,
+        deadline(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, DrillError::Spawn { tool: "e2fsck", .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("no-such-e2fsck"), "{err}");
+    assert!(
+        mounts_under(&lay.root).is_empty(),
+        "the xfs copy was unmounted"
+    );
+    assert!(!lay.root.exists() && !lay.record.exists());
+}
+
+#[test]
+fn frozen_ext4_with_an_open_unlinked_file_passes_after_the_mount_processes_its_orphans() {
+    root_or_skip!();
+    let lab = Lab::new("drill-orphan", Duration::from_secs(120));
+    let live = lab.loop_dev("live", 64);
+    fill(&lab, &live, "ext4", "live", "orphan");
+    let mp = lab.mount(&live, "live");
+    // A database's temporary file: open, unlinked, then the snapshot (frozen).
+    let tmp = {
+        use std::io::Write;
+        let mut f = std::fs::File::create(mp.join("ibtmp")).unwrap();
+        f.write_all(&vec![b't'; 200_000]).unwrap();
+        f.sync_all().unwrap();
+        std::fs::remove_file(mp.join("ibtmp")).unwrap();
+        f
+    };
+    {
+        let _thaw = common::ThawOnDrop(mp.clone());
+        assert!(common::fsfreeze("-f", &mp));
+        let src = lab.dir.join("img/live.img");
+        let dst = lab.dir.join("img/rest.img");
+        run(
+            "cp",
+            &[
+                "--sparse=always",
+                src.to_str().unwrap(),
+                dst.to_str().unwrap(),
+            ],
+        );
+        assert!(common::fsfreeze("-u", &mp));
+    }
+    drop(tmp);
+    let rest = lab.attach(&lab.dir.join("img/rest.img"));
+    // The premise: `e2fsck -fn` alone calls this clean copy broken.
+    let plain = Command::new("e2fsck")
+        .env("PATH", SYSTEM_PATH)
+        .args(["-f", "-n", &rest])
+        .output()
+        .unwrap();
+    assert_eq!(plain.status.code(), Some(4), "{plain:?}");
+
+    let lay = layout(&lab, "run-orphan");
+    let _cleanup = CleanupOnDrop(lay.record.clone());
+    let a = drill::assemble(
+        &[disk("d-rest", "d-live", &rest)],
+        &lay,
+        &tools(),
+        deadline(),
+    )
+    .unwrap();
+    let f = only(&a, "d-rest");
+    assert_eq!(f.check, FsCheck::Passed, "{f:?}");
+    let copy = f.mount_point.clone().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(copy.join("hello.txt")).unwrap(),
+        "orphan"
+    );
+    assert!(!copy.join("ibtmp").exists());
+    a.teardown().unwrap();
+    assert!(!lay.root.exists() && !lay.record.exists());
+}
+
+#[test]
+fn a_passed_deadline_stops_before_any_tool_and_leaves_nothing() {
+    root_or_skip!();
+    let lab = Lab::new("drill-deadline", Duration::from_secs(60));
+    let live = lab.loop_dev("live", 64);
+    fill(&lab, &live, "ext4", "live", "d");
+    let rest = restore(&lab, "live", "rest");
+    let lay = layout(&lab, "run-deadline");
+    let _cleanup = CleanupOnDrop(lay.record.clone());
+    let err = drill::assemble(
+        &[disk("d-rest", "d-live", &rest)],
+        &lay,
+        &tools(),
+        Instant::now(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, DrillError::Deadline { .. }), "{err}");
+    assert!(err.to_string().contains("blkid"), "{err}");
+    assert!(!lay.root.exists() && !lay.record.exists());
+}
+
+#[test]
+fn a_system_like_disk_reports_its_other_partitions_and_a_two_disk_btrfs_is_not_run() {
+    root_or_skip!();
+    let lab = Lab::new("drill-mixed", Duration::from_secs(180));
+    // GPT: p1 swap, p2 empty, p3 ext4.
+    let sys = lab.loop_dev("sys", 96);
+    let parts = lab.partition(&sys, &[16, 16, 64]);
+    run("mkswap", &[&parts[0]]);
+    fill(&lab, &parts[2], "ext4", "sys", "root fs");
+    // One btrfs over two disks.
+    let b1 = lab.loop_dev("bt1", 256);
+    let b2 = lab.loop_dev("bt2", 256);
+    run(
+        "mkfs.btrfs",
+        &["-q", "-f", "-d", "raid0", "-m", "raid1", &b1, &b2],
+    );
+    let rest_sys = restore(&lab, "sys", "rsys");
+    let rest_b1 = restore(&lab, "bt1", "rbt1");
+    let rest_b2 = restore(&lab, "bt2", "rbt2");
+
+    let lay = layout(&lab, "run-mixed");
+    let _cleanup = CleanupOnDrop(lay.record.clone());
+    let a = drill::assemble(
+        &[
+            disk("d-sys", "d-livesys", &rest_sys),
+            disk("d-bt1", "d-livebt1", &rest_b1),
+            disk("d-bt2", "d-livebt2", &rest_b2),
+        ],
+        &lay,
+        &tools(),
+        deadline(),
+    )
+    .unwrap();
+    let root_fs = only(&a, "d-sys");
+    assert_eq!(root_fs.check, FsCheck::Passed);
+    assert_eq!(root_fs.device, PathBuf::from(format!("{rest_sys}p3")));
+    assert_eq!(
+        root_fs.mount_point.as_deref(),
+        Some(lay.root.join("d-sys-p3").as_path())
+    );
+    let skipped: Vec<(String, String)> = a
+        .skipped()
+        .iter()
+        .map(|s| (s.device.display().to_string(), s.why.clone()))
+        .collect();
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    assert!(
+        skipped[0].0 == format!("{rest_sys}p1") && skipped[0].1.contains("swap"),
+        "{skipped:?}"
+    );
+    assert!(
+        skipped[1].0 == format!("{rest_sys}p2") && skipped[1].1.contains("nothing"),
+        "{skipped:?}"
+    );
+    for id in ["d-bt1", "d-bt2"] {
+        let b = only(&a, id);
+        assert_eq!(b.fstype, FsType::Btrfs);
+        assert!(
+            matches!(&b.check, FsCheck::NotRun { why } if why.contains("several disks")),
+            "{b:?}"
+        );
+        assert!(b.mount_point.is_none());
+    }
+    assert_eq!(mounts_under(&lay.root).len(), 1);
+    a.teardown().unwrap();
+    assert!(!lay.root.exists() && !lay.record.exists());
+}

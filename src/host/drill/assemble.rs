@@ -445,38 +445,39 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// Checks one copy and mounts it at `mp` when the check passed.
+    /// Checks one copy and mounts it at `mp` when the check passed. A copy
+    /// whose log or orphan list only a mount processes is mounted once
+    /// first ([`check::replay_first`]); a refused mount is its verdict.
     fn check_and_mount(
         &mut self,
         f: &Found,
         mp: &Path,
     ) -> Result<(FsCheck, Option<PathBuf>), DrillError> {
         let (tools, deadline) = (self.tools, self.deadline);
-        if f.fstype != FsType::Xfs {
-            let v = check::before_mount(tools, f.fstype, &f.device, deadline)?;
-            if v != FsCheck::Passed {
-                return Ok((v, None));
-            }
-        }
-        self.add_mount_point(mp)?;
-        let v = check::mount(tools, f.fstype, &f.device, mp, deadline)?;
-        if v != FsCheck::Passed {
-            let _ = std::fs::remove_dir(mp);
-            return Ok((v, None));
-        }
-        if f.fstype == FsType::Xfs {
-            // The mount replayed the log; now the offline check, then the real mount.
-            check::umount(tools, mp, deadline)?;
-            let v = check::xfs_repair(tools, &f.device, deadline)?;
-            let v = if v == FsCheck::Passed {
-                check::mount(tools, f.fstype, &f.device, mp, deadline)?
-            } else {
-                v
-            };
+        let replay = check::replay_first(f.fstype, &f.device)?;
+        if replay {
+            self.add_mount_point(mp)?;
+            let v = check::mount(tools, f.fstype, &f.device, mp, deadline)?;
             if v != FsCheck::Passed {
                 let _ = std::fs::remove_dir(mp);
                 return Ok((v, None));
             }
+            check::umount(tools, mp, deadline)?;
+        }
+        let v = check::offline(tools, f.fstype, &f.device, deadline)?;
+        if v != FsCheck::Passed {
+            if replay {
+                let _ = std::fs::remove_dir(mp);
+            }
+            return Ok((v, None));
+        }
+        if !replay {
+            self.add_mount_point(mp)?;
+        }
+        let v = check::mount(tools, f.fstype, &f.device, mp, deadline)?;
+        if v != FsCheck::Passed {
+            let _ = std::fs::remove_dir(mp);
+            return Ok((v, None));
         }
         Ok((FsCheck::Passed, Some(mp.to_path_buf())))
     }

@@ -26,41 +26,74 @@ fn verdict(tool: &str, out: &Output) -> FsCheck {
     }
 }
 
-/// The check that runs before the copy is mounted: `e2fsck -fn` (ext4),
-/// `btrfs check --readonly` (btrfs); XFS has none (its log must be
-/// replayed by a mount first: see [`xfs_repair`]).
-pub fn before_mount(
+/// True when the copy must be mounted once (and unmounted) before its
+/// offline check: XFS always (its log is replayed only by a mount); ext4
+/// when its superblock says the journal needs recovery or it has orphan
+/// inodes. A frozen ext4 is clean but keeps its orphan list (files unlinked
+/// while open: a database's temporary files), which `e2fsck -n` does not
+/// process and reports as errors; the mount processes it, as it would for
+/// the application.
+pub fn replay_first(fstype: FsType, dev: &Path) -> Result<bool, DrillError> {
+    match fstype {
+        FsType::Xfs => Ok(true),
+        FsType::Btrfs => Ok(false),
+        FsType::Ext4 => ext4_pending(dev),
+    }
+}
+
+/// Reads the ext4 superblock (1024 bytes at offset 1024): journal
+/// `needs_recovery`, an orphan list head, or `orphan_present`.
+fn ext4_pending(dev: &Path) -> Result<bool, DrillError> {
+    use std::os::unix::fs::FileExt;
+    let io = |source| DrillError::Io {
+        what: "read the ext4 superblock of",
+        path: dev.to_path_buf(),
+        source,
+    };
+    let f = std::fs::File::open(dev).map_err(io)?;
+    let mut sb = [0u8; 1024];
+    f.read_exact_at(&mut sb, 1024).map_err(io)?;
+    Ok(ext4_sb_pending(&sb))
+}
+
+/// See [`replay_first`]; `sb` is the 1024-byte superblock.
+fn ext4_sb_pending(sb: &[u8; 1024]) -> bool {
+    let u16_at = |o: usize| u16::from_le_bytes([sb[o], sb[o + 1]]);
+    let u32_at = |o: usize| u32::from_le_bytes([sb[o], sb[o + 1], sb[o + 2], sb[o + 3]]);
+    const MAGIC: u16 = 0xEF53;
+    const INCOMPAT_RECOVER: u32 = 0x4;
+    const RO_COMPAT_ORPHAN_PRESENT: u32 = 0x1_0000;
+    if u16_at(0x38) != MAGIC {
+        return false;
+    }
+    u32_at(0x60) & INCOMPAT_RECOVER != 0
+        || u32_at(0x64) & RO_COMPAT_ORPHAN_PRESENT != 0
+        || u32_at(0xE8) != 0
+}
+
+/// The offline check of an unmounted copy: `e2fsck -fn` (ext4),
+/// `xfs_repair -n` (XFS, after its log was replayed), `btrfs check --readonly`.
+pub fn offline(
     tools: &Tools,
     fstype: FsType,
     dev: &Path,
     deadline: Instant,
 ) -> Result<FsCheck, DrillError> {
-    match fstype {
-        FsType::Ext4 => {
-            let out = Run::new("e2fsck", &tools.e2fsck)
-                .args(["-f", "-n"])
-                .path_arg(dev)
-                .output(tools, deadline)?;
-            Ok(verdict("e2fsck", &out))
-        }
-        FsType::Btrfs => {
-            let out = Run::new("btrfs", &tools.btrfs)
-                .args(["check", "--readonly"])
-                .path_arg(dev)
-                .output(tools, deadline)?;
-            Ok(verdict("btrfs check", &out))
-        }
-        FsType::Xfs => Ok(FsCheck::Passed),
-    }
-}
-
-/// `xfs_repair -n` of an unmounted XFS whose log a mount has replayed.
-pub fn xfs_repair(tools: &Tools, dev: &Path, deadline: Instant) -> Result<FsCheck, DrillError> {
-    let out = Run::new("xfs_repair", &tools.xfs_repair)
-        .args(["-n"])
+    let (tool, path, args): (&str, &Path, &[&str]) = match fstype {
+        FsType::Ext4 => ("e2fsck", &tools.e2fsck, &["-f", "-n"]),
+        FsType::Xfs => ("xfs_repair", &tools.xfs_repair, &["-n"]),
+        FsType::Btrfs => ("btrfs check", &tools.btrfs, &["check", "--readonly"]),
+    };
+    let short = match fstype {
+        FsType::Ext4 => "e2fsck",
+        FsType::Xfs => "xfs_repair",
+        FsType::Btrfs => "btrfs",
+    };
+    let out = Run::new(short, path)
+        .args(args.iter().copied())
         .path_arg(dev)
         .output(tools, deadline)?;
-    Ok(verdict("xfs_repair", &out))
+    Ok(verdict(tool, &out))
 }
 
 /// Mounts the copy; a refused mount is the copy's verdict, not an error.
@@ -119,4 +152,25 @@ pub fn umount(tools: &Tools, path: &Path, deadline: Instant) -> Result<(), Drill
         exit: 0,
         output_tail: "still mounted after unmounting".into(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ext4_superblock_flags_that_need_a_mount_first() {
+        let mut sb = [0u8; 1024];
+        assert!(!ext4_sb_pending(&sb), "not ext4");
+        sb[0x38..0x3A].copy_from_slice(&0xEF53u16.to_le_bytes());
+        assert!(!ext4_sb_pending(&sb), "clean");
+        sb[0xE8..0xEC].copy_from_slice(&13u32.to_le_bytes());
+        assert!(ext4_sb_pending(&sb), "orphan list");
+        sb[0xE8..0xEC].copy_from_slice(&0u32.to_le_bytes());
+        sb[0x60] = 0x4 | 0x40;
+        assert!(ext4_sb_pending(&sb), "needs_recovery");
+        sb[0x60] = 0x40;
+        sb[0x66] = 0x1;
+        assert!(ext4_sb_pending(&sb), "orphan_present");
+    }
 }

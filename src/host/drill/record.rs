@@ -19,7 +19,7 @@ const MAX_BYTES: u64 = 1 << 20;
 /// What a drill made, or was about to make, in creation order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrillRecord {
-    /// Format version ([`VERSION`]).
+    /// Format version (1).
     pub version: u32,
     /// The process that assembled (for the operator).
     pub pid: u32,

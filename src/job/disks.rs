@@ -2,6 +2,7 @@
 //! disks cannot be: shared by `appsnap check` and the job's own preflight, so
 //! both refuse for the same reasons, before anything is frozen.
 
+use super::verify::cloud_disks::TAG_VERIFY_GROUP;
 use std::fmt;
 
 use super::outcome::Outcome;
@@ -157,6 +158,17 @@ pub fn select_disks(
             }
             for d in instance_disks {
                 if exclude.iter().any(|e| e.as_str() == d.disk_id) {
+                    continue;
+                }
+                // A restore drill's copy is attached here for minutes; it is
+                // never part of the instance's own disks.
+                if d.tag(TAG_VERIFY_GROUP).is_some() {
+                    out.skipped.push(DiskProblem {
+                        disk: Some(d.disk_id.clone()),
+                        reason: format!(
+                            "a restore drill's temporary copy ({TAG_VERIFY_GROUP} tag)"
+                        ),
+                    });
                     continue;
                 }
                 match unsupported_reason(d) {
@@ -344,6 +356,26 @@ mod tests {
                 .reason
                 .contains("more than cloud.max_disks_per_group = 1"),
             "{too_many:?}"
+        );
+    }
+
+    #[test]
+    fn all_never_takes_a_restore_drills_temporary_disk() {
+        let mut copy = disk("d-copy", "cloud_essd", false);
+        copy.tags = vec![crate::cloud::ecs::Tag::new(
+            crate::job::verify::cloud_disks::TAG_VERIFY_GROUP,
+            "ssg-1",
+        )];
+        let mut disks = instance();
+        disks.push(copy);
+        let all = DiskSelection::All { exclude: vec![] };
+        let s = select_disks(&all, "i-1", &disks, 16).unwrap();
+        assert!(s.disks.iter().all(|d| d.disk_id != "d-copy"), "{s:?}");
+        assert!(
+            s.skipped
+                .iter()
+                .any(|p| p.disk.as_deref() == Some("d-copy") && p.reason.contains("restore drill")),
+            "{s:?}"
         );
     }
 }

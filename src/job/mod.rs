@@ -18,3 +18,4 @@ pub mod script_check;
 pub mod scripts;
 pub mod spec;
 pub mod upload;
+pub mod verify;

@@ -1,0 +1,187 @@
+//! Finishing drills that did not finish: at daemon start, before each drill
+//! and by `appsnap verify --cleanup`. Every record's host side is undone
+//! (mounts, the LVM clone), then its disks — and any disk carrying this
+//! installation's drill tags on this instance, since a crash between
+//! CreateDisk's answer and the record's update loses an ID — are detached
+//! and deleted. Called with the drill lock held (never beside a live drill).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::cloud_disks::CloudSide;
+use super::drill::VerifyEnv;
+use super::lock::DrillLock;
+use super::record::DrillRecord;
+use crate::host::drill::{self as host_drill, Tools};
+use crate::owner::OwnerId;
+
+/// What a cleanup did.
+#[derive(Debug, Default)]
+pub struct CleanupReport {
+    /// Drill records found.
+    pub records: usize,
+    /// Disks detached and deleted.
+    pub released: Vec<String>,
+    /// What is still there, each with why.
+    pub problems: Vec<String>,
+}
+
+/// `appsnap verify --cleanup` and the daemon's start: takes the drill lock,
+/// then [`release_leftovers`].
+pub async fn cleanup(env: &VerifyEnv) -> CleanupReport {
+    let Some(owner) = env.owner.clone() else {
+        return CleanupReport {
+            problems: vec!["no owner id: drill disks cannot be proven this installation's, so none are touched".into()],
+            ..CleanupReport::default()
+        };
+    };
+    let _lock = match DrillLock::acquire(&env.run_dir) {
+        Ok(l) => l,
+        Err(e) => {
+            return CleanupReport {
+                problems: vec![e.to_string()],
+                ..CleanupReport::default()
+            }
+        }
+    };
+    release_leftovers(env, &owner).await
+}
+
+/// Undoes every drill record and releases every drill disk of this
+/// installation on this instance. The caller holds the drill lock.
+pub async fn release_leftovers(env: &VerifyEnv, owner: &OwnerId) -> CleanupReport {
+    let mut out = CleanupReport::default();
+    let records = DrillRecord::load_all(&env.state_dir);
+    out.records = records.len();
+    let deadline = Instant::now() + env.cloud_timeout;
+    let cloud = CloudSide {
+        ecs: &env.ecs,
+        instance_id: &env.instance_id,
+        owner,
+        state_dir: &env.state_dir,
+        by_id_dir: &env.by_id_dir,
+        sys_root: &env.sys_root,
+        categories: &[],
+    };
+    let mut ids: Vec<String> = Vec::new();
+    let mut done: Vec<DrillRecord> = Vec::new();
+    for r in records {
+        match r {
+            Err(e) => out.problems.push(format!("{e} (left as it is)")),
+            Ok(rec) if rec.instance_id != env.instance_id => out.problems.push(format!(
+                "drill record {} is of instance {}, not this one ({}): left as it is",
+                rec.run_id, rec.instance_id, env.instance_id
+            )),
+            Ok(rec) => {
+                let host = host_side(&env.tools, &rec).await;
+                if host.is_empty() {
+                    ids.extend(rec.disks.iter().filter_map(|d| d.disk_id.clone()));
+                    done.push(rec);
+                } else {
+                    // Never detach a disk that may still be mounted.
+                    out.problems.extend(host);
+                }
+            }
+        }
+    }
+    match cloud.tagged_leftovers(None, deadline).await {
+        Ok(tagged) => {
+            // A tagged disk of a record whose host side is still up stays.
+            let kept: Vec<String> = DrillRecord::load_all(&env.state_dir)
+                .into_iter()
+                .flatten()
+                .filter(|r| !done.iter().any(|d| d.run_id == r.run_id))
+                .flat_map(|r| r.disks.into_iter().filter_map(|d| d.disk_id))
+                .collect();
+            ids.extend(tagged.into_iter().filter(|t| !kept.contains(t)));
+        }
+        Err(e) => out.problems.push(format!(
+            "listing this installation's drill disks by tag: {e}"
+        )),
+    }
+    ids.sort();
+    ids.dedup();
+    if !ids.is_empty() {
+        let problems = cloud.release(&ids, deadline).await;
+        out.released = ids
+            .iter()
+            .filter(|id| !problems.iter().any(|p| p.contains(id.as_str())))
+            .cloned()
+            .collect();
+        out.problems.extend(problems);
+    }
+    if out.problems.is_empty() {
+        for rec in &done {
+            if let Err(e) = rec.remove(&env.state_dir) {
+                out.problems.push(e.to_string());
+            }
+        }
+    }
+    if out.records > 0 || !out.released.is_empty() {
+        info!(records = out.records, released = ?out.released, "restore drill cleanup");
+    }
+    for p in &out.problems {
+        warn!("restore drill cleanup: {p}");
+    }
+    out
+}
+
+/// Undoes a record's host side (unmount, remove the LVM clone); returns what
+/// could not be undone.
+pub async fn host_side(tools: &Tools, rec: &DrillRecord) -> Vec<String> {
+    if !rec.host_record.exists() {
+        return Vec::new();
+    }
+    let tools = tools.clone();
+    let path = rec.host_record.clone();
+    match tokio::task::spawn_blocking(move || host_drill::cleanup_from_record(&path, &tools)).await
+    {
+        Ok(Ok(_)) => Vec::new(),
+        Ok(Err(e)) => vec![format!(
+            "undoing the copies' mounts of drill {}: {e}",
+            rec.run_id
+        )],
+        Err(e) => vec![format!(
+            "undoing the copies' mounts of drill {}: {e}",
+            rec.run_id
+        )],
+    }
+}
+
+/// Where each file system (by UUID) is mounted on the live system: read
+/// with `blkid -p` from the mounted devices, so a copy can be named by its
+/// original's mount point (the copies themselves, under `copies`, share
+/// the UUIDs and are skipped). Best effort: an unreadable device is skipped.
+pub async fn live_mounts_by_uuid(copies: &std::path::Path) -> HashMap<String, PathBuf> {
+    let mut out = HashMap::new();
+    let Ok(mounts) = crate::host::mounts::read(std::path::Path::new("/proc/self/mountinfo")) else {
+        return out;
+    };
+    for m in mounts {
+        if !matches!(m.fs_type.as_str(), "ext4" | "xfs" | "btrfs")
+            || !m.source.starts_with("/dev/")
+            || m.mount_point.starts_with(copies)
+        {
+            continue;
+        }
+        if out.values().any(|p: &PathBuf| p == &m.mount_point) {
+            continue;
+        }
+        let probe = tokio::process::Command::new("blkid")
+            .args(["-p", "-s", "UUID", "-o", "value"])
+            .arg(&m.source)
+            .kill_on_drop(true)
+            .output();
+        if let Ok(Ok(o)) = tokio::time::timeout(Duration::from_secs(5), probe).await {
+            let uuid = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            if o.status.success() && !uuid.is_empty() {
+                out.entry(uuid).or_insert(m.mount_point.clone());
+            }
+        }
+    }
+    out
+}

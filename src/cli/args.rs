@@ -84,6 +84,10 @@ pub enum Command {
     List(ListArgs),
     /// Thaw every file system the frozen-set record names (after a crash; safe to repeat).
     Thaw(ThawArgs),
+    /// Restore drill: restore a job's snapshot group to new disks attached here,
+    /// check every file system and run the job's verify_script on the copies,
+    /// then detach and delete the disks (exit 0 passed, 1 failed, 2 not run).
+    Verify(VerifyArgs),
     /// Drop-in replacement for the vendor plugin: takes its --params string, or
     /// its parameters as separate -Key=Value arguments (as Cloud Assistant passes them).
     Plugin(PluginArgs),
@@ -164,6 +168,25 @@ pub struct ThawArgs {
     /// snapshot in progress, which then becomes crash-consistent).
     #[arg(long)]
     pub force: bool,
+}
+
+/// `verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The job whose group is restored.
+    #[arg(long, required_unless_present = "cleanup")]
+    pub job: Option<String>,
+    /// Restore this group (ssg-...) instead of the job's newest app- or
+    /// fs-consistent one; it must be one this job made on this instance.
+    #[arg(long, value_name = "ssg-ID", requires = "job")]
+    pub group: Option<String>,
+    /// Only finish drills that did not finish (after a crash or SIGKILL):
+    /// unmount their copies, detach and delete their disks.
+    #[arg(long, conflicts_with_all = ["job", "group"])]
+    pub cleanup: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `generate-assets`.

@@ -13,6 +13,7 @@ mod printable;
 mod run;
 mod status;
 mod thaw;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -40,6 +41,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Status(a) => status::run(&cli, a),
         Command::List(a) => list::run(&cli, a),
         Command::Thaw(a) => thaw::run(&cli, a),
+        Command::Verify(a) => verify::run(&cli, a),
         Command::Plugin(a) => run::plugin(&cli, a),
         Command::FreezeGuard => freeze_guard::run(),
         Command::GenerateAssets(a) => assets::run(a),

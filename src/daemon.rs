@@ -24,10 +24,13 @@ use crate::job::execute::{self, After, Recording};
 use crate::job::machine::{RunEnv, RunOptions, Shutdown};
 use crate::job::outcome::Outcome;
 use crate::job::upload;
+use crate::job::verify::{cleanup as verify_cleanup, verify, Verdict, VerifyEnv, VerifyRequest};
 use crate::logging;
 use crate::notify::{HostIdentity, Notifier, SystemFrozenProbe};
 use crate::policy::{self, CloudSettings, Policy};
-use crate::schedule::{BoxFuture, RunRequest, Scheduler, SchedulerHandle, SystemClock};
+use crate::schedule::{
+    BoxFuture, DrillRunner, Drills, RunRequest, Scheduler, SchedulerHandle, SystemClock,
+};
 use crate::state::{DaemonLock, JobResult, StateStore};
 
 /// Where the policy comes from (re-read on SIGHUP).
@@ -71,6 +74,13 @@ struct Daemon {
     notifier: Notifier,
     /// The policy in force, for the metrics written after a delivery.
     current: Arc<std::sync::Mutex<Arc<Policy>>>,
+    /// The restore-drill loops of the policy in force (replaced on reload).
+    drills: std::sync::Mutex<Option<Drills>>,
+    /// Set at stop: a drill in progress releases what it made and ends.
+    drill_cancel: tokio::sync::watch::Sender<bool>,
+    /// Held (shared) by every drill in progress; stop takes it exclusively
+    /// to wait, bounded, for their cleanup.
+    drills_running: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl Daemon {
@@ -136,6 +146,49 @@ impl Daemon {
         self.notify_idle();
     }
 
+    /// One restore drill of `job` (its `verify_schedule` came): connect, drill,
+    /// log the result.
+    async fn drill(self: Arc<Self>, job: policy::Job) {
+        let _running = self.drills_running.clone().read_owned().await;
+        let policy = self.policy_now();
+        let c = match self.cloud(&policy.cloud).await {
+            Ok(c) => c,
+            Err(e) => {
+                error!(job = %job.name, "restore drill not run: cannot reach the cloud: {e}");
+                return;
+            }
+        };
+        let env = VerifyEnv::from_policy(&policy, c.ecs.clone(), c.instance_id.clone());
+        let req = VerifyRequest {
+            job: &job,
+            group: None,
+            run_id: crate::job::report::fresh_run_id(),
+            cancel: self.drill_cancel.subscribe(),
+        };
+        let report = verify(&env, req).await;
+        match report.verdict {
+            Verdict::Passed => info!(job = %job.name, "{}", report.summary()),
+            _ => error!(job = %job.name, errors = ?report.errors, "{}", report.summary()),
+        }
+        if !report.leftovers.is_empty() {
+            error!(job = %job.name, "restore drill left: {}; retried at the next start or with `appsnap verify --cleanup`", report.leftovers.join("; "));
+        }
+    }
+
+    /// (Re)starts the drill loops for `policy`.
+    fn start_drills(self: &Arc<Self>, policy: &Policy) {
+        let d = self.clone();
+        let runner: DrillRunner = Arc::new(move |job| -> BoxFuture<'static, ()> {
+            let span = logging::run_span(job.name.as_str(), "verify");
+            Box::pin(d.clone().drill(job).instrument(span))
+        });
+        let drills = Drills::start(policy, runner, Arc::new(SystemClock));
+        if !drills.is_empty() {
+            info!(jobs = drills.len(), "restore drills scheduled");
+        }
+        *self.drills.lock().unwrap_or_else(|e| e.into_inner()) = Some(drills);
+    }
+
     /// Uploads still in progress when the daemon last stopped are followed again.
     fn resume_following(&self, c: &Connected, policy: &Policy) {
         let store = StateStore::new(&policy.host.state_dir);
@@ -195,6 +248,9 @@ impl Daemon {
 fn notify_status(s: &str) {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(s)]);
 }
+
+/// How long a stopping daemon waits for restore drills to release their disks.
+const DRILL_CLEANUP_AT_STOP: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How long a stopping daemon waits for notifications still being delivered.
 const NOTIFY_DRAIN_AT_STOP: std::time::Duration = std::time::Duration::from_secs(10);
@@ -259,11 +315,15 @@ async fn serve(files: PolicyFiles) -> u8 {
         records: Arc::new(tokio::sync::Mutex::new(())),
         notifier,
         current,
+        drills: std::sync::Mutex::new(None),
+        drill_cancel: tokio::sync::watch::channel(false).0,
+        drills_running: Arc::new(tokio::sync::RwLock::new(())),
     });
     match daemon.cloud(&policy.cloud).await {
         Ok(c) => {
             daemon.notifier.set_instance_id(&c.instance_id);
             daemon.resume_following(&c, &policy);
+            finish_drills(&c, &policy);
         }
         Err(e) => warn!("cloud not reachable yet ({e}); each run will try again"),
     }
@@ -288,6 +348,7 @@ async fn serve(files: PolicyFiles) -> u8 {
         .with_catch_up(&catch_up);
     let _ = daemon.handle.set(handle.clone());
     let scheduler_task = tokio::spawn(scheduler.run());
+    daemon.start_drills(&policy);
 
     info!(jobs = policy.jobs.len(), "appsnap daemon ready");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -310,6 +371,20 @@ async fn serve(files: PolicyFiles) -> u8 {
     handle.shutdown();
     info!("stopping: waiting for any run between its pre-script and post-script");
     daemon.shutdown.critical_sections_done().await;
+    // Drills in progress release their disks and mounts before we go; one
+    // that takes too long is finished at the next start from its record.
+    daemon
+        .drills
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    let _ = daemon.drill_cancel.send(true);
+    if tokio::time::timeout(DRILL_CLEANUP_AT_STOP, daemon.drills_running.write())
+        .await
+        .is_err()
+    {
+        warn!("a restore drill is still releasing its disks; the next start finishes it");
+    }
     // Deliveries still going get a little time, then are abandoned.
     let left = daemon.notifier.drain(NOTIFY_DRAIN_AT_STOP).await;
     if left > 0 {
@@ -355,12 +430,31 @@ fn reload(files: &PolicyFiles, handle: &SchedulerHandle, daemon: &Arc<Daemon>) {
             *daemon.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(p.clone());
             let for_metrics = p.clone();
             tokio::task::spawn_blocking(move || alerts::write_metrics(&for_metrics));
+            daemon.start_drills(&p);
             handle.reload(p);
         }
         Err(e) => error!("reload rejected, keeping the running policy:\n{e}"),
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     daemon.notify_idle();
+}
+
+/// Restore drills cut short (SIGKILL, a crash, a reboot) left a record: their
+/// copies are unmounted and their disks detached and deleted now, in the
+/// background, so no billed disk outlives the next start.
+fn finish_drills(c: &Connected, policy: &Policy) {
+    if crate::job::verify::record::DrillRecord::load_all(&policy.host.state_dir).is_empty() {
+        return;
+    }
+    let env = VerifyEnv::from_policy(policy, c.ecs.clone(), c.instance_id.clone());
+    tokio::spawn(async move {
+        let r = verify_cleanup::cleanup(&env).await;
+        if r.problems.is_empty() {
+            info!(records = r.records, released = ?r.released, "unfinished restore drills cleaned up");
+        } else {
+            error!(records = r.records, released = ?r.released, "unfinished restore drills not fully cleaned up: {}; retried at the next start or with `appsnap verify --cleanup`", r.problems.join("; "));
+        }
+    });
 }
 
 /// What `appsnap thaw --all` does, at every start: a crash must not leave a

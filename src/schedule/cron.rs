@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::policy::{Job, JobZone};
+use crate::policy::{CronSchedule, Job, JobZone};
 
 /// The first scheduled time of `job` strictly after `after`, read in the
 /// job's zone and returned in UTC; `None` if the cron can never fire.
@@ -14,14 +14,21 @@ use crate::policy::{Job, JobZone};
 /// Vixie-cron DST rules (a run in the skipped hour happens right after the
 /// gap; a run in the repeated hour happens once) depend on the start point.
 pub fn next_fire(job: &Job, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    match job.zone {
-        JobZone::Local => job
-            .schedule
+    next_in_zone(&job.schedule, &job.zone, after)
+}
+
+/// [`next_fire`] for any cron of a job (its `verify_schedule` too).
+pub fn next_in_zone(
+    schedule: &CronSchedule,
+    zone: &JobZone,
+    after: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    match zone {
+        JobZone::Local => schedule
             .next_after(&after.with_timezone(&chrono::Local))
             .map(|t| t.with_timezone(&Utc)),
-        JobZone::Named(tz) => job
-            .schedule
-            .next_after(&after.with_timezone(&tz))
+        JobZone::Named(tz) => schedule
+            .next_after(&after.with_timezone(tz))
             .map(|t| t.with_timezone(&Utc)),
     }
 }

@@ -65,13 +65,15 @@ use std::sync::Mutex;
 mod clock;
 mod cron;
 mod disks;
+mod drills;
 mod scheduler;
 #[cfg(test)]
 mod tests;
 
 pub use clock::{Clock, SystemClock};
-pub use cron::{jitter_delay, next_fire, os_random_u64};
+pub use cron::{jitter_delay, next_fire, next_in_zone, os_random_u64};
 pub use disks::{DiskLease, DiskLocks};
+pub use drills::{DrillRunner, Drills};
 pub use scheduler::{
     JobStatus, OnSkipped, RunRequest, Runner, Scheduler, SchedulerHandle, MAX_SLEEP_CHUNK,
 };

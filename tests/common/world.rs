@@ -42,6 +42,10 @@ pub struct Setup {
     pub lab_prefix: &'static str,
     /// The lab watchdog's deadline (it thaws everything, then aborts).
     pub lab_timeout: Duration,
+    /// Let the emulator restore disks (CreateDisk ... AttachDisk) with links
+    /// in the lab's by-id directory, the device showing `device_delay_ms`
+    /// after the disk is `In_use` (restore drills).
+    pub restore_device_delay_ms: Option<u64>,
 }
 
 impl Default for Setup {
@@ -54,6 +58,7 @@ impl Default for Setup {
             credential_lifetime_secs: None,
             lab_prefix: "/tmp/appsnap-host",
             lab_timeout: Duration::from_secs(240),
+            restore_device_delay_ms: None,
         }
     }
 }
@@ -111,6 +116,14 @@ probe_mounts = ["{xfs}"]
             xfs_img = lab.dir.join("img/xfs.img").display(),
             extra = setup.sim_extra,
         );
+        let sim_toml = match setup.restore_device_delay_ms {
+            None => sim_toml,
+            Some(ms) => format!(
+                "{sim_toml}\n[restore]\nby_id_dir = \"{}\"\ndisk_dir = \"{}\"\ncreate_delay_ms = 300\nattach_delay_ms = 300\ndetach_delay_ms = 300\ndevice_delay_ms = {ms}\n",
+                lab.by_id_dir().display(),
+                lab.dir.join("restored").display()
+            ),
+        };
         let cfg: SimConfig =
             toml::from_str(&sim_toml).unwrap_or_else(|e| panic!("{e}\n{sim_toml}"));
         let sim = SimHandle::spawn(cfg).expect("emulator starts");

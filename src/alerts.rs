@@ -143,3 +143,27 @@ fn report_missed(notifier: &Notifier, policy: &Policy, job: &Job, m: &Missed, ca
         warn!(APPSNAP_JOB = %job.name, "missed runs not kept: {e}");
     }
 }
+
+/// After a restore drill: a `verify_failed` event when it did not pass, and
+/// the textfile rewritten (the drill's gauges). Off the runtime's threads.
+pub async fn drill_finished(
+    notifier: &Notifier,
+    policy: &Policy,
+    job: &Job,
+    report: &crate::job::verify::VerifyReport,
+) {
+    let facts = notify::DrillFacts {
+        job: report.job.clone(),
+        run_id: report.run_id.clone(),
+        group_id: report.group_id.clone(),
+        verdict: report.verdict.as_str().to_string(),
+        errors: report.errors.clone(),
+        started_at: report.started,
+        duration_ms: report.duration_ms,
+    };
+    notifier.drill_finished(job, &facts);
+    let policy = policy.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || write_metrics(&policy)).await {
+        warn!("metrics not written: {e}");
+    }
+}

@@ -166,6 +166,7 @@ impl Daemon {
             cancel: self.drill_cancel.subscribe(),
         };
         let report = verify(&env, req).await;
+        alerts::drill_finished(&self.notifier, &policy, &job, &report).await;
         match report.verdict {
             Verdict::Passed => info!(job = %job.name, "{}", report.summary()),
             _ => error!(job = %job.name, errors = ?report.errors, "{}", report.summary()),

@@ -235,6 +235,7 @@ pub fn render(policy: &Policy, now: DateTime<Utc>) -> String {
         totals: JobTotals,
         next: Option<DateTime<Utc>>,
         sinks: BTreeMap<String, crate::notify::SinkResult>,
+        drill: Option<crate::job::verify::last::LastDrill>,
     }
     let rows: Vec<Row> = policy
         .jobs
@@ -245,11 +246,12 @@ pub fn render(policy: &Policy, now: DateTime<Utc>) -> String {
             totals: load_totals(state_dir, j.name.as_str()),
             next: crate::schedule::next_fire(j, now),
             sinks: sinks.load(j.name.as_str()),
+            drill: crate::job::verify::last::load(state_dir, j.name.as_str()),
         })
         .collect();
 
     type Getter = fn(&Row) -> Option<String>;
-    let gauges: [(&str, &str, Getter); 7] = [
+    let gauges: [(&str, &str, Getter); 10] = [
         (
             "appsnap_job_last_run_timestamp_seconds",
             "When the job's last run ended.",
@@ -291,6 +293,25 @@ pub fn render(policy: &Policy, now: DateTime<Utc>) -> String {
                 r.rec
                     .as_ref()
                     .map(|_| u8::from(r.totals.last_degraded).to_string())
+            },
+        ),
+        (
+            "appsnap_verify_last_timestamp_seconds",
+            "When the job's last restore drill (appsnap verify) ended.",
+            |r| r.drill.as_ref().map(|d| ts(d.finished)),
+        ),
+        (
+            "appsnap_verify_last_success_timestamp_seconds",
+            "When a restore drill of the job last passed.",
+            |r| r.drill.as_ref().and_then(|d| d.last_passed).map(ts),
+        ),
+        (
+            "appsnap_verify_last_passed",
+            "1 if the job's last restore drill passed, 0 if it failed or could not run.",
+            |r| {
+                r.drill
+                    .as_ref()
+                    .map(|d| u8::from(d.verdict == crate::job::verify::Verdict::Passed).to_string())
             },
         ),
         (

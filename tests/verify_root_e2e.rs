@@ -165,6 +165,13 @@ test "$APPSNAP_PHASE" = verify"#,
         std::fs::read_to_string(w.ext.join("marker")).unwrap(),
         "ext4 marker\n"
     );
+    // `status` shows the drill.
+    let status = w.appsnap(&["status"]);
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        shown.contains("last restore drills:") && shown.contains("db passed at"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -183,6 +190,18 @@ fn a_drill_of_a_damaged_copy_fails_naming_the_file_system() {
         .map(PathBuf::from)
         .expect("the ext4 snapshot's image");
     damage_ext4(&ext_image);
+    // The failed drill reaches the job's sinks and the metrics.
+    let event = w.lab.dir.join("event.json");
+    let sink = w.script("sink.sh", &format!("cat > {}", event.display()));
+    let metrics_dir = w.lab.dir.join("metrics");
+    std::fs::create_dir_all(&metrics_dir).unwrap();
+    let policy = std::fs::read_to_string(&w.policy).unwrap()
+        + &format!(
+            "\n[notify]\nexec = \"{}\"\n\n[metrics]\ntextfile = \"{}/appsnap.prom\"\n",
+            sink.display(),
+            metrics_dir.display()
+        );
+    std::fs::write(&w.policy, policy).unwrap();
 
     let out = w.appsnap(&["verify", "--job", "db", "--json"]);
     let report = verify_json(&out);
@@ -203,6 +222,21 @@ fn a_drill_of_a_damaged_copy_fails_naming_the_file_system() {
     for tags in snapshot_tags(&w.groups()[0]) {
         assert!(has_tag(&tags, "appsnap:verify", "failed"), "{tags:?}");
     }
+    let e: Value = serde_json::from_slice(&std::fs::read(&event).unwrap()).unwrap();
+    assert_eq!(e["event"], "verify_failed", "{e:#}");
+    assert!(e["detail"].as_str().unwrap().contains("ext4"), "{e:#}");
+    let prom = std::fs::read_to_string(metrics_dir.join("appsnap.prom")).unwrap();
+    assert!(
+        prom.lines()
+            .any(|l| l == "appsnap_verify_last_passed{appsnap_job=\"db\"} 0"),
+        "{prom}"
+    );
+    let status = w.appsnap(&["status"]);
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        shown.contains("db failed at") && shown.contains("never passed"),
+        "{shown}"
+    );
 }
 
 /// Overwrites the first block group's descriptors and inode table region

@@ -12,6 +12,8 @@ use appsnap::state::{daemon_state, DaemonState, JobResult, StateStore};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use appsnap::job::verify::last::LastDrill;
+
 use super::args::{Cli, JsonArgs};
 use super::printable::{printable, printable_lines};
 
@@ -46,6 +48,9 @@ struct JobReport {
     /// The last notification result per sink (`webhook`, `exec`, `ping`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     notifications: BTreeMap<String, SinkResult>,
+    /// The last restore drill (`appsnap verify`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_drill: Option<LastDrill>,
 }
 
 /// Runs `status`; exit 0, or 2 if the policy is invalid.
@@ -117,6 +122,10 @@ fn report(policy: &Policy, now: DateTime<Utc>) -> StatusReport {
                 last_result,
                 last_result_error,
                 notifications: sinks.load(job.name.as_str()),
+                last_drill: appsnap::job::verify::last::load(
+                    &policy.host.state_dir,
+                    job.name.as_str(),
+                ),
             }
         })
         .collect();
@@ -210,6 +219,22 @@ fn render(r: &StatusReport) -> String {
                 .map(move |(sink, s)| format!("  {} {sink}: {}", j.name, notification_line(s)))
         })
         .collect();
+    let drills: Vec<String> = r
+        .jobs
+        .iter()
+        .filter_map(|j| {
+            j.last_drill
+                .as_ref()
+                .map(|d| format!("  {} {}", j.name, drill_line(d)))
+        })
+        .collect();
+    if !drills.is_empty() {
+        out.push_str("\nlast restore drills:\n");
+        for d in drills {
+            out.push_str(&printable(&d));
+            out.push('\n');
+        }
+    }
     if !notes.is_empty() {
         out.push_str("\nlast notifications:\n");
         for n in notes {
@@ -218,6 +243,36 @@ fn render(r: &StatusReport) -> String {
         }
     }
     out
+}
+
+/// `passed at 2026-... (group ssg-...)`, or why not, and when one last passed.
+fn drill_line(d: &LastDrill) -> String {
+    let mut line = format!(
+        "{} at {} (group {}, run {})",
+        d.verdict.as_str(),
+        d.finished.format("%Y-%m-%d %H:%M:%S UTC"),
+        d.group_id.as_deref().unwrap_or("none"),
+        d.run_id
+    );
+    if let Some(why) = &d.detail {
+        line.push_str(&format!(": {why}"));
+    }
+    if d.verdict != appsnap::job::verify::Verdict::Passed {
+        match d.last_passed {
+            Some(t) => line.push_str(&format!(
+                "; last passed {}",
+                t.format("%Y-%m-%d %H:%M:%S UTC")
+            )),
+            None => line.push_str("; never passed"),
+        }
+    }
+    if d.leftovers > 0 {
+        line.push_str(&format!(
+            "; {} thing(s) not cleaned up: run `appsnap verify --cleanup`",
+            d.leftovers
+        ));
+    }
+    line
 }
 
 /// `ok: failure at 2026-... (1 attempt; 3 sent, 0 failed)` or `FAILED: ...`.

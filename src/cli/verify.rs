@@ -5,15 +5,20 @@
 
 use std::sync::Arc;
 
+use appsnap::alerts;
 use appsnap::cloud::Cloud;
 use appsnap::job::report::fresh_run_id;
 use appsnap::job::verify::cleanup;
 use appsnap::job::verify::{verify, Verdict, VerifyEnv, VerifyReport, VerifyRequest};
+use appsnap::notify::{HostIdentity, Notifier, SystemFrozenProbe};
 use appsnap::policy;
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::args::{Cli, VerifyArgs};
 use super::cloud::block_on;
+
+/// The longest `appsnap verify` waits for its notifications.
+const DELIVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Exit code when something a drill made could not be released.
 const LEFTOVERS: u8 = 3;
@@ -87,6 +92,22 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> u8 {
         };
         let report = verify(&env, req).await;
         print_report(&report, args.json);
+        // The job's sinks hear of a failed drill; the metrics show the result.
+        let notifier = Notifier::new(
+            HostIdentity::local(Some(env.instance_id.clone())),
+            &policy.host.state_dir,
+            Box::new(SystemFrozenProbe {
+                run_dir: policy.host.run_dir.clone(),
+            }),
+        );
+        alerts::drill_finished(&notifier, &policy, &job, &report).await;
+        let left = notifier.drain(DELIVERY_WAIT).await;
+        if left > 0 {
+            eprintln!(
+                "appsnap: warning: {left} notification(s) still undelivered after {}s; given up",
+                DELIVERY_WAIT.as_secs()
+            );
+        }
         if report.leftovers.is_empty() {
             report.verdict.exit_code()
         } else {

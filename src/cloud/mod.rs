@@ -39,6 +39,11 @@ use metadata::{MetadataClient, MetadataError};
 pub const TAG_JOB: &str = "appsnap:job";
 /// Tag key naming the instance a group was taken on.
 pub const TAG_INSTANCE: &str = "appsnap:instance";
+/// Disk tag naming the group a restore drill's disk was restored from; a
+/// disk carrying it is never one of the instance's own (`disks = "all"`).
+pub const TAG_VERIFY_GROUP: &str = "appsnap:verify";
+/// Disk tag naming the restore drill run that made the disk.
+pub const TAG_VERIFY_RUN: &str = "appsnap:verify-run";
 /// The vendor's tag for application-consistent snapshots (value `True`).
 pub const TAG_APP_CONSISTENT: &str = "AppConsistent";
 /// The vendor's tag for file-system-consistent snapshots (value `True`).

@@ -2,7 +2,7 @@
 //! disks cannot be: shared by `appsnap check` and the job's own preflight, so
 //! both refuse for the same reasons, before anything is frozen.
 
-use super::verify::cloud_disks::TAG_VERIFY_GROUP;
+use crate::cloud::TAG_VERIFY_GROUP;
 use std::fmt;
 
 use super::outcome::Outcome;
@@ -363,7 +363,7 @@ mod tests {
     fn all_never_takes_a_restore_drills_temporary_disk() {
         let mut copy = disk("d-copy", "cloud_essd", false);
         copy.tags = vec![crate::cloud::ecs::Tag::new(
-            crate::job::verify::cloud_disks::TAG_VERIFY_GROUP,
+            crate::cloud::TAG_VERIFY_GROUP,
             "ssg-1",
         )];
         let mut disks = instance();

@@ -40,6 +40,8 @@ pub enum EventKind {
     Recovered,
     /// A successful run; sent only when the sink asks for it (`success = true`).
     Success,
+    /// A restore drill (`appsnap verify`) failed or could not run.
+    VerifyFailed,
 }
 
 impl EventKind {
@@ -53,6 +55,7 @@ impl EventKind {
             EventKind::RetentionError => "retention_error",
             EventKind::Recovered => "recovered",
             EventKind::Success => "success",
+            EventKind::VerifyFailed => "verify_failed",
         }
     }
 }
@@ -343,6 +346,52 @@ pub fn missed_event(
     }
 }
 
+/// What a restore drill tells the event rules.
+#[derive(Debug, Clone)]
+pub struct DrillFacts {
+    /// The job.
+    pub job: String,
+    /// The drill's run ID.
+    pub run_id: String,
+    /// The group it restored, if it got that far.
+    pub group_id: Option<String>,
+    /// `failed` or `not-run`.
+    pub verdict: String,
+    /// Its errors (the first ones go into `detail`).
+    pub errors: Vec<String>,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// How long it took.
+    pub duration_ms: u64,
+}
+
+/// The `verify_failed` event of a drill that did not pass.
+pub fn verify_failed_event(f: &DrillFacts, host: &HostIdentity, now: DateTime<Utc>) -> Event {
+    Event {
+        schema: EVENT_SCHEMA,
+        event: EventKind::VerifyFailed,
+        id: format!("{}:verify_failed", f.run_id),
+        time: now,
+        job: f.job.clone(),
+        run_id: Some(f.run_id.clone()),
+        exit_code: None,
+        message: Some(format!("restore drill {}", f.verdict)),
+        detail: Some(bounded(&f.errors.join("; "))),
+        consistency: None,
+        wanted_consistency: None,
+        snapshot_group_id: f.group_id.clone(),
+        scheduled_for: None,
+        started_at: Some(f.started_at),
+        finished_at: Some(now),
+        duration_ms: Some(f.duration_ms),
+        frozen_ms: None,
+        missed: Vec::new(),
+        missed_count: None,
+        host: host.clone(),
+        appsnap_version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -491,5 +540,28 @@ mod tests {
         assert!(d.contains("catch_up"), "{d}");
         assert_eq!(e.missed, t);
         assert_eq!(e.id, "missed:db:2026-01-01T02:30:00Z");
+    }
+
+    #[test]
+    fn a_failed_drill_is_one_verify_failed_event_naming_the_group_and_why() {
+        let f = DrillFacts {
+            job: "db".into(),
+            run_id: "r9".into(),
+            group_id: Some("ssg-1".into()),
+            verdict: "failed".into(),
+            errors: vec!["ext4 file system u on d-2 (copy of d-1): e2fsck failed (exit 4)".into()],
+            started_at: "2026-01-01T03:00:00Z".parse().unwrap(),
+            duration_ms: 42_000,
+        };
+        let host = HostIdentity {
+            instance_id: Some("i-1".into()),
+            hostname: "h".into(),
+        };
+        let e = verify_failed_event(&f, &host, "2026-01-01T03:00:42Z".parse().unwrap());
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["event"], "verify_failed");
+        assert_eq!(v["id"], "r9:verify_failed");
+        assert_eq!(v["snapshot_group_id"], "ssg-1");
+        assert!(v["detail"].as_str().unwrap().contains("e2fsck"));
     }
 }

@@ -30,7 +30,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tracing::{info, warn};
 
-pub use event::{Event, EventKind, HostIdentity, MissedCause, RunFacts};
+pub use event::{DrillFacts, Event, EventKind, HostIdentity, MissedCause, RunFacts};
 pub use sinklog::{SinkLog, SinkResult};
 
 use crate::job::execute::{Executed, Retention};
@@ -478,6 +478,15 @@ impl Notifier {
                 body,
             );
         }
+    }
+
+    /// A restore drill of `job` ended: a `verify_failed` event unless it passed.
+    pub fn drill_finished(&self, job: &Job, facts: &DrillFacts) {
+        if facts.verdict == "passed" || !job.notify.has_sinks() {
+            return;
+        }
+        let e = event::verify_failed_event(facts, &self.host(), Utc::now());
+        self.emit(job.name.as_str(), &job.notify, vec![e]);
     }
 
     /// Scheduled times of `job` passed with no run.

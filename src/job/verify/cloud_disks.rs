@@ -16,16 +16,11 @@ use crate::cloud::ecs::{
     ClientToken, CreateDisk, Disk, DiskDeleted, DrillCategory, EcsClient, EcsError, Tag,
     NOT_ATTACHED_CODES,
 };
-use crate::cloud::TAG_INSTANCE;
+use crate::cloud::{TAG_INSTANCE, TAG_VERIFY_GROUP, TAG_VERIFY_RUN};
 use crate::host::devices::BlockGraph;
 use crate::host::drill::RestoredDisk;
 use crate::owner::{OwnerId, TAG_OWNER};
 use crate::policy::DiskId;
-
-/// Disk tag naming the group a drill disk was restored from.
-pub const TAG_VERIFY_GROUP: &str = "appsnap:verify";
-/// Disk tag naming the drill run that made it.
-pub const TAG_VERIFY_RUN: &str = "appsnap:verify-run";
 
 /// How often a status or a device is looked for.
 const POLL: Duration = Duration::from_millis(500);

@@ -196,7 +196,11 @@ pub async fn verify(env: &VerifyEnv, req: VerifyRequest<'_>) -> VerifyReport {
     if report.verdict != Verdict::NotRun {
         tag_result(&env.ecs, &chosen.group, report.verdict, &mut report).await;
     }
-    finish(report)
+    let report = finish(report);
+    if let Err(e) = super::last::save(&env.state_dir, &report, Utc::now()) {
+        warn!("the drill's result is not kept for status and metrics: {e}");
+    }
+    report
 }
 
 /// Create, attach, assemble, check, run the script, tear the host side down.

@@ -10,6 +10,7 @@
 pub mod cleanup;
 pub mod cloud_disks;
 mod drill;
+pub mod last;
 pub mod lock;
 pub mod pick;
 pub mod record;

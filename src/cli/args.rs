@@ -84,9 +84,13 @@ pub enum Command {
     List(ListArgs),
     /// Thaw every file system the frozen-set record names (after a crash; safe to repeat).
     Thaw(ThawArgs),
-    /// Restore drill: restore a job's snapshot group to new disks attached here,
-    /// check every file system and run the job's verify_script on the copies,
-    /// then detach and delete the disks (exit 0 passed, 1 failed, 2 not run).
+    /// Restore drill: prove that a job's snapshot group restores and its application starts.
+    ///
+    /// Restores each snapshot of the group to a new disk attached to this
+    /// instance, checks every file system on the copies (never the live
+    /// ones), runs the job's verify_script on them, then unmounts, detaches
+    /// and deletes the disks, also after a failure or SIGTERM. Exit 0
+    /// passed, 1 failed, 2 not run, 3 something could not be cleaned up.
     Verify(VerifyArgs),
     /// Drop-in replacement for the vendor plugin: takes its --params string, or
     /// its parameters as separate -Key=Value arguments (as Cloud Assistant passes them).

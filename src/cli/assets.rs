@@ -151,10 +151,13 @@ fn item(r: &mut Roff, tag: &str, body: Vec<Inline>) {
 fn exit_status_section(r: &mut Roff) {
     r.control("SH", ["EXIT STATUS"]);
     r.text(inlines(
-        "Every command exits with one of the vendor snapshot plugin's codes, so scripts \
-         written for the plugin keep working; `run` and `plugin` also end with the \
-         vendor's line `[snapshotgroup=\"ssg-...\"][message=\"...\"]` carrying the \
-         message below.",
+        "Every command but `verify` exits with one of the vendor snapshot plugin's codes, \
+         so scripts written for the plugin keep working; `run` and `plugin` also end with \
+         the vendor's line `[snapshotgroup=\"ssg-...\"][message=\"...\"]` carrying the \
+         message below. `verify` (a restore drill, which the plugin does not have) exits \
+         0 when the drill passed, 1 when it failed (a file system check or the \
+         verify_script), 2 when it could not run, 3 when something it made could not be \
+         cleaned up.",
     ));
     for o in Outcome::ALL {
         let mut body = inlines(doc_tables::exit_meaning(o));

@@ -119,6 +119,17 @@ const HELP_PROMISES: &[(&str, &[&str])] = &[
         "thaw",
         &["frozen-set record", "safe to repeat", "--all", "--force"],
     ),
+    (
+        "verify",
+        &[
+            "Restore drill",
+            "never the live",
+            "--job",
+            "--group",
+            "--cleanup",
+            "3 something could not be cleaned up",
+        ],
+    ),
     ("plugin", &["vendor plugin", "--params", "-Key=Value"]),
 ];
 
@@ -194,10 +205,11 @@ fn check_offline_warns_about_sinks_that_would_fail() {
         format!(
             "[notify]\nwebhook_url = \"https://alerts.example/x\"\nwebhook_key_file = \"{}\"\nexec = \"{}\"\n\
              [metrics]\ntextfile = \"{}/appsnap.prom\"\n\
-             [[job]]\nname = \"db\"\nschedule = \"30 2 * * *\"\ndisks = [\"d-bp1a\"]\n",
+             [[job]]\nname = \"db\"\nschedule = \"30 2 * * *\"\ndisks = [\"d-bp1a\"]\nverify_script = \"{}\"\n",
             key.display(),
             exec.display(),
-            collector.display()
+            collector.display(),
+            exec.display()
         ),
     )
     .unwrap();
@@ -214,6 +226,10 @@ fn check_offline_warns_about_sinks_that_would_fail() {
     assert!(
         stdout.contains("job \"db\": warning: notify.exec will not run:")
             && stdout.contains("must be exactly 0700"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("job \"db\": warning: verify_script will not run, so restore drills fail:"),
         "{stdout}"
     );
     assert!(

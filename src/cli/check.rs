@@ -243,7 +243,7 @@ fn offline(cli: &Cli) -> Result<Policy> {
         if let Some(w) = sub_minute_warning(job, now) {
             println!("{w}");
         }
-        for w in notify_warnings(job) {
+        for w in notify_warnings(job).into_iter().chain(verify_warnings(job)) {
             println!("job {:?}: warning: {w}", job.name.as_str());
         }
     }
@@ -271,6 +271,20 @@ fn notify_warnings(job: &Job) -> Vec<String> {
         }
     }
     out
+}
+
+/// A `verify_script` a drill would refuse (the hooks' rules): the drill then
+/// fails. A warning: snapshots are not affected.
+fn verify_warnings(job: &Job) -> Vec<String> {
+    match &job.verify.script {
+        Some(path) => match appsnap::job::script_check::open_script(path) {
+            Ok(_) => Vec::new(),
+            Err(e) => vec![format!(
+                "verify_script will not run, so restore drills fail: {e}"
+            )],
+        },
+        None => Vec::new(),
+    }
 }
 
 /// A job over every disk that fires more often than once a minute freezes

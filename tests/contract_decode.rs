@@ -4,15 +4,24 @@
 //! with the model (a bool where the model says string, a missing `TagKey`
 //! alias, ...) fails here rather than on the first real answer.
 //!
-//! `tests/fixtures/sdk_models/` holds one generated answer per action
-//! (regenerate: `tests/contract/run` writes them to a temp dir; copy with
+//! Besides the maximal answers, two files come from the lane's live run of
+//! a restore drill's disk actions against the emulator:
+//! `DescribeDisks.created.json` (the SDK's own `to_map()` of a DescribeDisks
+//! answer for two disks CreateDisk made, one attached) and `DiskErrors.json`
+//! (the error codes the SDK raised for the documented refusals).
+//!
+//! `tests/fixtures/sdk_models/` holds one generated set (regenerate:
+//! `APPSNAP_CONTRACT_UPDATE_FIXTURES=1 tests/contract/run` copies a passing
+//! run's files there; the maximal answers alone also come from
 //! `python3 tests/contract/drive.py --maximal-out tests/fixtures/sdk_models`
-//! from the SDK venv). The ignored test reads a fresh set from
+//! in the SDK venv). The ignored test reads a fresh set from
 //! `APPSNAP_CONTRACT_DIR` (the contract lane sets it).
 
 use std::path::{Path, PathBuf};
 
-use appsnap::cloud::ecs::{Disk, Snapshot, SnapshotGroup};
+use appsnap::cloud::ecs::{
+    is_category_unsupported, Disk, Snapshot, SnapshotGroup, DISK_NOT_FOUND_CODES,
+};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -115,6 +124,115 @@ fn decode_all(dir: &Path) {
 
     // TagResources: nothing but the request id.
     assert!(load(dir, "TagResources")["RequestId"].is_string());
+
+    // The drill's disk actions: CreateDisk's id (what `create_disk` reads),
+    // the others nothing but the request id.
+    let created = load(dir, "CreateDisk");
+    assert!(
+        created["DiskId"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("DiskId-")),
+        "{created}"
+    );
+    for action in ["AttachDisk", "DetachDisk", "DeleteDisk"] {
+        assert!(load(dir, action)["RequestId"].is_string(), "{action}");
+    }
+
+    decode_drill_disks(dir);
+    classify_drill_errors(dir);
+}
+
+/// What the lane's drill tagged its disks with (tests/contract/disks.py
+/// `DRILL_TAGS`) and the instance it attached one to (tests/contract/run).
+const DRILL_TAGS: [(&str, &str); 2] = [("appsnap:verify", "contract-run"), ("owner", "ops")];
+const LANE_INSTANCE: &str = "i-bp1contract000000000";
+
+/// `DescribeDisks.created.json`: the SDK's `to_map()` of a DescribeDisks
+/// answer listing two disks CreateDisk made from the lane's group, one
+/// attached (`DeleteWithInstance=true`, as appsnap attaches), one not. The
+/// fields a drill reads must decode to what the SDK read.
+fn decode_drill_disks(dir: &Path) {
+    let body = load(dir, "DescribeDisks.created");
+    let disks: Vec<Disk> = items(&body, "Disks", "Disk");
+    assert_eq!(disks.len(), 2, "{body}");
+    let sdk = body["Disks"]["Disk"].as_array().expect("Disks.Disk");
+    for (d, raw) in disks.iter().zip(sdk) {
+        // Every field a drill reads equals the SDK's own reading.
+        for (field, got) in [
+            ("DiskId", &d.disk_id),
+            ("SourceSnapshotId", &d.source_snapshot_id),
+            ("SerialNumber", &d.serial_number),
+            ("Status", &d.status),
+            ("InstanceId", &d.instance_id),
+            ("Category", &d.category),
+            ("PerformanceLevel", &d.performance_level),
+            ("ZoneId", &d.zone_id),
+        ] {
+            assert_eq!(raw[field].as_str(), Some(got.as_str()), "{field} of {raw}");
+        }
+        assert_eq!(
+            raw["DeleteWithInstance"].as_bool(),
+            Some(d.delete_with_instance),
+            "{raw}"
+        );
+        assert_eq!(raw["Size"].as_u64(), Some(d.size), "{raw}");
+        assert!(d.disk_id.starts_with("d-"), "{d:?}");
+        assert!(d.source_snapshot_id.starts_with("s-"), "{d:?}");
+        assert!(!d.serial_number.is_empty() && d.size > 0, "{d:?}");
+        assert_eq!(
+            (
+                d.category.as_str(),
+                d.performance_level.as_str(),
+                d.disk_type.as_str()
+            ),
+            ("cloud_essd", "PL0", "data"),
+            "{d:?}"
+        );
+        let mut tags: Vec<(&str, &str)> = d
+            .tags
+            .iter()
+            .map(|t| (t.key.as_str(), t.value.as_str()))
+            .collect();
+        tags.sort_unstable();
+        assert_eq!(tags, DRILL_TAGS, "{d:?}");
+        assert_eq!(d.tag("appsnap:verify"), Some("contract-run"));
+    }
+    assert_ne!(disks[0].source_snapshot_id, disks[1].source_snapshot_id);
+    let attached = disks
+        .iter()
+        .find(|d| d.status == "In_use")
+        .expect("an In_use disk");
+    assert_eq!(attached.instance_id, LANE_INSTANCE, "{attached:?}");
+    assert!(attached.delete_with_instance, "{attached:?}");
+    let free = disks
+        .iter()
+        .find(|d| d.status == "Available")
+        .expect("an Available disk");
+    assert!(free.instance_id.is_empty(), "{free:?}");
+    assert!(!free.delete_with_instance, "{free:?}");
+}
+
+/// `DiskErrors.json`: the codes the SDK raised for the drill's refusals.
+/// The category refusals must move a drill to its next category, nothing
+/// else may (a missing snapshot would fail the same way in every category).
+fn classify_drill_errors(dir: &Path) {
+    let codes = load(dir, "DiskErrors");
+    let code = |case: &str| {
+        codes[case]
+            .as_str()
+            .unwrap_or_else(|| panic!("{case} in {codes}"))
+            .to_string()
+    };
+    for case in ["category_basic", "category_ephemeral", "category_unknown"] {
+        assert!(is_category_unsupported(&code(case)), "{case}: {codes}");
+    }
+    for case in ["snapshot_not_found", "delete_attached", "detach_detached"] {
+        assert!(!is_category_unsupported(&code(case)), "{case}: {codes}");
+        assert!(
+            !DISK_NOT_FOUND_CODES.contains(&code(case).as_str()),
+            "{case}: {codes}"
+        );
+    }
 }
 
 #[test]

@@ -5,6 +5,9 @@
    answer back from the emulator's request log, and checks every key it
    sent exists in the SDK's response model with the model's type; the same
    for XML answers (asked through ecs-sim-call --xml) and error bodies.
+   The restore drill's disk actions are driven by disks.py (CreateDisk,
+   DescribeDisks by id and tag, AttachDisk with a real loop device,
+   DetachDisk, DeleteDisk, their documented errors; all released at the end).
 2. Writes one maximal answer per action (every model field, lists of two)
    for appsnap's decoders (tests/contract_decode.rs).
 3. Prints a table; exits 1 on any mismatch.
@@ -23,6 +26,7 @@ from alibabacloud_ecs20140526 import models as M
 from alibabacloud_ecs20140526.client import Client
 from alibabacloud_tea_openapi import models as om
 
+import disks
 import sdkmodels
 
 ACTIONS = [
@@ -32,6 +36,10 @@ ACTIONS = [
     "DescribeSnapshots",
     "TagResources",
     "DeleteSnapshotGroup",
+    "CreateDisk",
+    "AttachDisk",
+    "DetachDisk",
+    "DeleteDisk",
 ]
 # What an ECS error body may hold: the fields the SDK reads from it
 # (alibabacloud_tea_openapi client: Code, Message, RequestId, HostId,
@@ -62,11 +70,18 @@ class Log:
         raise SystemExit(f"request {rid} not in the request log {self.path}")
 
 
-def check_answer(action, answer, mode):
+def check_answer(action, answer, mode, complete=False):
+    """Model keys and types, the SDK's round trip both ways; `complete`:
+    every field of the (small) model must be there too."""
     cls = sdkmodels.body_class(action)
     keys, problems = sdkmodels.check(cls, answer)
+    if complete:
+        problems += [f"{k}: missing (a field of {cls.__name__})"
+                     for _, k, _, _ in sdkmodels.fields(cls) if k not in answer]
     lost = sdkmodels.roundtrip_keys(cls, answer)
     problems += [f"{k}: dropped by {cls.__name__}.from_map" for k in lost]
+    added = sdkmodels.roundtrip_added(cls, answer)
+    problems += [f"{k}: not in the answer but in {cls.__name__}.to_map" for k in added]
     row(action, cls.__name__, mode, keys, problems)
 
 
@@ -207,6 +222,10 @@ def scenario(a):
     assert all(len(s.tags.tag) == 2 for s in r.body.snapshots.snapshot), r.body.to_map()
     check_answer("DescribeSnapshots", log.by_request_id(r.body.request_id)["answer"], "json")
 
+    # The restore drill's disk actions, on the first group's two snapshots.
+    first = next(g for g in gs if g.snapshot_group_id == groups[0])
+    disks.run(sys.modules[__name__], a, c, log, [s.snapshot_id for s in first.snapshots.snapshot])
+
     # XML, asked the way a client that does not ask for JSON asks.
     check_xml(a, "DescribeSnapshotGroups", [("RegionId", a.region), ("InstanceId", a.instance)])
     check_xml(a, "DescribeSnapshots", [("RegionId", a.region), ("InstanceId", a.instance)])
@@ -279,6 +298,10 @@ def main():
     p.add_argument("--region")
     p.add_argument("--instance")
     p.add_argument("--disks", help="two disk ids, comma-separated")
+    p.add_argument("--zone", help="the instance's zone (CreateDisk's ZoneId)")
+    p.add_argument("--by-id", help="the emulator's [restore] by_id_dir")
+    p.add_argument("--no-device", action="store_true",
+                   help="not root: AttachDisk with the attach_no_device fault (no loop device)")
     p.add_argument("--maximal-out", help="write one maximal answer per action here")
     a = p.parse_args()
     if a.maximal_out:

@@ -122,22 +122,34 @@ def check(cls, obj, path=""):
 
 def roundtrip_keys(cls, obj):
     """Keys of `obj` the SDK drops: `from_map` then `to_map`, compared recursively."""
-    back = cls().from_map(obj).to_map()
+    return roundtrip_keys_of(obj, cls().from_map(obj).to_map())
+
+
+def roundtrip_added(cls, obj):
+    """Keys `from_map` then `to_map` has that `obj` lacks (a default the
+    model fills in would hide a key the emulator forgot)."""
+    return roundtrip_keys_of(cls().from_map(obj).to_map(), obj)
+
+
+def roundtrip_keys_of(a, b):
+    """Paths of dict keys in `a` that `b` lacks, recursively."""
     lost = []
 
-    def walk(a, b, p):
-        if isinstance(a, dict):
-            for k, v in a.items():
+    def walk(x, y, p):
+        if isinstance(x, dict):
+            for k, v in x.items():
                 q = f"{p}.{k}" if p else k
-                if not isinstance(b, dict) or k not in b:
+                if not isinstance(y, dict) or k not in y:
                     lost.append(q)
                 else:
-                    walk(v, b[k], q)
-        elif isinstance(a, list) and isinstance(b, list):
-            for i, (x, y) in enumerate(zip(a, b)):
-                walk(x, y, f"{p}[{i}]")
+                    walk(v, y[k], q)
+        elif isinstance(x, list) and isinstance(y, list):
+            if len(x) != len(y):
+                lost.append(f"{p}: {len(x)} items against {len(y)}")
+            for i, (m, n) in enumerate(zip(x, y)):
+                walk(m, n, f"{p}[{i}]")
 
-    walk(obj, back, "")
+    walk(a, b, "")
     return lost
 
 

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use appsnap::cloud::ecs::{
     is_category_unsupported, Disk, Snapshot, SnapshotGroup, DISK_NOT_FOUND_CODES,
+    NOT_ATTACHED_CODES,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -233,6 +234,13 @@ fn classify_drill_errors(dir: &Path) {
             "{case}: {codes}"
         );
     }
+    // DetachDisk of a disk already detached is done, not a failure: a
+    // drill's cleanup must go on to delete it.
+    assert!(
+        NOT_ATTACHED_CODES.contains(&code("detach_detached").as_str()),
+        "{codes}"
+    );
+    assert!(!NOT_ATTACHED_CODES.contains(&code("delete_attached").as_str()));
 }
 
 #[test]

@@ -113,9 +113,15 @@ pub const DISK_NOT_FOUND_CODES: &[&str] = &["InvalidDiskId.NotFound"];
 
 /// DetachDisk's "the disk is not attached to that instance"
 /// (`DependencyViolation`: "The specified disk has not been attached on the
-/// specified instance", DetachDisk error table) and a disk that no longer
-/// exists: for cleanup, both mean there is nothing to detach.
-pub const NOT_ATTACHED_CODES: &[&str] = &["DependencyViolation", "InvalidDiskId.NotFound"];
+/// specified instance", DetachDisk error table), `InvalidDisk.AlreadyDetached`
+/// ("The specified disk has been detached", the same table; the official SDK
+/// parses it, see the contract lane) and a disk that no longer exists: for
+/// cleanup, all mean there is nothing to detach.
+pub const NOT_ATTACHED_CODES: &[&str] = &[
+    "DependencyViolation",
+    "InvalidDisk.AlreadyDetached",
+    "InvalidDiskId.NotFound",
+];
 
 /// A CreateDisk request for a drill: a pay-as-you-go data disk in this
 /// instance's zone, from one snapshot.

@@ -105,6 +105,39 @@ pub fn is_our_drill_disk(d: &Disk, owner: &OwnerId, instance_id: &str) -> bool {
         && tag(TAG_VERIFY_RUN).is_some()
 }
 
+/// What releasing one listed disk takes first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleaseStep {
+    /// Not ours to touch (or attached elsewhere), with why.
+    LeaveAlone(String),
+    /// Attaching here: wait until attached, then detach.
+    AwaitAttachedThenDetach,
+    /// Attached here: detach.
+    Detach,
+    /// Available, creating or detaching: wait until available, then delete.
+    AwaitAvailable,
+}
+
+/// The first step of releasing `d` (see [`CloudSide::release`]).
+pub fn release_step(d: &Disk, owner: &OwnerId, instance_id: &str) -> ReleaseStep {
+    if !is_our_drill_disk(d, owner, instance_id) {
+        return ReleaseStep::LeaveAlone("it does not carry this installation's drill tags".into());
+    }
+    let here = d.instance_id == instance_id;
+    match d.status.as_str() {
+        "Attaching" if here => ReleaseStep::AwaitAttachedThenDetach,
+        "In_use" if here => ReleaseStep::Detach,
+        "Available" | "Creating" | "ReIniting" | "Detaching" => ReleaseStep::AwaitAvailable,
+        other if !d.instance_id.is_empty() && !here => ReleaseStep::LeaveAlone(format!(
+            "{other} on instance {}, not this one",
+            d.instance_id
+        )),
+        // Attaching or In_use with no instance reported: ask to detach
+        // anyway (an answer that it is not attached is fine).
+        _ => ReleaseStep::Detach,
+    }
+}
+
 impl CloudSide<'_> {
     /// Creates one disk per record entry (the record is saved before each
     /// call with its token, and after with the new ID).
@@ -271,6 +304,8 @@ impl CloudSide<'_> {
 
     /// Detaches (when attached here) and deletes each disk that carries this
     /// installation's drill tags; a disk already gone counts as released.
+    /// A disk between two states is waited for first (attaching: until
+    /// attached, then detached; detaching or creating: until available).
     /// Returns what could not be released, each with why.
     pub async fn release(&self, ids: &[String], deadline: Instant) -> Vec<String> {
         let mut problems = Vec::new();
@@ -279,38 +314,41 @@ impl CloudSide<'_> {
             Ok(l) => l,
             Err(e) => return vec![format!("DescribeDisks {}: {e}", ids.join(","))],
         };
-        let mut detaching = Vec::new();
+        let mut settle_attach = Vec::new();
+        let mut detach = Vec::new();
+        let mut delete = Vec::new();
         for d in &listed {
-            if !is_our_drill_disk(d, self.owner, self.instance_id) {
-                problems.push(format!(
-                    "disk {} does not carry this installation's drill tags: left alone",
-                    d.disk_id
-                ));
-                continue;
-            }
-            if d.instance_id == self.instance_id && d.status != "Available" {
-                match self
-                    .ecs
-                    .detach_disk(self.instance_id, &d.disk_id, deadline)
-                    .await
-                {
-                    Ok(()) => {}
-                    // Already detached (a race with an earlier cleanup).
-                    Err(e) if e.code().is_some_and(|c| NOT_ATTACHED_CODES.contains(&c)) => {}
-                    Err(e) => {
-                        problems.push(format!("DetachDisk {}: {e}", d.disk_id));
-                        continue;
-                    }
+            match release_step(d, self.owner, self.instance_id) {
+                ReleaseStep::LeaveAlone(why) => {
+                    problems.push(format!("disk {}: {why}: left alone", d.disk_id))
                 }
+                ReleaseStep::AwaitAttachedThenDetach => settle_attach.push(d.disk_id.clone()),
+                ReleaseStep::Detach => detach.push(d.disk_id.clone()),
+                ReleaseStep::AwaitAvailable => delete.push(d.disk_id.clone()),
             }
-            detaching.push(d.disk_id.clone());
         }
-        if !detaching.is_empty() {
-            if let Err(e) = self.wait_status(&detaching, "Available", deadline).await {
+        if !settle_attach.is_empty() {
+            match self.wait_status(&settle_attach, "In_use", deadline).await {
+                Ok(_) => detach.extend(settle_attach),
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        for id in detach {
+            match self.ecs.detach_disk(self.instance_id, &id, deadline).await {
+                Ok(()) => delete.push(id),
+                // Already detached (a race with an earlier cleanup): delete it.
+                Err(e) if e.code().is_some_and(|c| NOT_ATTACHED_CODES.contains(&c)) => {
+                    delete.push(id)
+                }
+                Err(e) => problems.push(format!("DetachDisk {id}: {e}")),
+            }
+        }
+        if !delete.is_empty() {
+            if let Err(e) = self.wait_status(&delete, "Available", deadline).await {
                 problems.push(e.to_string());
             }
         }
-        for id in detaching {
+        for id in delete {
             match self.ecs.delete_disk(&id, deadline).await {
                 Ok(DiskDeleted::Deleted | DiskDeleted::AlreadyGone) => {}
                 Err(e) => problems.push(format!("DeleteDisk {id}: {e}")),
@@ -336,5 +374,63 @@ impl CloudSide<'_> {
             .filter(|d| is_our_drill_disk(d, self.owner, self.instance_id))
             .map(|d| d.disk_id)
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner() -> OwnerId {
+        OwnerId::parse("0123456789abcdef0123456789abcdef").unwrap()
+    }
+
+    fn disk(status: &str, instance: &str) -> Disk {
+        Disk {
+            disk_id: "d-copy".into(),
+            status: status.into(),
+            instance_id: instance.into(),
+            tags: drill_tags(&owner(), "i-1", "ssg-1", "r1"),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn each_state_of_a_drill_disk_has_its_way_out() {
+        let step =
+            |status: &str, instance: &str| release_step(&disk(status, instance), &owner(), "i-1");
+        assert_eq!(step("In_use", "i-1"), ReleaseStep::Detach);
+        assert_eq!(
+            step("Attaching", "i-1"),
+            ReleaseStep::AwaitAttachedThenDetach
+        );
+        // Detaching keeps its instance until it is done: no second DetachDisk
+        // (ECS answers IncorrectDiskStatus), just wait and delete.
+        assert_eq!(step("Detaching", "i-1"), ReleaseStep::AwaitAvailable);
+        assert_eq!(step("Creating", ""), ReleaseStep::AwaitAvailable);
+        assert_eq!(step("Available", ""), ReleaseStep::AwaitAvailable);
+        assert!(matches!(
+            step("In_use", "i-other"),
+            ReleaseStep::LeaveAlone(_)
+        ));
+    }
+
+    #[test]
+    fn a_disk_without_all_our_drill_tags_is_never_touched() {
+        let mut d = disk("Available", "");
+        d.tags.retain(|t| t.key != TAG_VERIFY_RUN);
+        assert!(matches!(
+            release_step(&d, &owner(), "i-1"),
+            ReleaseStep::LeaveAlone(_)
+        ));
+        let other = OwnerId::parse("ffffffffffffffffffffffffffffffff").unwrap();
+        assert!(matches!(
+            release_step(&disk("Available", ""), &other, "i-1"),
+            ReleaseStep::LeaveAlone(_)
+        ));
+        assert!(matches!(
+            release_step(&disk("Available", ""), &owner(), "i-2"),
+            ReleaseStep::LeaveAlone(_)
+        ));
     }
 }

@@ -26,13 +26,22 @@ macro_rules! root_or_skip {
 /// A world whose emulator can attach restored disks into the lab's by-id
 /// directory, with one group made by a real run (a marker file in each fs).
 fn world_with_group(tag: &str, job_extra: &str) -> (World, Unmounter) {
+    world_with_faults(tag, job_extra, "")
+}
+
+/// [`world_with_group`] with emulator faults (`[faults]` keys).
+fn world_with_faults(tag: &str, job_extra: &str, faults: &str) -> (World, Unmounter) {
     let w = World::new(
         tag,
         Setup {
             job_extra: job_extra.to_string(),
             lab_prefix: "/tmp/appsnap-verify",
             lab_timeout: Duration::from_secs(300),
-            sim_extra: String::new(),
+            sim_extra: if faults.is_empty() {
+                String::new()
+            } else {
+                format!("\n[faults]\n{faults}\n")
+            },
             restore_device_delay_ms: Some(300),
             ..Setup::default()
         },
@@ -328,4 +337,118 @@ fn a_drill_killed_mid_way_is_finished_by_the_next_daemon_start() {
     }
     drop(daemon);
     assert_no_drill_disk_left(&w);
+}
+
+#[test]
+fn sigterm_mid_drill_releases_everything_and_is_no_verdict() {
+    root_or_skip!();
+    let (w, _guard) = world_with_group("sigterm", "");
+    let started = w.lab.dir.join("script-started");
+    let script = w.script(
+        "verify.sh",
+        &format!("echo $$ > {}\nexec sleep 60", started.display()),
+    );
+    let policy = std::fs::read_to_string(&w.policy).unwrap()
+        + &format!("verify_script = \"{}\"\n", script.display());
+    std::fs::write(&w.policy, policy).unwrap();
+    let drill = Command::new(appsnap_bin())
+        .arg("-c")
+        .arg(&w.policy)
+        .args([
+            "--config-dir",
+            "/nonexistent",
+            "verify",
+            "--job",
+            "db",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while std::fs::read_to_string(&started).map_or(true, |s| s.trim().is_empty()) {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the drill never reached its script"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pid = drill.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = drill.wait_with_output().unwrap();
+    let report = verify_json(&out);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(report["verdict"], "not-run", "{report:#}");
+    assert!(
+        report["errors"].to_string().contains("cancelled"),
+        "{report:#}"
+    );
+    assert_no_drill_disk_left(&w);
+    // No verdict, so no result tag on the group.
+    for tags in snapshot_tags(&w.groups()[0]) {
+        assert!(!tags.iter().any(|(k, _)| k == "appsnap:verify"), "{tags:?}");
+    }
+}
+
+#[test]
+fn a_disk_that_never_shows_a_device_is_released_and_named() {
+    root_or_skip!();
+    let (w, _guard) = world_with_faults("nodev", "", "attach_no_device = { times = 1 }");
+    let out = w.appsnap(&[
+        "verify",
+        "--job",
+        "db",
+        "--json",
+        "--device-timeout-secs",
+        "3",
+    ]);
+    let report = verify_json(&out);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let errors = report["errors"].to_string();
+    assert!(errors.contains("no block device with serial"), "{report:#}");
+    assert_no_drill_disk_left(&w);
+}
+
+#[test]
+fn a_failed_detach_is_reported_and_finished_by_cleanup() {
+    root_or_skip!();
+    let (w, _guard) = world_with_faults(
+        "detach",
+        "",
+        "detach_fails = { code = \"IncorrectInstanceStatus\", status = 403, times = 1 }",
+    );
+    let out = w.appsnap(&["verify", "--job", "db", "--json"]);
+    let report = verify_json(&out);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(
+        report["verdict"], "passed",
+        "the group itself was fine: {report:#}"
+    );
+    assert!(
+        report["leftovers"].to_string().contains("DetachDisk"),
+        "{report:#}"
+    );
+    let left = drill_disks(&w)
+        .iter()
+        .filter(|d| d["deleted"].as_bool() != Some(true))
+        .count();
+    assert_eq!(left, 1, "the disk whose detach failed is still there");
+    // By hand, once the cloud lets go.
+    let out = w.appsnap(&["verify", "--cleanup"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("released 1 disk"),
+        "{}",
+        text(&out)
+    );
+    assert_no_drill_disk_left(&w);
+    let records: Vec<_> = std::fs::read_dir(w.lab.dir.join("state/verify"))
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(records.is_empty(), "{records:?}");
 }

@@ -191,6 +191,9 @@ pub struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// How long an attached disk's device may take to appear (tests, rescue).
+    #[arg(long, value_name = "SECS", hide = true, default_value_t = 120)]
+    pub device_timeout_secs: u64,
 }
 
 /// `generate-assets`.

@@ -54,7 +54,8 @@ pub fn run(cli: &Cli, args: &VerifyArgs) -> u8 {
                 return Verdict::NotRun.exit_code();
             }
         };
-        let env = VerifyEnv::from_policy(&policy, Arc::new(cloud.ecs), cloud.instance_id);
+        let mut env = VerifyEnv::from_policy(&policy, Arc::new(cloud.ecs), cloud.instance_id);
+        env.device_timeout = std::time::Duration::from_secs(args.device_timeout_secs);
         let Some(job) = job else {
             let r = cleanup::cleanup(&env).await;
             println!(

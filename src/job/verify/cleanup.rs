@@ -106,13 +106,9 @@ pub async fn release_leftovers(env: &VerifyEnv, owner: &OwnerId) -> CleanupRepor
     ids.sort();
     ids.dedup();
     if !ids.is_empty() {
-        let problems = cloud.release(&ids, deadline).await;
-        out.released = ids
-            .iter()
-            .filter(|id| !problems.iter().any(|p| p.contains(id.as_str())))
-            .cloned()
-            .collect();
-        out.problems.extend(problems);
+        let r = cloud.release(&ids, deadline).await;
+        out.released = r.deleted;
+        out.problems.extend(r.problems);
     }
     if out.problems.is_empty() {
         for rec in &done {

@@ -105,6 +105,15 @@ pub fn is_our_drill_disk(d: &Disk, owner: &OwnerId, instance_id: &str) -> bool {
         && tag(TAG_VERIFY_RUN).is_some()
 }
 
+/// What [`CloudSide::release`] did.
+#[derive(Debug, Default)]
+pub struct Released {
+    /// Disks deleted now.
+    pub deleted: Vec<String>,
+    /// What could not be released, each with why.
+    pub problems: Vec<String>,
+}
+
 /// What releasing one listed disk takes first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReleaseStep {
@@ -306,13 +315,16 @@ impl CloudSide<'_> {
     /// installation's drill tags; a disk already gone counts as released.
     /// A disk between two states is waited for first (attaching: until
     /// attached, then detached; detaching or creating: until available).
-    /// Returns what could not be released, each with why.
-    pub async fn release(&self, ids: &[String], deadline: Instant) -> Vec<String> {
-        let mut problems = Vec::new();
+    pub async fn release(&self, ids: &[String], deadline: Instant) -> Released {
+        let mut out = Released::default();
+        let problems = &mut out.problems;
         let disk_ids: Vec<DiskId> = ids.iter().filter_map(|i| DiskId::parse(i).ok()).collect();
         let listed = match self.ecs.describe_disks_by_id(&disk_ids, deadline).await {
             Ok(l) => l,
-            Err(e) => return vec![format!("DescribeDisks {}: {e}", ids.join(","))],
+            Err(e) => {
+                problems.push(format!("DescribeDisks {}: {e}", ids.join(",")));
+                return out;
+            }
         };
         let mut settle_attach = Vec::new();
         let mut detach = Vec::new();
@@ -350,11 +362,12 @@ impl CloudSide<'_> {
         }
         for id in delete {
             match self.ecs.delete_disk(&id, deadline).await {
-                Ok(DiskDeleted::Deleted | DiskDeleted::AlreadyGone) => {}
+                Ok(DiskDeleted::Deleted) => out.deleted.push(id),
+                Ok(DiskDeleted::AlreadyGone) => {}
                 Err(e) => problems.push(format!("DeleteDisk {id}: {e}")),
             }
         }
-        problems
+        out
     }
 
     /// Drill disks of this installation on this instance, found by tag (a

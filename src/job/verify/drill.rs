@@ -44,6 +44,8 @@ pub struct VerifyEnv {
     pub tools: Tools,
     /// How long disks may take to be created, attached, detached.
     pub cloud_timeout: Duration,
+    /// How long an attached disk's block device may take to appear.
+    pub device_timeout: Duration,
 }
 
 /// One drill asked for.
@@ -172,7 +174,7 @@ pub async fn verify(env: &VerifyEnv, req: VerifyRequest<'_>) -> VerifyReport {
     let ids: Vec<String> = rec.disks.iter().filter_map(|d| d.disk_id.clone()).collect();
     report.disks = ids.clone();
     let release_deadline = Instant::now() + env.cloud_timeout;
-    let mut problems = cloud.release(&ids, release_deadline).await;
+    let mut problems = cloud.release(&ids, release_deadline).await.problems;
     // A disk whose CreateDisk answer was lost is found by its run tag.
     match cloud
         .tagged_leftovers(Some(&rec.run_id), release_deadline)
@@ -181,7 +183,7 @@ pub async fn verify(env: &VerifyEnv, req: VerifyRequest<'_>) -> VerifyReport {
         Ok(more) => {
             let more: Vec<String> = more.into_iter().filter(|m| !ids.contains(m)).collect();
             if !more.is_empty() {
-                problems.extend(cloud.release(&more, release_deadline).await);
+                problems.extend(cloud.release(&more, release_deadline).await.problems);
             }
         }
         Err(e) => problems.push(format!("listing the drill's disks by tag: {e}")),
@@ -256,8 +258,9 @@ async fn drive(
         .wait_status(&ids, "In_use", deadline)
         .await
         .map_err(|e| e.to_string())?;
+    let device_deadline = deadline.min(Instant::now() + env.device_timeout);
     let restored = cloud
-        .devices(rec, &listed, deadline)
+        .devices(rec, &listed, device_deadline)
         .await
         .map_err(|e: DiskStepError| e.to_string())?;
     cancelled(cancel)?;
@@ -328,6 +331,8 @@ async fn drive(
         Ok(()) => {}
         Err(e) => report.leftovers.push(e),
     }
+    // A script ended by the stop is no verdict on the group.
+    cancelled(cancel)?;
     report.verdict = if all_ok && script_ok {
         Verdict::Passed
     } else {
@@ -431,6 +436,10 @@ fn tail(s: &str) -> String {
     s[start..].to_string()
 }
 
+/// How long an attached disk's device may take to show up by default: a
+/// real attach shows it within seconds of `In_use`.
+pub const DEFAULT_DEVICE_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// How long drill disks may take to be created, attached and detached by default.
 pub const DEFAULT_CLOUD_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
@@ -459,6 +468,7 @@ impl VerifyEnv {
             sys_root: PathBuf::from("/sys"),
             tools: Tools::discover(),
             cloud_timeout: DEFAULT_CLOUD_TIMEOUT,
+            device_timeout: DEFAULT_DEVICE_TIMEOUT,
         }
     }
 }

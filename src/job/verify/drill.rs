@@ -420,10 +420,14 @@ async fn tag_result(
         ),
     ];
     let deadline = Instant::now() + Duration::from_secs(60);
-    if let Err(e) = ecs.tag_resources("snapshot", &ids, &tags, deadline).await {
-        report.leftovers.push(format!(
-            "tagging the group's snapshots with the result: {e}"
-        ));
+    // TagResources takes at most 50 resources per call.
+    for chunk in ids.chunks(50) {
+        if let Err(e) = ecs.tag_resources("snapshot", chunk, &tags, deadline).await {
+            report.leftovers.push(format!(
+                "tagging the group's snapshots with the result: {e}"
+            ));
+            break;
+        }
     }
 }
 

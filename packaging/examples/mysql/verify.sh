@@ -165,6 +165,9 @@ cleanup() {
   rm -rf "$run"
 }
 trap cleanup EXIT
+# The drill's timeout ends the script with SIGTERM: clean up then too.
+trap 'exit 143' TERM
+trap 'exit 130' INT
 chown "$DB_USER:" "$run"
 sock=$run/mysqld.sock
 

@@ -167,6 +167,9 @@ cleanup() {
   rm -rf "$run"
 }
 trap cleanup EXIT
+# The drill's timeout ends the script with SIGTERM: clean up then too.
+trap 'exit 143' TERM
+trap 'exit 130' INT
 printf '%s\n' "# appsnap verify: a throwaway server on a restored copy" >"$run/postgresql.conf"
 printf '%s\n' "local all all trust" >"$run/pg_hba.conf"
 : >"$run/pg_ident.conf"

@@ -28,8 +28,8 @@ use common::skip_reason;
 use dbkit::job::RemoveOnDrop;
 use dbkit::job::{app_consistent_group, install_example_hooks, mount_copies, run_job, world};
 use dbkit::job::{
-    assert_drill_left_nothing, install_example_verify, query_lines, verify, wait_accomplished,
-    Unmounter,
+    assert_drill_left_nothing, install_example_verify, query_lines, set_verify_query, verify,
+    wait_accomplished, Unmounter,
 };
 use dbkit::mariadb::MariaDb;
 use dbkit::postgres::Postgres;
@@ -110,6 +110,31 @@ fn drill(
             .unwrap_or_else(|| panic!("query line {:?}", q[0]))
     };
     (n(0), n(1))
+}
+
+/// A second drill whose operator query fails on the copy: the example
+/// script must fail it with a message naming the query, and stop its server
+/// and leave nothing, like a passing drill.
+fn failing_drill(w: &common::world::World, kind: &str, bad_query: &str) {
+    set_verify_query(w, kind, bad_query);
+    let (code, report, all) = verify(w);
+    assert_eq!(code, Some(1), "appsnap verify: {all}");
+    assert_eq!(report["verdict"], "failed", "{report:#}");
+    let errors = report["errors"].to_string();
+    assert!(
+        errors.contains("verify_script")
+            && errors.contains("the query in")
+            && errors.contains("failed"),
+        "the drill's errors name the script and the query: {errors}"
+    );
+    assert!(
+        report["script"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("Exited(1)")),
+        "{report:#}"
+    );
+    assert_drill_left_nothing(w);
+    eprintln!("{kind}: a failing query fails the drill: {errors}");
 }
 
 fn windows(tl: &Timeline) -> String {
@@ -198,6 +223,7 @@ fn mariadb_restore_has_every_commit_before_the_lock_and_none_while_it_held() {
         acks.len(),
         "the live server lost or gained rows during the drill"
     );
+    failing_drill(&w, "mysql", "SELECT COUNT(*) FROM w.no_such_table;\n");
     db.stop();
 
     let (ext, xfs) = mount_copies(&w, &group);

@@ -181,6 +181,31 @@ pub fn install_example_verify(
     out
 }
 
+/// Replaces the SQL the installed example verify script of `kind` runs.
+pub fn set_verify_query(w: &World, kind: &str, query: &str) {
+    let file = w.lab.dir.join("hooks").join(format!("{kind}-verify.sql"));
+    assert!(file.exists(), "install_example_verify first");
+    std::fs::write(file, query).unwrap();
+}
+
+/// Processes whose command line names one of the example verify scripts'
+/// private directories (a server they started and did not stop).
+pub fn verify_servers_left() -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("/run/appsnap-verify-"))
+        .collect()
+}
+
 /// `appsnap verify --job db --json`: its exit code and report.
 pub fn verify(w: &World) -> (Option<i32>, Value, String) {
     let mut cmd = Command::new(appsnap_bin());

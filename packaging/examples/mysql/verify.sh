@@ -57,7 +57,18 @@ START_WAIT_SECS=${START_WAIT_SECS:-600}
 STOP_WAIT_SECS=${STOP_WAIT_SECS:-120}
 
 me="mysql verify"
+run=""
+# The server's logs, then the message: the message ends the output, which
+# the drill's report keeps the end of.
 fail() {
+  local f
+  if [[ -n $run ]]; then
+    for f in "$run/start.err" "$run/mysqld.err"; do
+      [[ -s $f ]] || continue
+      echo "$me: $(basename "$f") (last 10 lines):" >&2
+      tail -n 10 "$f" >&2 || true
+    done
+  fi
   echo "$me: $*" >&2
   exit 1
 }
@@ -141,14 +152,7 @@ id -u "$DB_USER" >/dev/null 2>&1 || fail "user $DB_USER does not exist"
 run=$(mktemp -d /run/appsnap-verify-mysql.XXXXXX)
 pid=""
 cleanup() {
-  local code=$? d
-  if ((code != 0)); then
-    for d in "$run/start.err" "$run/mysqld.err"; do
-      [[ -s $d ]] || continue
-      echo "$me: $(basename "$d") (last 25 lines):" >&2
-      tail -n 25 "$d" >&2 || true
-    done
-  fi
+  local d
   if [[ -n $pid ]] && alive "$pid"; then
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true

@@ -53,7 +53,18 @@ STOP_WAIT_SECS=${STOP_WAIT_SECS:-120}
 PORT=5432
 
 me="postgresql verify"
+run=""
+# The server's logs, then the message: the message ends the output, which
+# the drill's report keeps the end of.
 fail() {
+  local f
+  if [[ -n $run ]]; then
+    for f in "$run/postgres.log"; do
+      [[ -s $f ]] || continue
+      echo "$me: $(basename "$f") (last 10 lines):" >&2
+      tail -n 10 "$f" >&2 || true
+    done
+  fi
   echo "$me: $*" >&2
   exit 1
 }
@@ -146,11 +157,7 @@ id -u "$DB_USER" >/dev/null 2>&1 || fail "user $DB_USER does not exist"
 run=$(mktemp -d /run/appsnap-verify-postgresql.XXXXXX)
 pid=""
 cleanup() {
-  local code=$? d
-  if ((code != 0)) && [[ -s $run/postgres.log ]]; then
-    echo "$me: the server's log (last 25 lines):" >&2
-    tail -n 25 "$run/postgres.log" >&2 || true
-  fi
+  local d
   if [[ -n $pid ]] && alive "$pid"; then
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true

@@ -8,6 +8,10 @@
 //! `mariadb-check --all-databases` / `pg_amcheck --all`, and hold every row
 //! acknowledged before the pre-script returned (MariaDB: and nothing
 //! committed while the read lock was held) or before the freeze (PostgreSQL).
+//! Before that, with the live server still running, a restore drill
+//! (`appsnap verify`) whose `verify_script` is the shipped example
+//! (packaging/examples/*/verify.sh): it must pass, its server on the drill's
+//! copy must count the same rows, and the drill must leave nothing behind.
 //!
 //! Root only, and `#[ignore]`d in the plain `cargo test` run: scripts/test
 //! runs them as their own lane (`--ignored --nocapture`, so the row counts
@@ -23,6 +27,10 @@ use std::time::{Duration, SystemTime};
 use common::skip_reason;
 use dbkit::job::RemoveOnDrop;
 use dbkit::job::{app_consistent_group, install_example_hooks, mount_copies, run_job, world};
+use dbkit::job::{
+    assert_drill_left_nothing, install_example_verify, query_lines, set_verify_query, verify,
+    wait_accomplished, Unmounter,
+};
 use dbkit::mariadb::MariaDb;
 use dbkit::postgres::Postgres;
 use dbkit::timeline::{ms_between, Timeline};
@@ -61,6 +69,72 @@ fn parse_seqs(out: &str) -> Vec<u64> {
 
 fn missing(want: &[u64], have: &BTreeSet<u64>) -> Vec<u64> {
     want.iter().copied().filter(|s| !have.contains(s)).collect()
+}
+
+/// A restore drill of the run's group with the shipped example verify
+/// script for `kind` (the live server still running): it must pass, the
+/// script's checks must have passed (`checked` in its output), and the
+/// drill must leave nothing. Returns what the script's query counted on the
+/// copy: (rows, max seq).
+fn drill(
+    w: &common::world::World,
+    kind: &str,
+    knobs: &[(&str, String)],
+    query: &str,
+    checked: &str,
+) -> (u64, u64) {
+    wait_accomplished(w);
+    let out_file = install_example_verify(w, kind, knobs, query);
+    let (code, report, all) = verify(w);
+    let script_out = std::fs::read_to_string(&out_file).unwrap_or_default();
+    eprintln!("{kind} verify_script output:\n{script_out}");
+    assert_eq!(code, Some(0), "appsnap verify: {all}\nscript: {script_out}");
+    assert_eq!(report["verdict"], "passed", "{report:#}");
+    assert!(
+        report["script"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("Exited(0)")),
+        "{report:#}"
+    );
+    assert!(script_out.contains(checked), "{script_out}");
+    assert!(
+        script_out.contains("verify: passed, server stopped"),
+        "{script_out}"
+    );
+    assert_drill_left_nothing(w);
+    let q = query_lines(&out_file);
+    assert_eq!(q.len(), 1, "one query line: {script_out}");
+    let n = |i: usize| -> u64 {
+        q[0].get(i)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("query line {:?}", q[0]))
+    };
+    (n(0), n(1))
+}
+
+/// A second drill whose operator query fails on the copy: the example
+/// script must fail it with a message naming the query, and stop its server
+/// and leave nothing, like a passing drill.
+fn failing_drill(w: &common::world::World, kind: &str, bad_query: &str) {
+    set_verify_query(w, kind, bad_query);
+    let (code, report, all) = verify(w);
+    assert_eq!(code, Some(1), "appsnap verify: {all}");
+    assert_eq!(report["verdict"], "failed", "{report:#}");
+    let errors = report["errors"].to_string();
+    assert!(
+        errors.contains("verify_script")
+            && errors.contains("the query in")
+            && errors.contains("failed"),
+        "the drill's errors name the script and the query: {errors}"
+    );
+    assert!(
+        report["script"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("Exited(1)")),
+        "{report:#}"
+    );
+    assert_drill_left_nothing(w);
+    eprintln!("{kind}: a failing query fails the drill: {errors}");
 }
 
 fn windows(tl: &Timeline) -> String {
@@ -130,6 +204,26 @@ fn mariadb_restore_has_every_commit_before_the_lock_and_none_while_it_held() {
         "appsnap ended the lock session {session} after the post-script"
     );
     let group = app_consistent_group(&w);
+
+    // The restore drill, the live server still running beside it.
+    let _unmount = Unmounter(w.lab.run_dir());
+    let (drill_rows, drill_max) = drill(
+        &w,
+        "mysql",
+        &[
+            ("LIVE_DATADIR", w.ext.join("mysql").display().to_string()),
+            ("LIVE_REDO_DIR", w.xfs.join("redo").display().to_string()),
+        ],
+        "SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM w.t;\n",
+        "mariadb-check --all-databases: ",
+    );
+    let live: usize = db.sql("SELECT COUNT(*) FROM w.t").trim().parse().unwrap();
+    assert_eq!(
+        live,
+        acks.len(),
+        "the live server lost or gained rows during the drill"
+    );
+    failing_drill(&w, "mysql", "SELECT COUNT(*) FROM w.no_such_table;\n");
     db.stop();
 
     let (ext, xfs) = mount_copies(&w, &group);
@@ -152,7 +246,8 @@ fn mariadb_restore_has_every_commit_before_the_lock_and_none_while_it_held() {
     eprintln!(
         "MariaDB: acknowledged before the pre-script returned: {} rows (seq 1..={last_before}); \
          restored copy: {} rows (max seq {}); acknowledged while the lock held (pre-script returned → post-script started, {} ms): {}; \
-         inside the freeze window: {:?}; acknowledged in the whole workload: {} [{}]; mariadb-check: {} tables OK; recovery: {}",
+         inside the freeze window: {:?}; acknowledged in the whole workload: {} [{}]; mariadb-check: {} tables OK; recovery: {}; \
+         appsnap verify (example verify script): {drill_rows} rows (max seq {drill_max})",
         before_pre.len(),
         rows.len(),
         rows.last().copied().unwrap_or(0),
@@ -191,6 +286,17 @@ fn mariadb_restore_has_every_commit_before_the_lock_and_none_while_it_held() {
         rows.last(),
         before_pre.len()
     );
+    // The drill restored the same group: its server counted the same rows.
+    assert_eq!(
+        (drill_rows, drill_max),
+        (rows.len() as u64, rows.last().copied().unwrap_or(0)),
+        "the drill's copy and the hand-restored copy differ"
+    );
+    assert!(
+        drill_rows as usize >= before_pre.len() && drill_rows <= last_before + 1,
+        "the drill's copy: {drill_rows} rows, {} acknowledged before the pre-script returned",
+        before_pre.len()
+    );
 }
 
 #[test]
@@ -224,6 +330,23 @@ fn postgresql_restore_recovers_with_every_commit_before_the_freeze() {
         "post-script output: {log}"
     );
     let group = app_consistent_group(&w);
+
+    // The restore drill, the live server still running beside it. The
+    // example finds pg_wal's copy through the group's mount points.
+    let _unmount = Unmounter(w.lab.run_dir());
+    let (drill_rows, drill_max) = drill(
+        &w,
+        "postgresql",
+        &[("LIVE_DATADIR", w.ext.join("pgdata").display().to_string())],
+        "SELECT count(*), coalesce(max(seq), 0) FROM t;\n",
+        "pg_amcheck --all --heapallindexed: no corruption",
+    );
+    let live: usize = db.sql("SELECT count(*) FROM t").trim().parse().unwrap();
+    assert_eq!(
+        live,
+        acks.len(),
+        "the live server lost or gained rows during the drill"
+    );
     db.stop();
 
     let (ext, xfs) = mount_copies(&w, &group);
@@ -258,7 +381,8 @@ fn postgresql_restore_recovers_with_every_commit_before_the_freeze() {
     eprintln!(
         "PostgreSQL: acknowledged before the pre-script returned: {} rows; before the first FIFREEZE: {} rows; \
          restored copy: {} rows (max seq {}); acknowledged inside the freeze window: {:?}; by the last FITHAW: {} rows; \
-         acknowledged in the whole workload: {} [{}]; recovery: {}",
+         acknowledged in the whole workload: {} [{}]; recovery: {}; \
+         appsnap verify (example verify script): {drill_rows} rows (max seq {drill_max})",
         before_pre.len(),
         before_freeze.len(),
         rows.len(),
@@ -293,5 +417,18 @@ fn postgresql_restore_recovers_with_every_commit_before_the_freeze() {
         rows,
         (1..=rows.len() as u64).collect::<Vec<_>>(),
         "the restored rows are not a gap-free prefix of the commits"
+    );
+    // The drill restored the same group: its server counted the same rows,
+    // every one acknowledged before the freeze (so before the pre-script
+    // returned too) among them.
+    assert_eq!(
+        (drill_rows, drill_max),
+        (rows.len() as u64, rows.last().copied().unwrap_or(0)),
+        "the drill's copy and the hand-restored copy differ"
+    );
+    assert!(
+        drill_rows as usize >= before_freeze.len() && before_freeze.len() >= before_pre.len(),
+        "the drill's copy: {drill_rows} rows, {} acknowledged before the freeze",
+        before_freeze.len()
     );
 }

@@ -1,7 +1,8 @@
 //! The appsnap side of a database restore test: the world (ext4 + xfs loop
 //! disks, emulator, policy) under this lane's scratch prefix, the shipped
-//! example hooks installed as an operator would, one `appsnap run`, and the
-//! copied images mounted back.
+//! example hooks installed as an operator would, one `appsnap run`, the
+//! copied images mounted back, and a restore drill (`appsnap verify`) with the
+//! shipped example verify script.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use super::timeline::Timeline;
 use crate::common::appsnap_bin;
 use crate::common::world::{has_tag, run_bounded, snapshot_tags, text, Setup, World};
 use crate::common::world::{EXT_DISK, XFS_DISK};
+use serde_json::Value;
 
 /// Scratch files of this lane live under `/tmp/appsnap-db-*`.
 pub const PREFIX: &str = "/tmp/appsnap-db";
@@ -22,7 +24,9 @@ pub fn world(tag: &str) -> World {
         tag,
         Setup {
             lab_prefix: PREFIX,
-            lab_timeout: Duration::from_secs(400),
+            lab_timeout: Duration::from_secs(500),
+            // The emulator restores disks for `appsnap verify`.
+            restore_device_delay_ms: Some(300),
             ..Setup::default()
         },
     )
@@ -114,5 +118,179 @@ pub struct RemoveOnDrop(pub PathBuf);
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Waits until the run's group is accomplished (a drill restores only those).
+pub fn wait_accomplished(w: &World) {
+    let t = std::time::Instant::now();
+    while w.groups()[0]["status"] != "accomplished" {
+        assert!(t.elapsed() < Duration::from_secs(60), "{:#}", w.groups()[0]);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Installs `packaging/examples/<kind>/verify.sh` as an operator would
+/// (root-owned, 0700, beside the hooks) and makes the job's `verify_script` a
+/// wrapper that sets the example's knobs (`knobs`: its settings at the top,
+/// e.g. `LIVE_DATADIR`), has it run `query` on the copy, and keeps a copy of
+/// its output in the returned file (the drill's report holds only how the
+/// script ended).
+pub fn install_example_verify(
+    w: &World,
+    kind: &str,
+    knobs: &[(&str, String)],
+    query: &str,
+) -> PathBuf {
+    let dir = w.lab.dir.join("hooks");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let example = dir.join(format!("{kind}-verify.sh"));
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("packaging/examples")
+            .join(kind)
+            .join("verify.sh"),
+        &example,
+    )
+    .unwrap();
+    std::fs::set_permissions(&example, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let query_file = dir.join(format!("{kind}-verify.sql"));
+    std::fs::write(&query_file, query).unwrap();
+    let out = w.lab.dir.join(format!("{kind}-verify.out"));
+    let mut exports: Vec<String> = knobs
+        .iter()
+        .map(|(k, v)| format!("export {k}='{v}'"))
+        .collect();
+    exports.push(format!("export QUERY_FILE='{}'", query_file.display()));
+    let wrapper = dir.join(format!("{kind}-verify-wrapper.sh"));
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/bash\nset -euo pipefail\n{}\n/bin/bash '{}' 2>&1 | tee '{}'\n",
+            exports.join("\n"),
+            example.display(),
+            out.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let policy = std::fs::read_to_string(&w.policy).unwrap()
+        + &format!("verify_script = \"{}\"\n", wrapper.display());
+    std::fs::write(&w.policy, policy).unwrap();
+    out
+}
+
+/// Replaces the SQL the installed example verify script of `kind` runs.
+pub fn set_verify_query(w: &World, kind: &str, query: &str) {
+    let file = w.lab.dir.join("hooks").join(format!("{kind}-verify.sql"));
+    assert!(file.exists(), "install_example_verify first");
+    std::fs::write(file, query).unwrap();
+}
+
+/// Processes whose command line names one of the example verify scripts'
+/// private directories (a server they started and did not stop).
+pub fn verify_servers_left() -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("/run/appsnap-verify-"))
+        .collect()
+}
+
+/// `appsnap verify --job db --json`: its exit code and report.
+pub fn verify(w: &World) -> (Option<i32>, Value, String) {
+    let mut cmd = Command::new(appsnap_bin());
+    cmd.arg("-c").arg(&w.policy).args([
+        "--config-dir",
+        "/nonexistent",
+        "verify",
+        "--job",
+        "db",
+        "--json",
+    ]);
+    let out = run_bounded(cmd, Duration::from_secs(300));
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("verify --json: {e}: {}", text(&out)));
+    (out.status.code(), report, text(&out))
+}
+
+/// The `query: ` lines the example verify script printed, each split into
+/// its columns (tab- or `|`-separated).
+pub fn query_lines(out: &Path) -> Vec<Vec<String>> {
+    std::fs::read_to_string(out)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("query: "))
+        .map(|l| l.split(['\t', '|']).map(|c| c.trim().to_string()).collect())
+        .collect()
+}
+
+/// Nothing of the drill is left: every disk it created deleted, no by-id
+/// link but the job's disks', nothing mounted under the run directory, and
+/// no private directory of the example verify scripts under /run.
+pub fn assert_drill_left_nothing(w: &World) {
+    let disks = w.state()["created_disks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(!disks.is_empty(), "the drill created no disk");
+    for d in &disks {
+        assert_eq!(d["deleted"], true, "a drill disk is still there: {d:#}");
+    }
+    let links: Vec<String> = std::fs::read_dir(w.lab.by_id_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.contains("e2eext") && !n.contains("e2exfs"))
+        .collect();
+    assert!(links.is_empty(), "by-id links left: {links:?}");
+    let run = w.lab.run_dir();
+    assert!(
+        mounts_under(&run).is_empty(),
+        "still mounted under {}: {:?}",
+        run.display(),
+        mounts_under(&run)
+    );
+    let private: Vec<String> = std::fs::read_dir("/run")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("appsnap-verify-"))
+        .collect();
+    assert!(
+        private.is_empty(),
+        "verify script directories left in /run: {private:?}"
+    );
+}
+
+/// Mount points at or below `dir`, deepest last.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|mp| Path::new(mp).starts_with(dir))
+        .collect()
+}
+
+/// Unmounts whatever a failed drill left mounted under the lab's run
+/// directory (appsnap mounted it there for this test), so the lab's own
+/// teardown can detach its devices.
+pub struct Unmounter(pub PathBuf);
+
+impl Drop for Unmounter {
+    fn drop(&mut self) {
+        for mp in mounts_under(&self.0).iter().rev() {
+            let _ = Command::new("umount").arg(mp).status();
+        }
     }
 }

@@ -166,10 +166,13 @@ fn ext4_whole_disk_and_xfs_partition_pass_mount_and_tear_down_beside_the_live_on
         lay.record.exists(),
         "the record is kept while the copies exist"
     );
+    // Traverse-only for others: a verify script starts the database as its
+    // own user (mysql, postgres), who must reach the copy; nobody may list
+    // the drill's directories.
     let mode = std::fs::metadata(&lay.root).unwrap();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
-        0o700
+        0o711
     );
 
     let ext = only(&a, "d-resta");
@@ -196,6 +199,17 @@ fn ext4_whole_disk_and_xfs_partition_pass_mount_and_tear_down_beside_the_live_on
         assert_eq!(
             std::fs::read_to_string(mp.join("hello.txt")).unwrap(),
             marker
+        );
+        let as_nobody = std::process::Command::new("runuser")
+            .args(["-u", "nobody", "--", "cat"])
+            .arg(mp.join("hello.txt"))
+            .output()
+            .unwrap();
+        assert!(
+            as_nobody.status.success(),
+            "a service user cannot reach {}: {}",
+            mp.display(),
+            String::from_utf8_lossy(&as_nobody.stderr)
         );
         let line = mounted_at(mp).unwrap_or_else(|| panic!("{} not mounted", mp.display()));
         assert!(line.contains("nodev") && line.contains("nosuid"), "{line}");

@@ -223,19 +223,23 @@ impl Builder<'_> {
                 source,
             }
         };
+        // Traverse-only (0711), not 0700: a verify script starts the
+        // database as its own user (mysql, postgres), who must reach the
+        // copy; nobody but root may list or create anything here. The copies
+        // keep their own permissions, the live file systems' own.
         if let Some(parent) = root.parent() {
             std::fs::DirBuilder::new()
                 .recursive(true)
-                .mode(0o700)
+                .mode(0o711)
                 .create(parent)
                 .map_err(io("create the parent of"))?;
         }
         std::fs::DirBuilder::new()
-            .mode(0o700)
+            .mode(0o711)
             .create(root)
             .map_err(io("create"))?;
-        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
-            .map_err(io("chmod 0700"))
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711))
+            .map_err(io("chmod 0711"))
     }
 
     /// Sorts what one restored device holds into file systems, PVs and skips.

@@ -108,12 +108,34 @@ pub fn mount(
         FsType::Xfs => "nodev,nosuid,nouuid",
         FsType::Ext4 | FsType::Btrfs => "nodev,nosuid",
     };
-    let out = Run::new("mount", &tools.mount)
-        .args(["-t", fstype.as_str(), "-o", opts])
-        .path_arg(dev)
-        .path_arg(mount_point)
-        .output(tools, deadline)?;
+    let attempt = || {
+        if fstype == FsType::Btrfs {
+            forget_btrfs(tools, dev, deadline);
+        }
+        Run::new("mount", &tools.mount)
+            .args(["-t", fstype.as_str(), "-o", opts])
+            .path_arg(dev)
+            .path_arg(mount_point)
+            .output(tools, deadline)
+    };
+    let mut out = attempt()?;
+    // A btrfs copy that some scan registered as its own device set mounts
+    // under the live one's fsid and the kernel refuses it (EEXIST from
+    // sysfs); forgotten and mounted again, the kernel gives it a temp fsid.
+    if fstype == FsType::Btrfs && !out.ok() && out.tail.contains("File exists") {
+        out = attempt()?;
+    }
     Ok(verdict("mount", &out))
+}
+
+/// `btrfs device scan --forget DEV`: drops the kernel's registration of an
+/// unmounted copy (never of a mounted device: the kernel refuses that), so
+/// the mount scans it afresh. Best effort.
+fn forget_btrfs(tools: &Tools, dev: &Path, deadline: Instant) {
+    let _ = Run::new("btrfs", &tools.btrfs)
+        .args(["device", "scan", "--forget"])
+        .path_arg(dev)
+        .output(tools, deadline);
 }
 
 /// True when something is mounted exactly at `path`.

@@ -143,6 +143,12 @@ fn print_report(r: &VerifyReport, json: bool) {
             f.check
         );
     }
+    if let Some(out) = r.script_output.as_deref().filter(|o| !o.is_empty()) {
+        println!("  verify_script output (its end):");
+        for line in out.lines() {
+            println!("    {line}");
+        }
+    }
     for e in &r.errors {
         eprintln!("error: {e}");
     }

@@ -77,6 +77,7 @@ pub async fn verify(env: &VerifyEnv, req: VerifyRequest<'_>) -> VerifyReport {
         disks: Vec::new(),
         filesystems: Vec::new(),
         script: None,
+        script_output: None,
         errors: Vec::new(),
         leftovers: Vec::new(),
     };
@@ -301,6 +302,7 @@ async fn drive(
                 })
                 .collect(),
             root: rec.host_root.clone(),
+            pass_env: req.job.script_env.clone(),
         };
         let mut c = cancel.clone();
         let stop = async move {
@@ -324,6 +326,7 @@ async fn drive(
                     ));
                 }
                 report.script = Some(how);
+                report.script_output = Some(tail(&run.output));
             }
         }
     }

@@ -95,6 +95,7 @@ mod tests {
             disks: vec![],
             filesystems: vec![],
             script: None,
+            script_output: None,
             errors: if verdict == Verdict::Passed {
                 vec![]
             } else {

@@ -85,6 +85,10 @@ pub struct VerifyReport {
     pub filesystems: Vec<FsOutcome>,
     /// How the verify script ended (none when there is none or it did not run).
     pub script: Option<String>,
+    /// The end of the script's output (stdout and stderr, at most 2000
+    /// bytes); the script's environment holds none of appsnap's secrets.
+    #[serde(default)]
+    pub script_output: Option<String>,
     /// Why the drill failed or did not run.
     pub errors: Vec<String>,
     /// What could not be cleaned up (a disk, a mount): retried at the next

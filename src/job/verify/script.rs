@@ -10,7 +10,8 @@
 //!   where that file system is mounted on the live system (empty line when
 //!   it is not mounted there), so a script can find e.g. the copy of
 //!   `/var/lib/mysql`,
-//! - `APPSNAP_VERIFY_ROOT`: the private directory holding the copies.
+//! - `APPSNAP_VERIFY_ROOT`: the private directory holding the copies;
+//! - the variables the job's `script_env` names, as the hooks get them.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -35,10 +36,17 @@ pub struct VerifyContext {
     pub mounts: Vec<(PathBuf, Option<PathBuf>)>,
     /// The private root.
     pub root: PathBuf,
+    /// Names of appsnap's environment variables passed through (the job's
+    /// `script_env`, as for the hooks).
+    pub pass_env: Vec<String>,
 }
 
-/// The script's whole environment.
-pub fn verify_environment(ctx: &VerifyContext) -> BTreeMap<OsString, OsString> {
+/// The script's whole environment: the fixed part, the `script_env`
+/// variables `lookup` (appsnap's environment) has, then the drill's own.
+pub fn verify_environment(
+    ctx: &VerifyContext,
+    lookup: impl Fn(&str) -> Option<OsString>,
+) -> BTreeMap<OsString, OsString> {
     let copies: Vec<String> = ctx
         .mounts
         .iter()
@@ -54,10 +62,20 @@ pub fn verify_environment(ctx: &VerifyContext) -> BTreeMap<OsString, OsString> {
         })
         .collect();
     let (copies, live) = (copies.join("\n"), live.join("\n"));
-    [
-        ("PATH", SCRIPT_PATH.to_string()),
-        ("LANG", SCRIPT_LANG.to_string()),
-        ("HOME", SCRIPT_HOME.to_string()),
+    let mut env: BTreeMap<OsString, OsString> = [
+        ("PATH", SCRIPT_PATH),
+        ("LANG", SCRIPT_LANG),
+        ("HOME", SCRIPT_HOME),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.into(), v.into()))
+    .collect();
+    for name in &ctx.pass_env {
+        if let Some(v) = lookup(name) {
+            env.insert(name.into(), v);
+        }
+    }
+    let own = [
         ("APPSNAP_PHASE", "verify".to_string()),
         ("APPSNAP_JOB", ctx.job.clone()),
         ("APPSNAP_VERIFY_GROUP", ctx.group_id.clone()),
@@ -65,10 +83,11 @@ pub fn verify_environment(ctx: &VerifyContext) -> BTreeMap<OsString, OsString> {
         ("APPSNAP_MOUNTPOINTS", copies),
         ("APPSNAP_SOURCE_MOUNTPOINTS", live),
         ("APPSNAP_VERIFY_ROOT", ctx.root.display().to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.into(), v.into()))
-    .collect()
+    ];
+    for (k, v) in own {
+        env.insert(k.into(), v.into());
+    }
+    env
 }
 
 /// How the script ended, or why it did not run.
@@ -91,7 +110,7 @@ pub async fn run_verify_script(
         Ok(s) => s,
         Err(e) => return ScriptResult::Refused(format!("verify_script not run: {e}")),
     };
-    let env = verify_environment(ctx);
+    let env = verify_environment(ctx, |k| std::env::var_os(k));
     let mut run = run_program(&script, &env, None, timeout, DEFAULT_KILL_GRACE, cancel).await;
     // A verify script has no lock holders to keep: whatever it left running
     // would hold the copies' mounts busy.
@@ -119,8 +138,17 @@ mod tests {
                 ("/run/appsnap/verify/r/d-b-p1".into(), None),
             ],
             root: "/run/appsnap/verify/r".into(),
+            pass_env: vec!["DB_SOCKET".into(), "UNSET".into()],
         };
-        let env = verify_environment(&ctx);
+        let env = verify_environment(&ctx, |k| {
+            [
+                ("DB_SOCKET", "/run/db.sock"),
+                ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "s"),
+            ]
+            .iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| OsString::from(v))
+        });
         let get = |k: &str| {
             env.get(&OsString::from(k))
                 .unwrap()
@@ -135,6 +163,8 @@ mod tests {
         );
         assert_eq!(get("APPSNAP_SOURCE_MOUNTPOINTS"), "/var/lib/mysql\n");
         assert_eq!(get("APPSNAP_DISK_IDS"), "d-a d-b");
+        assert_eq!(get("DB_SOCKET"), "/run/db.sock");
+        assert!(!env.contains_key(&OsString::from("UNSET")));
         assert!(env
             .keys()
             .all(|k| !k.to_string_lossy().starts_with("ALIBABA")));

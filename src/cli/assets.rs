@@ -209,7 +209,7 @@ fn environment_section(r: &mut Roff) {
 
 fn files_section(r: &mut Roff) {
     r.control("SH", ["FILES"]);
-    let files: [(&str, &str); 6] = [
+    let files: [(&str, &str); 7] = [
         ("/etc/appsnap.toml", "the policy (see appsnap.toml(5)); `-c PATH` replaces it."),
         (
             "/etc/appsnap.d/*.toml",
@@ -224,12 +224,16 @@ fn files_section(r: &mut Roff) {
             "state (0700 root): each job's last result and the notification results; `state_dir` in `[host]`.",
         ),
         (
+            "/var/lib/appsnap/verify/",
+            "records of restore drills in progress: what each made, so an unfinished drill is cleaned up at the next start or by `appsnap verify --cleanup`.",
+        ),
+        (
             "/usr/lib/systemd/system/appsnap.service",
             "the unit that runs `appsnap daemon` (`journalctl -u appsnap` for its logs).",
         ),
         (
             "/usr/share/doc/appsnap/examples/",
-            "an example two-job policy, MySQL/MariaDB and PostgreSQL pre/post scripts, Prometheus alerting rules.",
+            "an example two-job policy, MySQL/MariaDB and PostgreSQL pre/post scripts and restore-drill verify scripts, Prometheus alerting rules.",
         ),
     ];
     for (path, what) in files {
@@ -306,7 +310,9 @@ fn policy_page() -> String {
     item(
         &mut r,
         "/usr/share/doc/appsnap/examples/",
-        inlines("the example above, and pre/post scripts for MySQL/MariaDB and PostgreSQL."),
+        inlines(
+            "the example above, and pre/post and verify scripts for MySQL/MariaDB and PostgreSQL.",
+        ),
     );
     see_also_section(
         &mut r,
@@ -406,7 +412,16 @@ mod tests {
             assert!(page.contains("\\fBappsnap.toml\\fR(5)"), "{path:?}");
             assert_eq!(page.matches(".ds Aq").count(), 2, "one apostrophe preamble");
         }
-        assert_eq!(pages, 9, "appsnap.1 and one page per visible subcommand");
+        let visible = <crate::cli::args::Cli as clap::CommandFactory>::command()
+            .get_subcommands()
+            .filter(|c| !c.is_hide_set())
+            .count();
+        assert!(visible >= 9, "run, check, verify, ... are visible");
+        assert_eq!(
+            pages,
+            visible + 1,
+            "appsnap.1 and one page per visible subcommand"
+        );
     }
 
     /// appsnap.toml(5) documents every key of every table the README's

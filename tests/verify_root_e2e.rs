@@ -82,6 +82,45 @@ impl Drop for Unmounter {
     }
 }
 
+/// Starts `appsnap verify --job db --json` with a verify_script that writes
+/// its pid to the returned file and then sleeps (as `sleep`, same pid), and
+/// waits until the script runs: copies mounted, disks attached.
+fn drill_held_in_its_script(w: &World) -> (std::process::Child, PathBuf) {
+    let started = w.lab.dir.join("script-started");
+    let script = w.script(
+        "verify.sh",
+        &format!("echo $$ > {}\nexec sleep 60", started.display()),
+    );
+    let policy = std::fs::read_to_string(&w.policy).unwrap()
+        + &format!("verify_script = \"{}\"\n", script.display());
+    std::fs::write(&w.policy, policy).unwrap();
+    let mut drill = Command::new(appsnap_bin())
+        .arg("-c")
+        .arg(&w.policy)
+        .args([
+            "--config-dir",
+            "/nonexistent",
+            "verify",
+            "--job",
+            "db",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while std::fs::read_to_string(&started).map_or(true, |s| s.trim().is_empty()) {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the drill never reached its script"
+        );
+        assert!(drill.try_wait().unwrap().is_none(), "the drill ended early");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (drill, started)
+}
+
 /// The emulator's disks that a drill created (not configured ones).
 fn drill_disks(w: &World) -> Vec<Value> {
     w.state()["created_disks"]
@@ -262,32 +301,7 @@ fn damage_ext4(image: &Path) {
 fn a_drill_killed_mid_way_is_finished_by_the_next_daemon_start() {
     root_or_skip!();
     let (w, _guard) = world_with_group("killed", "");
-    let started = w.lab.dir.join("script-started");
-    let script = w.script(
-        "verify.sh",
-        &format!("echo $$ > {}\nexec sleep 60", started.display()),
-    );
-    let policy = std::fs::read_to_string(&w.policy).unwrap()
-        + &format!("verify_script = \"{}\"\n", script.display());
-    std::fs::write(&w.policy, policy).unwrap();
-
-    let mut drill = Command::new(appsnap_bin())
-        .arg("-c")
-        .arg(&w.policy)
-        .args(["--config-dir", "/nonexistent", "verify", "--job", "db"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while std::fs::read_to_string(&started).map_or(true, |s| s.trim().is_empty()) {
-        assert!(
-            t.elapsed() < Duration::from_secs(120),
-            "the drill never reached its script"
-        );
-        assert!(drill.try_wait().unwrap().is_none(), "the drill ended early");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (mut drill, started) = drill_held_in_its_script(&w);
     // Mid-drill: copies mounted, disks attached.
     let attached = drill_disks(&w)
         .iter()
@@ -343,37 +357,7 @@ fn a_drill_killed_mid_way_is_finished_by_the_next_daemon_start() {
 fn sigterm_mid_drill_releases_everything_and_is_no_verdict() {
     root_or_skip!();
     let (w, _guard) = world_with_group("sigterm", "");
-    let started = w.lab.dir.join("script-started");
-    let script = w.script(
-        "verify.sh",
-        &format!("echo $$ > {}\nexec sleep 60", started.display()),
-    );
-    let policy = std::fs::read_to_string(&w.policy).unwrap()
-        + &format!("verify_script = \"{}\"\n", script.display());
-    std::fs::write(&w.policy, policy).unwrap();
-    let drill = Command::new(appsnap_bin())
-        .arg("-c")
-        .arg(&w.policy)
-        .args([
-            "--config-dir",
-            "/nonexistent",
-            "verify",
-            "--job",
-            "db",
-            "--json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while std::fs::read_to_string(&started).map_or(true, |s| s.trim().is_empty()) {
-        assert!(
-            t.elapsed() < Duration::from_secs(120),
-            "the drill never reached its script"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (drill, _started) = drill_held_in_its_script(&w);
     let pid = drill.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])

@@ -79,19 +79,7 @@ pub fn script_environment(
     ctx: &ScriptContext,
     lookup: impl Fn(&str) -> Option<OsString>,
 ) -> BTreeMap<OsString, OsString> {
-    let mut env: BTreeMap<OsString, OsString> = [
-        ("PATH", SCRIPT_PATH),
-        ("LANG", SCRIPT_LANG),
-        ("HOME", SCRIPT_HOME),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.into(), v.into()))
-    .collect();
-    for name in &ctx.pass_env {
-        if let Some(v) = lookup(name) {
-            env.insert(name.into(), v);
-        }
-    }
+    let mut env = base_environment(&ctx.pass_env, lookup);
     for (k, v) in [
         ("APPSNAP_JOB", ctx.job.clone()),
         ("APPSNAP_PHASE", phase.as_str().to_string()),
@@ -103,6 +91,28 @@ pub fn script_environment(
         ),
     ] {
         env.insert(k.into(), v.into());
+    }
+    env
+}
+
+/// What every script appsnap runs starts from: `PATH`, `LANG`, `HOME`, then
+/// the variables `pass_env` names that `lookup` (appsnap's environment) has.
+pub fn base_environment(
+    pass_env: &[String],
+    lookup: impl Fn(&str) -> Option<OsString>,
+) -> BTreeMap<OsString, OsString> {
+    let mut env: BTreeMap<OsString, OsString> = [
+        ("PATH", SCRIPT_PATH),
+        ("LANG", SCRIPT_LANG),
+        ("HOME", SCRIPT_HOME),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.into(), v.into()))
+    .collect();
+    for name in pass_env {
+        if let Some(v) = lookup(name) {
+            env.insert(name.into(), v);
+        }
     }
     env
 }

@@ -19,9 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::job::script_check::open_script;
-use crate::job::scripts::{
-    run_program, ScriptRun, DEFAULT_KILL_GRACE, SCRIPT_HOME, SCRIPT_LANG, SCRIPT_PATH,
-};
+use crate::job::scripts::{base_environment, run_program, ScriptRun, DEFAULT_KILL_GRACE};
 
 /// What the script is told.
 #[derive(Debug, Clone, Default)]
@@ -62,19 +60,7 @@ pub fn verify_environment(
         })
         .collect();
     let (copies, live) = (copies.join("\n"), live.join("\n"));
-    let mut env: BTreeMap<OsString, OsString> = [
-        ("PATH", SCRIPT_PATH),
-        ("LANG", SCRIPT_LANG),
-        ("HOME", SCRIPT_HOME),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.into(), v.into()))
-    .collect();
-    for name in &ctx.pass_env {
-        if let Some(v) = lookup(name) {
-            env.insert(name.into(), v);
-        }
-    }
+    let mut env = base_environment(&ctx.pass_env, lookup);
     let own = [
         ("APPSNAP_PHASE", "verify".to_string()),
         ("APPSNAP_JOB", ctx.job.clone()),

@@ -34,6 +34,15 @@ for l in "$A" "$B" "$E"; do check "by-id link $l exists" test -b "$by_id/$l"; do
 section "LVM over $DISK_A and $DISK_B, xfs on the LV; ext4 on $DISK_E"
 show pvcreate -q -y "$by_id/$A" "$by_id/$B"
 show vgcreate -q -y vmvg "$by_id/$A" "$by_id/$B"
+# With INACTIVE_LV=1 (tests/vm/run: APPSNAP_VM_INACTIVE_LV=1), an inactive
+# LV in the live VG, as thin pools or LVs kept down often are: the restore
+# drill must not get it activated, least of all on its clones. Off by
+# default: udev's LVM event activation does activate it on the clones (see
+# tests/vm/NOTES.md), so the lane fails with it until the drill guards it.
+if [[ ${INACTIVE_LV:-0} == 1 ]]; then
+  show lvcreate -q -y -Wy -L 8M -n spare vmvg
+  show lvchange -q -an vmvg/spare
+fi
 show lvcreate -q -y -Wy -l 100%FREE -n data vmvg
 show lvs --segments -o lv_name,seg_start_pe,seg_size_pe,devices vmvg
 show mkfs.xfs -q -f /dev/vmvg/data
@@ -85,6 +94,7 @@ timezone = "UTC"
 disks = ["$DISK_A", "$DISK_B", "$DISK_E"]
 prescript = "/etc/appsnap/pre.sh"
 postscript = "/etc/appsnap/post.sh"
+verify_script = "/etc/appsnap/verify.sh"
 
 [[job]]
 name = "half"
@@ -95,6 +105,7 @@ POLICY
 cat /etc/appsnap.toml
 printf '#!/bin/sh\necho quiesced\n' >/etc/appsnap/pre.sh
 printf '#!/bin/sh\necho resumed\n' >/etc/appsnap/post.sh
+install -m 0700 "$cfg/drill-verify.sh" /etc/appsnap/verify.sh
 chmod 0700 /etc/appsnap/pre.sh /etc/appsnap/post.sh
 check "appsnap check --offline" show appsnap check --offline
 
@@ -180,6 +191,154 @@ check "run half exits 1 (conditions not met)" test $rc -eq 1
 check "run half names the spanning file system /mnt/lv (xfs)" grep -q "file system /mnt/lv (xfs) spans job disks \[$DISK_A\]" /tmp/half.err
 check "run half names the disk left out (serial ${DISK_B#d-})" grep -q "serial ${DISK_B#d-}" /tmp/half.err
 check "run half froze nothing" bash -c "! grep -q thawed /tmp/half.err"
+
+section "restore drill: appsnap verify --job vm while the live VG stays active"
+# The drill restores the group just made: three new disks hot-plugged into
+# this guest by the host's emulator (tests/vm/hotplug), two of them clones of
+# the live PVs (same PV and VG UUIDs) until the drill's vgimportclone renames
+# them. The live VG must stay as it is, mounted and written to throughout.
+lvs_cols=vg_name,lv_name,lv_attr,vg_uuid,lv_uuid,devices
+pvs_cols=pv_name,vg_name,pv_uuid,vg_uuid
+lvm_view() { # lvm_view TAG: lvs and pvs (sorted) to /tmp/TAG.{lvs,pvs}, warnings to /tmp/TAG.err
+  lvs --noheadings -o "$lvs_cols" 2>"/tmp/$1.err" | awk '{$1=$1; print}' | sort >"/tmp/$1.lvs"
+  pvs --noheadings -o "$pvs_cols" 2>>"/tmp/$1.err" | awk '{$1=$1; print}' | sort >"/tmp/$1.pvs"
+}
+lvm_view before
+grep '^vmvg ' /tmp/before.lvs >/run/appsnap-live-lvs # the verify script compares with it
+slaves_before=$(ls /sys/block/"$dm"/slaves | sort | tr '\n' ' ')
+echo "live LV $dm over: $slaves_before"
+show cat /tmp/before.lvs /tmp/before.pvs
+show ls /run/lvm/pvs_online /run/lvm/vgs_online
+show lvmconfig --typeconfig full devices/use_devicesfile global/event_activation
+# The writer: a timestamped record every 0.2 s, each fsynced; a failed
+# append or fsync is counted, never retried.
+if [[ ${UDEV_GUARD:-0} == 1 ]]; then
+  # The guard proposed for the drill (tests/vm/NOTES.md): LVM's udev rule
+  # skips PVs on disks other than the live ones, so hot-plugged clones are
+  # never recorded online nor auto-activated. The drill would write it for
+  # its own disks' serials; here it names the live ones instead.
+  mkdir -p /run/udev/rules.d
+  printf '%s\n' 'SUBSYSTEM=="block", ENV{ID_FS_TYPE}=="LVM2_member", ENV{ID_SERIAL}=="?*", ENV{ID_SERIAL}!="'"${DISK_A#d-}|${DISK_B#d-}"'", ENV{DM_UDEV_DISABLE_OTHER_RULES_FLAG}="1"' \
+    >/run/udev/rules.d/65-appsnap-drill-guard.rules
+  show cat /run/udev/rules.d/65-appsnap-drill-guard.rules
+  show udevadm control --reload
+fi
+rm -f /run/dwriter.stop /run/dwriter.result
+: >/mnt/lv/drill.log
+(
+  n=0 failed=0
+  while [[ ! -e /run/dwriter.stop ]]; do
+    if echo "rec $n $(date +%s.%N)" >>/mnt/lv/drill.log && sync /mnt/lv/drill.log; then
+      n=$((n + 1))
+    else
+      failed=$((failed + 1))
+    fi
+    sleep 0.2
+  done
+  echo "$n $failed" >/run/dwriter.result
+) &
+dwriter=$!
+# The sampler: what LVM (unrestricted) and the kernel say about the live VG
+# every 2 s while the drill runs.
+rm -f /run/sampler.stop
+(
+  while [[ ! -e /run/sampler.stop ]]; do
+    t=$(date +%T)
+    pvs --noheadings -o "$pvs_cols" 2>>/tmp/during.err | awk -v t="$t" '{$1=$1; print t, $0}' >>/tmp/during.pvs
+    echo "$t $(ls /sys/block/"$dm"/slaves | sort | tr '\n' ' ')" >>/tmp/during.slaves
+    ls /dev/disk/by-id/ | grep -c '^virtio-' | sed "s/^/$t by-id virtio links: /" >>/tmp/during.links
+    dmsetup deps -o devname 2>&1 | sed "s/^/$t /" >>/tmp/during.deps
+    sleep 2
+  done
+) &
+sampler=$!
+sleep 1
+start=$(date +%s%N)
+appsnap verify --job vm --json >/tmp/verify.json 2>/tmp/verify.err
+rc=$?
+echo "+ appsnap verify --job vm --json -> rc $rc in $(( ($(date +%s%N) - start) / 1000000 )) ms"
+sed 's/^/  stderr: /' /tmp/verify.err
+sed 's/^/  json: /' /tmp/verify.json
+lines_at_end=$(wc -l </mnt/lv/drill.log)
+sleep 2
+touch /run/sampler.stop /run/dwriter.stop
+timeout 30 tail --pid=$sampler -f /dev/null
+timeout 30 tail --pid=$dwriter -f /dev/null
+lvm_view after
+show cat /tmp/after.lvs /tmp/after.pvs
+echo "--- LVM warnings before / after"
+cat /tmp/before.err /tmp/after.err
+echo "--- during the drill: pvs (unrestricted) every 2 s"
+cat /tmp/during.pvs
+echo "--- during the drill: LVM warnings (deduplicated)"
+sort /tmp/during.err | uniq -c
+echo "--- during the drill: the live LV's slaves, by-id links, dm devices and what they map onto"
+cat /tmp/during.slaves /tmp/during.links /tmp/during.deps
+show ls /run/lvm/pvs_online /run/lvm/vgs_online
+show grep -H . /run/lvm/pvs_online/* /run/lvm/vgs_online/*
+show dmsetup deps -o devname
+echo "--- journal: udev/LVM event activation during the boot and the drill"
+journalctl -b --no-pager -o short-monotonic 2>/dev/null | grep -iE 'pvscan|lvm|vgchange|appsnap_verify|duplicate|pciehp' | tail -n 60
+echo "--- verify script's log"
+cat /run/drill-script.log
+check "verify --job vm exits 0 (passed)" test "$rc" -eq 0
+check "verify: verdict passed" test "$(jq -r .verdict /tmp/verify.json)" = passed
+check "verify: 3 disks restored" test "$(jq '.disks | length' /tmp/verify.json)" -eq 3
+for d in $(jq -r '.disks[]' /tmp/verify.json); do echo "VMTEST DRILLDISK $d"; done
+check "verify: xfs copy of the LV checked ok" \
+  test "$(jq '[.filesystems[] | select(.fstype == "xfs" and .ok and .live_mount_point == "/mnt/lv")] | length' /tmp/verify.json)" -eq 1
+check "verify: ext4 copy checked ok" \
+  test "$(jq '[.filesystems[] | select(.fstype == "ext4" and .ok and .live_mount_point == "/mnt/ext4")] | length' /tmp/verify.json)" -eq 1
+check "verify: no errors, no leftovers" test "$(jq -c '[.errors, .leftovers]' /tmp/verify.json)" = '[[],[]]'
+for w in "the LV copy holds the marker from before the snapshot" \
+  "the LV copy holds whole writer records" \
+  "the LV copy is mounted from the clone VG, not the live LV" \
+  "lvs in the script: the live VG as before (same UUIDs, active, open)" \
+  "lvs in the script: the clone VG is separate (own VG UUID)"; do
+  check "verify script: $w" grep -qxF "SCRIPT PASS: $w" /run/drill-script.log
+done
+check "lvs after = lvs before (same VGs, LVs, attributes, UUIDs, devices)" cmp -s /tmp/before.lvs /tmp/after.lvs
+check "pvs after = pvs before (same PVs, UUIDs)" cmp -s /tmp/before.pvs /tmp/after.pvs
+check "no clone VG left (vgs, /dev/mapper)" bash -c '! vgs --noheadings -o vg_name 2>/dev/null | grep -q appsnap_verify_ && ! ls /dev/mapper | grep -q appsnap_verify_'
+live_pvs=$(awk '$2 == "vmvg" {print $1}' /tmp/before.pvs | sort | xargs)
+vmvg_stayed_on_live_pvs() { # every sample listed vmvg on exactly the live PVs
+  [[ -s /tmp/during.pvs ]] || return 1
+  local t
+  for t in $(awk '{print $1}' /tmp/during.pvs | sort -u); do
+    [[ $(awk -v t="$t" '$1 == t && $3 == "vmvg" {print $2}' /tmp/during.pvs | sort | xargs) == "$live_pvs" ]] ||
+      { echo "  at $t vmvg was on: $(awk -v t="$t" '$1 == t && $3 == "vmvg" {print $2}' /tmp/during.pvs | xargs)"; return 1; }
+  done
+}
+check "during the drill pvs always showed vmvg on its own PVs ($live_pvs)" vmvg_stayed_on_live_pvs
+lv_stayed_on_its_disks() {
+  [[ $(ls /sys/block/"$dm"/slaves | sort | tr '\n' ' ') == "$slaves_before" ]] &&
+    ! cut -d' ' -f2- /tmp/during.slaves | grep -vxF "$slaves_before" | grep -q .
+}
+check "the kernel's live LV stayed on the same disks ($slaves_before)" lv_stayed_on_its_disks
+links_came_and_went() {
+  local first most now
+  first=$(awk 'NR == 1 {print $NF}' /tmp/during.links)
+  most=$(awk '{print $NF}' /tmp/during.links | sort -n | tail -n 1)
+  now=$(ls "$by_id" | grep -c '^virtio-')
+  echo "  virtio by-id links: $first before, up to $most during, $now after"
+  [[ $most -gt $first && $now -eq $first ]]
+}
+check "the drill's disks were hot-plugged into the guest and unplugged (by-id links)" links_came_and_went
+if [[ ${INACTIVE_LV:-0} == 1 ]]; then
+  check "the live VG's inactive LV (vmvg/spare) stayed inactive (lvs, no dm device)" \
+    bash -c "! lvs --noheadings -o lv_attr vmvg/spare 2>/dev/null | grep -q '^ *....a' && ! dmsetup info vmvg-spare >/dev/null 2>&1"
+fi
+check "/mnt/lv still mounted from the live LV" test "$(findmnt -no SOURCE /mnt/lv)" = /dev/mapper/vmvg-data
+read -r recs wfailed </run/dwriter.result
+maxgap=$(awk '{ if (NR > 1 && $3 - prev > g) g = $3 - prev; prev = $3 } END { printf "%.1f", g }' /mnt/lv/drill.log)
+echo "drill writer: $recs records, $wfailed failed, longest gap between records ${maxgap} s"
+writer_throughout() {
+  [[ $wfailed -eq 0 && $recs -gt 0 ]] &&
+    awk '$1 != "rec" || $2 != NR - 1 { bad = 1 } END { exit bad }' /mnt/lv/drill.log &&
+    awk -v g="$maxgap" 'BEGIN { exit !(g < 20) }'
+}
+check "the live LV was written throughout ($recs records whole, none failed, longest gap ${maxgap} s < 20 s)" writer_throughout
+check "the live LV was still written after the drill ended" test "$recs" -gt "$lines_at_end"
 
 section "nothing left frozen"
 check "appsnap thaw --all" show appsnap thaw --all

@@ -163,6 +163,23 @@ pub struct RestoreConfig {
     /// `Detaching` -> `Available` (the device is gone from the start).
     #[serde(default = "default_transition_ms")]
     pub detach_delay_ms: u64,
+    /// Instead of a loop device and a by-id link: the command (argv) that
+    /// makes the disk appear where its client runs, e.g. hot-plugs the image
+    /// into a QEMU guest (tests/vm/hotplug). Run with three more arguments:
+    /// the image path, the serial (at most 20 characters) and the disk id.
+    /// Exit 0 = the device is there; anything else fails the attach
+    /// (`last_error`). Needs `detach_command`.
+    #[serde(default)]
+    pub attach_command: Option<Vec<String>>,
+    /// Undoes `attach_command` at DetachDisk (same arguments). A failure
+    /// leaves the disk `Detaching` with `last_error`: the device is still
+    /// there, as on a real instance whose guest does not release it.
+    #[serde(default)]
+    pub detach_command: Option<Vec<String>>,
+    /// The bound on each attach/detach command; past it the command is
+    /// killed and counts as failed.
+    #[serde(default = "default_command_timeout_ms")]
+    pub command_timeout_ms: u64,
 }
 
 impl Default for RestoreConfig {
@@ -174,12 +191,19 @@ impl Default for RestoreConfig {
             attach_delay_ms: default_transition_ms(),
             device_delay_ms: 0,
             detach_delay_ms: default_transition_ms(),
+            attach_command: None,
+            detach_command: None,
+            command_timeout_ms: default_command_timeout_ms(),
         }
     }
 }
 
 fn default_transition_ms() -> u64 {
     1000
+}
+
+fn default_command_timeout_ms() -> u64 {
+    60_000
 }
 
 /// A long-lived (non-STS) access key pair.
@@ -373,6 +397,27 @@ impl SimConfig {
                     d.display()
                 )));
             }
+        }
+        let r = &self.restore;
+        match (&r.attach_command, &r.detach_command) {
+            (None, None) => {}
+            (Some(a), Some(d)) => {
+                if a.is_empty() || a[0].is_empty() || d.is_empty() || d[0].is_empty() {
+                    return Err(ConfigError::Invalid(
+                        "restore.attach_command and restore.detach_command must name a program".into(),
+                    ));
+                }
+            }
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "restore.attach_command and restore.detach_command go together (one undoes the other)".into(),
+                ))
+            }
+        }
+        if r.command_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "restore.command_timeout_ms must be > 0".into(),
+            ));
         }
         for k in &self.access_keys {
             if k.id.starts_with("STS.") {

@@ -82,6 +82,7 @@ pub async fn state(State(sim): State<Arc<Sim>>) -> Response<Body> {
                 "copy_method": d.copy_method,
                 "loop_device": d.device.as_ref().map(|l| l.path()),
                 "link": d.link,
+                "hotplugged": d.hotplugged,
                 "serial": d.serial(),
                 "tags": tag_list(&d.tags, TagStyle::TagKeyValue),
                 "last_error": d.last_error,

@@ -9,6 +9,7 @@ pub mod actions;
 pub mod auth;
 pub mod config;
 pub mod control;
+pub mod devcommand;
 pub mod diskcopy;
 pub mod ecs;
 pub mod error;

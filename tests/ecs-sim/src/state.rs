@@ -192,6 +192,9 @@ pub struct CreatedDisk {
     pub device: Option<crate::loopdev::LoopDevice>,
     /// The by-id link pointing at it.
     pub link: Option<PathBuf>,
+    /// Its device was made by `[restore] attach_command`, so DetachDisk
+    /// runs `detach_command`.
+    pub hotplugged: bool,
     /// Set by DeleteDisk (the disk no longer exists for the API).
     pub deleted: bool,
     /// The last asynchronous failure (copy or attach), for `/_sim/state`.

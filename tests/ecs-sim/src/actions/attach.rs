@@ -91,12 +91,16 @@ pub fn attach_disk(sim: &Arc<Sim>, p: &Params) -> Result<Value, ApiError> {
             "The current status of the resource does not support this operation.",
         ));
     }
-    let Some(by_id_dir) = sim.cfg.restore.by_id_dir.clone() else {
-        return Err(ApiError::new(
-            403,
-            "OperationDenied",
-            "ecs-sim: AttachDisk needs [restore] by_id_dir in sim.toml (the by-id directory for the disk's link).",
-        ));
+    let way = match (&sim.cfg.restore.attach_command, &sim.cfg.restore.by_id_dir) {
+        (Some(argv), _) => DeviceWay::Command(argv.clone()),
+        (None, Some(dir)) => DeviceWay::Link(dir.clone()),
+        (None, None) => {
+            return Err(ApiError::new(
+                403,
+                "OperationDenied",
+                "ecs-sim: AttachDisk needs [restore] by_id_dir (the by-id directory for the disk's link) or attach_command in sim.toml.",
+            ))
+        }
     };
     let generation = {
         let mut inner = sim.lock();
@@ -127,9 +131,36 @@ pub fn attach_disk(sim: &Arc<Sim>, p: &Params) -> Result<Value, ApiError> {
     let task_sim = sim.clone();
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
-        finish_attach(task_sim, id, generation, by_id_dir).await;
+        finish_attach(task_sim, id, generation, way).await;
     });
     Ok(json!({}))
+}
+
+/// How an attached disk's device comes to be.
+enum DeviceWay {
+    /// A loop device and a `virtio-<serial>` link in this by-id directory.
+    Link(std::path::PathBuf),
+    /// `[restore] attach_command` (argv) makes it appear elsewhere.
+    Command(Vec<String>),
+}
+
+/// The serial a virtio disk reports: at most [`VIRTIO_SERIAL_MAX`] characters.
+fn short_serial(serial: &str) -> String {
+    serial.chars().take(VIRTIO_SERIAL_MAX).collect()
+}
+
+/// Runs `[restore] detach_command` for disk `id` (blocking; call off the runtime).
+fn run_detach_command(
+    sim: &Sim,
+    image: &std::path::Path,
+    serial: &str,
+    id: &str,
+) -> Result<(), String> {
+    let Some(argv) = &sim.cfg.restore.detach_command else {
+        return Ok(());
+    };
+    let timeout = Duration::from_millis(sim.cfg.restore.command_timeout_ms);
+    crate::devcommand::run(argv, image, &short_serial(serial), id, timeout)
 }
 
 fn find_created<'a>(
@@ -147,7 +178,7 @@ fn find_created<'a>(
 /// for the device after DescribeDisks says `In_use`, as on a real instance.
 /// A device that cannot be made leaves the disk `In_use` without one, with
 /// `last_error` and an `attach_failed` line.
-async fn finish_attach(sim: Arc<Sim>, id: String, generation: u64, by_id_dir: std::path::PathBuf) {
+async fn finish_attach(sim: Arc<Sim>, id: String, generation: u64, way: DeviceWay) {
     let (image, serial, no_device, generation) = {
         let mut inner = sim.lock();
         let now = inner.now();
@@ -176,11 +207,17 @@ async fn finish_attach(sim: Arc<Sim>, id: String, generation: u64, by_id_dir: st
         return;
     }
     tokio::time::sleep(Duration::from_millis(sim.cfg.restore.device_delay_ms)).await;
+    let by_id_dir = match way {
+        DeviceWay::Link(dir) => dir,
+        DeviceWay::Command(argv) => {
+            attach_by_command(sim, id, generation, image, serial, argv, entry).await;
+            return;
+        }
+    };
     let disk_dir = sim.cfg.disk_dir();
     let made = tokio::task::spawn_blocking(move || {
         let dev = crate::loopdev::attach(&image).map_err(|e| e.to_string())?;
-        let short: String = serial.chars().take(VIRTIO_SERIAL_MAX).collect();
-        let link = by_id_dir.join(format!("virtio-{short}"));
+        let link = by_id_dir.join(format!("virtio-{}", short_serial(&serial)));
         let linked = std::fs::create_dir_all(&by_id_dir)
             .and_then(|()| crate::loopdev::record_link(&disk_dir, &link))
             .and_then(|()| {
@@ -230,6 +267,67 @@ async fn finish_attach(sim: Arc<Sim>, id: String, generation: u64, by_id_dir: st
     sim.log.write(&entry);
 }
 
+/// The device by `[restore] attach_command`: exit 0 = it is there (the disk
+/// is marked `hotplugged`, so DetachDisk runs `detach_command`); a failure
+/// leaves the disk `In_use` without a device, with `last_error` and an
+/// `attach_failed` line, as a failed loop device does.
+async fn attach_by_command(
+    sim: Arc<Sim>,
+    id: String,
+    generation: u64,
+    image: std::path::PathBuf,
+    serial: String,
+    argv: Vec<String>,
+    mut entry: Value,
+) {
+    let timeout = Duration::from_millis(sim.cfg.restore.command_timeout_ms);
+    let (img, ser, did) = (image.clone(), short_serial(&serial), id.clone());
+    let done = tokio::task::spawn_blocking(move || {
+        crate::devcommand::run(&argv, &img, &ser, &did, timeout)
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("attach task failed: {e}")));
+    entry["time"] = json!(log_time(sim.now()));
+    let undo = {
+        let mut inner = sim.lock();
+        let d = inner
+            .created
+            .iter_mut()
+            .find(|d| d.id == id && d.generation == generation && !d.deleted);
+        match (done, d) {
+            (Ok(()), Some(d)) => {
+                entry["event"] = json!("device_appeared");
+                entry["attach_command"] = json!(true);
+                d.hotplugged = true;
+                false
+            }
+            // Detached or deleted meanwhile: undo.
+            (Ok(()), None) => true,
+            (Err(e), Some(d)) => {
+                tracing::error!("attaching {id}: {e}");
+                d.last_error = Some(e.clone());
+                entry["event"] = json!("attach_failed");
+                entry["error"] = json!(e);
+                false
+            }
+            (Err(_), None) => return,
+        }
+    };
+    if undo {
+        let task_sim = sim.clone();
+        let undone = tokio::task::spawn_blocking(move || {
+            run_detach_command(&task_sim, &image, &serial, &id)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("detach task failed: {e}")));
+        if let Err(e) = undone {
+            tracing::error!("undoing a late attach: {e}");
+        }
+        return;
+    }
+    sim.log.write(&entry);
+}
+
 /// DetachDisk: an `In_use` disk on the instance goes `Detaching` (its link
 /// and loop device go at once), then `Available` after `detach_delay_ms`.
 pub fn detach_disk(sim: &Arc<Sim>, p: &Params) -> Result<Value, ApiError> {
@@ -265,13 +363,46 @@ pub fn detach_disk(sim: &Arc<Sim>, p: &Params) -> Result<Value, ApiError> {
         }
         let d = find_created(&mut inner.created, &id)?;
         d.release_device();
+        let unplug = std::mem::take(&mut d.hotplugged).then(|| (d.image.clone(), d.serial()));
         d.status = DiskStatus::Detaching;
         d.generation += 1;
-        d.generation
+        (d.generation, unplug)
     };
+    let (generation, unplug) = generation;
     let delay = Duration::from_millis(sim.cfg.restore.detach_delay_ms);
     let task_sim = sim.clone();
     tokio::spawn(async move {
+        if let Some((image, serial)) = unplug {
+            let (s, i) = (task_sim.clone(), id.clone());
+            let undone =
+                tokio::task::spawn_blocking(move || run_detach_command(&s, &image, &serial, &i))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("detach task failed: {e}")));
+            if let Err(e) = undone {
+                // The device is still there: the disk stays Detaching.
+                tracing::error!("detaching {id}: {e}");
+                let now = {
+                    let mut inner = task_sim.lock();
+                    let now = inner.now();
+                    if let Some(d) = inner
+                        .created
+                        .iter_mut()
+                        .find(|d| d.id == id && d.generation == generation && !d.deleted)
+                    {
+                        d.last_error = Some(e.clone());
+                    }
+                    now
+                };
+                task_sim.log.write(&json!({
+                    "time": log_time(now),
+                    "service": "ecs-sim",
+                    "event": "detach_failed",
+                    "disk_id": id,
+                    "error": e,
+                }));
+                return;
+            }
+        }
         tokio::time::sleep(delay).await;
         let mut inner = task_sim.lock();
         let now = inner.now();

@@ -285,6 +285,7 @@ pub async fn create_disk(sim: Arc<Sim>, p: Params) -> Result<Outcome, ApiError> 
             detached_at: None,
             device: None,
             link: None,
+            hotplugged: false,
             deleted: false,
             last_error: None,
             generation: 0,

@@ -41,6 +41,7 @@ mod record;
 mod teardown;
 mod tools;
 mod types;
+pub mod udev;
 
 pub use assemble::{assemble, cleanup_from_record, Assembly};
 pub use error::DrillError;

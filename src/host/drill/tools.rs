@@ -33,6 +33,9 @@ pub struct Tools {
     pub xfs_repair: PathBuf,
     /// `btrfs` (btrfs-progs).
     pub btrfs: PathBuf,
+    /// `udevadm` (udev), to make udev read the drill's runtime rule; `None`
+    /// where it is not installed (then udev is not running either).
+    pub udevadm: Option<PathBuf>,
     /// `lvm` (lvm2), run as `lvm <command>`; `None` when lvm2 is not installed
     /// (then LVM physical volumes on restored disks are reported as skipped).
     pub lvm: Option<PathBuf>,
@@ -57,6 +60,7 @@ impl Tools {
             xfs_repair: find("xfs_repair"),
             btrfs: find("btrfs"),
             lvm: lookup("lvm"),
+            udevadm: lookup("udevadm"),
             timeout: Duration::from_secs(600),
             output_limit: 16 * 1024,
         }

@@ -112,7 +112,9 @@ pub async fn release_leftovers(env: &VerifyEnv, owner: &OwnerId) -> CleanupRepor
     }
     if out.problems.is_empty() {
         for rec in &done {
-            if let Err(e) = rec.remove(&env.state_dir) {
+            if let Err(e) = unguard_udev(&env.tools, rec).await {
+                out.problems.push(e);
+            } else if let Err(e) = rec.remove(&env.state_dir) {
                 out.problems.push(e.to_string());
             }
         }
@@ -177,6 +179,62 @@ pub async fn live_mounts_by_uuid(copies: &std::path::Path) -> HashMap<String, Pa
             if o.status.success() && !uuid.is_empty() {
                 out.entry(uuid).or_insert(m.mount_point.clone());
             }
+        }
+    }
+    out
+}
+
+/// Removes the drill's udev rule (its disks are detached by now).
+pub async fn unguard_udev(tools: &Tools, rec: &DrillRecord) -> Result<(), String> {
+    let Some(path) = rec.udev_rule.clone() else {
+        return Ok(());
+    };
+    let tools = tools.clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    match tokio::task::spawn_blocking(move || host_drill::udev::unguard(&tools, &path, deadline))
+        .await
+    {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("removing the drill's udev rule: {e}")),
+        Err(e) => Err(format!("removing the drill's udev rule: {e}")),
+    }
+}
+
+/// The drill's disks that the kernel still maps something onto (a
+/// device-mapper holder: an LV activated on the copy), each with what: such
+/// a disk is never detached (the mapping would point at a vanished disk).
+pub fn held_devices(
+    rec: &DrillRecord,
+    sys_root: &std::path::Path,
+    by_id_dir: &std::path::Path,
+) -> Vec<(String, String)> {
+    let Ok(graph) = crate::host::devices::BlockGraph::read(sys_root) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for d in &rec.disks {
+        let Some(id) = d.disk_id.as_deref() else {
+            continue;
+        };
+        let Some((name, _)) = graph.find_serial(by_id_dir, id.trim_start_matches("d-")) else {
+            continue;
+        };
+        let mut holders: Vec<String> = Vec::new();
+        let mut names = vec![name.clone()];
+        names.extend(graph.descendants(&name));
+        for n in names {
+            if let Ok(rd) = std::fs::read_dir(sys_root.join("class/block").join(&n).join("holders"))
+            {
+                holders.extend(
+                    rd.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned()),
+                );
+            }
+        }
+        holders.sort();
+        holders.dedup();
+        if !holders.is_empty() {
+            out.push((id.to_string(), holders.join(", ")));
         }
     }
     out

@@ -146,6 +146,7 @@ pub async fn verify(env: &VerifyEnv, req: VerifyRequest<'_>) -> VerifyReport {
             super::record::HOST_SUFFIX
         )),
         host_root: host_root.clone(),
+        udev_rule: None,
     };
     if let Err(e) = rec.save(&env.state_dir) {
         report.errors.push(format!("{e}; nothing was created"));
@@ -171,8 +172,19 @@ pub async fn verify(env: &VerifyEnv, req: VerifyRequest<'_>) -> VerifyReport {
     // Release: host side (already torn down on the normal path; this undoes
     // what a failure in the middle left), then the disks.
     let host_left = cleanup::host_side(&env.tools, &rec).await;
+    let still_held = cleanup::held_devices(&rec, &env.sys_root, &env.by_id_dir);
     report.leftovers.extend(host_left);
-    let ids: Vec<String> = rec.disks.iter().filter_map(|d| d.disk_id.clone()).collect();
+    let ids: Vec<String> = rec
+        .disks
+        .iter()
+        .filter_map(|d| d.disk_id.clone())
+        .filter(|id| !still_held.iter().any(|(held, _)| held == id))
+        .collect();
+    for (id, holders) in &still_held {
+        report.leftovers.push(format!(
+            "disk {id} not detached: the kernel still maps {holders} on it"
+        ));
+    }
     report.disks = ids.clone();
     let release_deadline = Instant::now() + env.cloud_timeout;
     let mut problems = cloud.release(&ids, release_deadline).await.problems;
@@ -188,6 +200,11 @@ pub async fn verify(env: &VerifyEnv, req: VerifyRequest<'_>) -> VerifyReport {
             }
         }
         Err(e) => problems.push(format!("listing the drill's disks by tag: {e}")),
+    }
+    if problems.is_empty() && report.leftovers.is_empty() {
+        if let Err(e) = cleanup::unguard_udev(&env.tools, &rec).await {
+            problems.push(e);
+        }
     }
     if problems.is_empty() && report.leftovers.is_empty() {
         if let Err(e) = rec.remove(&env.state_dir) {
@@ -246,11 +263,12 @@ async fn drive(
         .map_err(|e| e.to_string())?;
     let ids: Vec<String> = rec.disks.iter().filter_map(|d| d.disk_id.clone()).collect();
     report.disks = ids.clone();
-    cloud
+    let available = cloud
         .wait_status(&ids, "Available", deadline)
         .await
         .map_err(|e| e.to_string())?;
     cancelled(cancel)?;
+    guard_udev(env, rec, &available)?;
     cloud
         .attach_all(&ids, deadline)
         .await
@@ -342,6 +360,38 @@ async fn drive(
         Verdict::Failed
     };
     Ok(())
+}
+
+/// Writes (recorded first) the udev rule that keeps LVM event activation
+/// off the disks about to be attached.
+fn guard_udev(
+    env: &VerifyEnv,
+    rec: &mut DrillRecord,
+    listed: &[crate::cloud::ecs::Disk],
+) -> Result<(), String> {
+    let serials: Vec<String> = rec
+        .disks
+        .iter()
+        .filter_map(|d| d.disk_id.as_deref())
+        .map(|id| {
+            listed
+                .iter()
+                .find(|l| l.disk_id == id)
+                .map(|l| l.serial_number.clone())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| id.trim_start_matches("d-").to_string())
+        })
+        .collect();
+    let path = host_drill::udev::rule_path(
+        std::path::Path::new(host_drill::udev::RUNTIME_RULES_DIR),
+        &rec.run_id,
+    );
+    rec.udev_rule = Some(path.clone());
+    rec.save(&env.state_dir).map_err(|e| e.to_string())?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    host_drill::udev::guard(&env.tools, &path, &serials, deadline)
+        .map(|_| ())
+        .map_err(|e| format!("keeping udev's LVM activation off the restored disks: {e}"))
 }
 
 async fn assemble(

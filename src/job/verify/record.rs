@@ -51,6 +51,10 @@ pub struct DrillRecord {
     pub host_root: PathBuf,
     /// The host side's own record (mounts, LVM clone).
     pub host_record: PathBuf,
+    /// The runtime udev rule keeping LVM activation off the drill's disks,
+    /// once written (removed after they are detached).
+    #[serde(default)]
+    pub udev_rule: Option<PathBuf>,
 }
 
 /// Why a record could not be written or read.
@@ -167,6 +171,7 @@ mod tests {
             }],
             host_root: "/run/appsnap/verify/x".into(),
             host_record: "/var/lib/appsnap/verify/x.host.json".into(),
+            udev_rule: None,
         }
     }
 

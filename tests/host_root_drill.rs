@@ -109,6 +109,19 @@ fn mounts_under(p: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Assembles `disks` under a fresh layout for `run`, expecting success; the
+/// guard cleans up from the record whatever the test leaves.
+fn assembled(
+    lab: &Lab,
+    run: &str,
+    disks: &[RestoredDisk],
+) -> (DrillLayout, CleanupOnDrop, Assembly) {
+    let lay = layout(lab, run);
+    let cleanup = CleanupOnDrop(lay.record.clone());
+    let a = drill::assemble(disks, &lay, &tools(), deadline()).unwrap();
+    (lay, cleanup, a)
+}
+
 fn only<'a>(a: &'a Assembly, disk_id: &str) -> &'a CopyFs {
     let all: Vec<&CopyFs> = a
         .filesystems()
@@ -424,18 +437,14 @@ fn cleanup_from_record_after_a_crash_undoes_everything_and_again_nothing() {
     let rest_a = restore(&lab, "livea", "resta");
     let rest_b = restore(&lab, "liveb", "restb");
 
-    let lay = layout(&lab, "run-crash");
-    let _cleanup = CleanupOnDrop(lay.record.clone());
-    let a = drill::assemble(
+    let (lay, _cleanup, a) = assembled(
+        &lab,
+        "run-crash",
         &[
             disk("d-resta", "d-livea", &rest_a),
             disk("d-restb", "d-liveb", &rest_b),
         ],
-        &lay,
-        &tools(),
-        deadline(),
-    )
-    .unwrap();
+    );
     assert_eq!(a.filesystems().len(), 2);
     // The process "dies": no teardown, no drop.
     std::mem::forget(a);
@@ -836,19 +845,15 @@ fn a_system_like_disk_reports_its_other_partitions_and_a_two_disk_btrfs_is_not_r
     let rest_b1 = restore(&lab, "bt1", "rbt1");
     let rest_b2 = restore(&lab, "bt2", "rbt2");
 
-    let lay = layout(&lab, "run-mixed");
-    let _cleanup = CleanupOnDrop(lay.record.clone());
-    let a = drill::assemble(
+    let (lay, _cleanup, a) = assembled(
+        &lab,
+        "run-mixed",
         &[
             disk("d-sys", "d-livesys", &rest_sys),
             disk("d-bt1", "d-livebt1", &rest_b1),
             disk("d-bt2", "d-livebt2", &rest_b2),
         ],
-        &lay,
-        &tools(),
-        deadline(),
-    )
-    .unwrap();
+    );
     let root_fs = only(&a, "d-sys");
     assert_eq!(root_fs.check, FsCheck::Passed);
     assert_eq!(root_fs.device, PathBuf::from(format!("{rest_sys}p3")));

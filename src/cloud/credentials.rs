@@ -328,6 +328,18 @@ impl Credentials {
         self.inner.cached().map(|c| c.key)
     }
 
+    /// `text` with the cached secret and security token redacted: for the
+    /// output of scripts, which may print their environment or a config
+    /// file holding them.
+    pub fn scrub(&self, text: &str) -> String {
+        let key = self.current();
+        let secrets: Vec<&Secret> = key
+            .iter()
+            .flat_map(|k| std::iter::once(&k.access_key_secret).chain(&k.security_token))
+            .collect();
+        super::secret::scrub(text, &secrets)
+    }
+
     /// Credentials good for at least one request ([`MIN_REQUEST_VALIDITY`]).
     pub async fn get(&self) -> Result<Arc<AccessKey>, CredentialsError> {
         self.ensure_valid_for(MIN_REQUEST_VALIDITY).await

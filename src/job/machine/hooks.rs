@@ -75,12 +75,7 @@ impl Run<'_> {
     /// Logs how a script ended and its output, with the credentials in use
     /// redacted: a script may print its environment or a config file holding them.
     fn log_script(&self, phase: Phase, run: &ScriptRun) {
-        let key = self.env.ecs.credentials().current();
-        let secrets: Vec<&crate::cloud::secret::Secret> = key
-            .iter()
-            .flat_map(|k| std::iter::once(&k.access_key_secret).chain(&k.security_token))
-            .collect();
-        let output = crate::cloud::secret::scrub(run.output.trim_end(), &secrets);
+        let output = self.env.ecs.credentials().scrub(run.output.trim_end());
         info!(
             job = %self.job.name, run_id = %self.report.run_id, phase = phase.as_str(),
             took_ms = run.duration.as_millis() as u64,

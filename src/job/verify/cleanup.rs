@@ -5,8 +5,6 @@
 //! CreateDisk's answer and the record's update loses an ID — are detached
 //! and deleted. Called with the drill lock held (never beside a live drill).
 
-use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -69,6 +67,8 @@ pub async fn release_leftovers(env: &VerifyEnv, owner: &OwnerId) -> CleanupRepor
     };
     let mut ids: Vec<String> = Vec::new();
     let mut done: Vec<DrillRecord> = Vec::new();
+    // Disks of records whose host side is still up: never released by tag.
+    let mut kept: Vec<String> = Vec::new();
     for r in records {
         match r {
             Err(e) => out.problems.push(format!("{e} (left as it is)")),
@@ -84,19 +84,13 @@ pub async fn release_leftovers(env: &VerifyEnv, owner: &OwnerId) -> CleanupRepor
                 } else {
                     // Never detach a disk that may still be mounted.
                     out.problems.extend(host);
+                    kept.extend(rec.disks.iter().filter_map(|d| d.disk_id.clone()));
                 }
             }
         }
     }
     match cloud.tagged_leftovers(None, deadline).await {
         Ok(tagged) => {
-            // A tagged disk of a record whose host side is still up stays.
-            let kept: Vec<String> = DrillRecord::load_all(&env.state_dir)
-                .into_iter()
-                .flatten()
-                .filter(|r| !done.iter().any(|d| d.run_id == r.run_id))
-                .flat_map(|r| r.disks.into_iter().filter_map(|d| d.disk_id))
-                .collect();
             ids.extend(tagged.into_iter().filter(|t| !kept.contains(t)));
         }
         Err(e) => out.problems.push(format!(
@@ -148,40 +142,6 @@ pub async fn host_side(tools: &Tools, rec: &DrillRecord) -> Vec<String> {
             rec.run_id
         )],
     }
-}
-
-/// Where each file system (by UUID) is mounted on the live system: read
-/// with `blkid -p` from the mounted devices, so a copy can be named by its
-/// original's mount point (the copies themselves, under `copies`, share
-/// the UUIDs and are skipped). Best effort: an unreadable device is skipped.
-pub async fn live_mounts_by_uuid(copies: &std::path::Path) -> HashMap<String, PathBuf> {
-    let mut out = HashMap::new();
-    let Ok(mounts) = crate::host::mounts::read(std::path::Path::new("/proc/self/mountinfo")) else {
-        return out;
-    };
-    for m in mounts {
-        if !matches!(m.fs_type.as_str(), "ext4" | "xfs" | "btrfs")
-            || !m.source.starts_with("/dev/")
-            || m.mount_point.starts_with(copies)
-        {
-            continue;
-        }
-        if out.values().any(|p: &PathBuf| p == &m.mount_point) {
-            continue;
-        }
-        let probe = tokio::process::Command::new("blkid")
-            .args(["-p", "-s", "UUID", "-o", "value"])
-            .arg(&m.source)
-            .kill_on_drop(true)
-            .output();
-        if let Ok(Ok(o)) = tokio::time::timeout(Duration::from_secs(5), probe).await {
-            let uuid = String::from_utf8_lossy(&o.stdout).trim().to_string();
-            if o.status.success() && !uuid.is_empty() {
-                out.entry(uuid).or_insert(m.mount_point.clone());
-            }
-        }
-    }
-    out
 }
 
 /// Removes the drill's udev rule (its disks are detached by now).

@@ -19,6 +19,7 @@ use crate::cloud::ecs::{
 use crate::cloud::{TAG_INSTANCE, TAG_VERIFY_GROUP, TAG_VERIFY_RUN};
 use crate::host::devices::BlockGraph;
 use crate::host::drill::RestoredDisk;
+use crate::host::DiskRequest;
 use crate::owner::{OwnerId, TAG_OWNER};
 use crate::policy::DiskId;
 
@@ -83,6 +84,20 @@ pub struct CloudSide<'a> {
     pub sys_root: &'a Path,
     /// Categories to try, in order.
     pub categories: &'a [DrillCategory],
+}
+
+/// The serial the guest sees for disk `id`: DescribeDisks' `SerialNumber`,
+/// else the ID without `d-` (the rule the run's [`DiskRequest`] keeps).
+pub fn serial_of(listed: &[Disk], id: &str) -> String {
+    let serial = listed
+        .iter()
+        .find(|l| l.disk_id == id)
+        .map(|l| l.serial_number.clone())
+        .filter(|s| !s.is_empty());
+    match DiskId::parse(id) {
+        Ok(id) => DiskRequest { id, serial }.serial().to_string(),
+        Err(_) => serial.unwrap_or_else(|| id.to_string()),
+    }
 }
 
 /// The tags every drill disk carries.
@@ -279,12 +294,7 @@ impl CloudSide<'_> {
             let Some(id) = d.disk_id.as_deref() else {
                 continue;
             };
-            let serial = listed
-                .iter()
-                .find(|l| l.disk_id == id)
-                .map(|l| l.serial_number.clone())
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| id.trim_start_matches("d-").to_string());
+            let serial = serial_of(listed, id);
             loop {
                 let found = BlockGraph::read(self.sys_root)
                     .ok()

@@ -290,7 +290,7 @@ async fn drive(
         record: rec.host_record.clone(),
     };
     let assembly = assemble(env.tools.clone(), restored, layout, timeout).await?;
-    report.filesystems = outcomes(&assembly, &rec.host_root).await;
+    report.filesystems = outcomes(&assembly, &env.tools.blkid, &rec.host_root).await;
     let all_ok = !report.filesystems.is_empty() && report.filesystems.iter().all(|f| f.ok);
     if report.filesystems.is_empty() {
         report.errors.push("the restored disks hold no file system appsnap can check (ext4, xfs, btrfs, directly, in partitions or in LVM)".into());
@@ -333,18 +333,20 @@ async fn drive(
                 report.errors.push(why);
             }
             ScriptResult::Ran(run) => {
+                // Like the hooks' output: a script may print credentials.
+                let output = env.ecs.credentials().scrub(&run.output);
                 script_ok = run.status.succeeded();
                 let how = format!("{:?} after {} ms", run.status, run.duration.as_millis());
-                info!(job = %report.job, run_id = %report.run_id, "verify_script {}: {how}; output: {}", path.display(), run.output.trim_end());
+                info!(job = %report.job, run_id = %report.run_id, "verify_script {}: {how}; output: {}", path.display(), output.trim_end());
                 if !script_ok {
                     report.errors.push(format!(
                         "verify_script {} failed: {how}; output: {}",
                         path.display(),
-                        tail(&run.output)
+                        tail(&output)
                     ));
                 }
                 report.script = Some(how);
-                report.script_output = Some(tail(&run.output));
+                report.script_output = Some(tail(&output));
             }
         }
     }
@@ -373,14 +375,7 @@ fn guard_udev(
         .disks
         .iter()
         .filter_map(|d| d.disk_id.as_deref())
-        .map(|id| {
-            listed
-                .iter()
-                .find(|l| l.disk_id == id)
-                .map(|l| l.serial_number.clone())
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| id.trim_start_matches("d-").to_string())
-        })
+        .map(|id| super::cloud_disks::serial_of(listed, id))
         .collect();
     let path = host_drill::udev::rule_path(
         std::path::Path::new(host_drill::udev::RUNTIME_RULES_DIR),
@@ -415,8 +410,12 @@ async fn teardown(a: Assembly) -> Result<(), String> {
 }
 
 /// Each file system of the copy, with where its live original is mounted.
-async fn outcomes(a: &Assembly, copies: &std::path::Path) -> Vec<FsOutcome> {
-    let live = super::cleanup::live_mounts_by_uuid(copies).await;
+async fn outcomes(
+    a: &Assembly,
+    blkid: &std::path::Path,
+    copies: &std::path::Path,
+) -> Vec<FsOutcome> {
+    let live = live_mounts_by_uuid(blkid, copies).await;
     a.filesystems()
         .iter()
         .map(|f| {
@@ -537,4 +536,41 @@ fn categories(job: &Job) -> Vec<DrillCategory> {
         Some(c) => vec![DrillCategory::from(c)],
         None => default_drill_categories(),
     }
+}
+
+/// Where each file system (by UUID) is mounted on the live system: read
+/// with `blkid -p` from the mounted devices, so a copy can be named by its
+/// original's mount point (the copies themselves, under `copies`, share
+/// the UUIDs and are skipped). Best effort: an unreadable device is skipped.
+pub async fn live_mounts_by_uuid(
+    blkid: &std::path::Path,
+    copies: &std::path::Path,
+) -> std::collections::HashMap<String, PathBuf> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(mounts) = crate::host::mounts::read(std::path::Path::new("/proc/self/mountinfo")) else {
+        return out;
+    };
+    for m in mounts {
+        if !matches!(m.fs_type.as_str(), "ext4" | "xfs" | "btrfs")
+            || !m.source.starts_with("/dev/")
+            || m.mount_point.starts_with(copies)
+        {
+            continue;
+        }
+        if out.values().any(|p: &PathBuf| p == &m.mount_point) {
+            continue;
+        }
+        let probe = tokio::process::Command::new(blkid)
+            .args(["-p", "-s", "UUID", "-o", "value"])
+            .arg(&m.source)
+            .kill_on_drop(true)
+            .output();
+        if let Ok(Ok(o)) = tokio::time::timeout(Duration::from_secs(5), probe).await {
+            let uuid = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            if o.status.success() && !uuid.is_empty() {
+                out.entry(uuid).or_insert(m.mount_point.clone());
+            }
+        }
+    }
+    out
 }

@@ -194,7 +194,11 @@ pub async fn verify(env: &VerifyEnv, req: VerifyRequest<'_>) -> VerifyReport {
         .await
     {
         Ok(more) => {
-            let more: Vec<String> = more.into_iter().filter(|m| !ids.contains(m)).collect();
+            // Never a disk held back above because the kernel maps onto it.
+            let more: Vec<String> = more
+                .into_iter()
+                .filter(|m| !ids.contains(m) && !still_held.iter().any(|(h, _)| h == m))
+                .collect();
             if !more.is_empty() {
                 problems.extend(cloud.release(&more, release_deadline).await.problems);
             }

@@ -56,10 +56,26 @@ pub fn install_example_hooks(w: &World, kind: &str) -> (PathBuf, PathBuf) {
 /// listed in the job's `script_env` so the hooks get them);
 /// requires exit 0 and returns the output and the run's timeline.
 pub fn run_job(w: &World, env: &[(&str, String)]) -> (Output, Timeline) {
+    let out = run_job_with(w, "", env, 0);
+    let tl = Timeline::from_json_log(&String::from_utf8_lossy(&out.stderr))
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    (out, tl)
+}
+
+/// One `appsnap --log-format json run db` with the job's keys `extra` (TOML
+/// lines) and `env` added, requiring exit code `want`. The policy the world
+/// and the hooks set up is kept aside the first time, so that every run
+/// adds only its own lines.
+pub fn run_job_with(w: &World, extra: &str, env: &[(&str, String)], want: i32) -> Output {
+    let base_file = w.lab.dir.join("policy.base");
+    if !base_file.exists() {
+        std::fs::copy(&w.policy, &base_file).unwrap();
+    }
     // Scripts see only what the job's `script_env` passes of appsnap's environment.
     let names: Vec<String> = env.iter().map(|(k, _)| format!("{k:?}")).collect();
-    let policy = std::fs::read_to_string(&w.policy).unwrap()
-        + &format!("script_env = [{}]\n", names.join(", "));
+    let policy = std::fs::read_to_string(&base_file).unwrap()
+        + extra
+        + &format!("\nscript_env = [{}]\n", names.join(", "));
     std::fs::write(&w.policy, policy).unwrap();
     let mut cmd = Command::new(appsnap_bin());
     cmd.arg("-c")
@@ -74,11 +90,59 @@ pub fn run_job(w: &World, env: &[(&str, String)]) -> (Output, Timeline) {
         ])
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     let out = run_bounded(cmd, Duration::from_secs(180));
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(0), "appsnap run: {t}");
-    let tl = Timeline::from_json_log(&String::from_utf8_lossy(&out.stderr))
-        .unwrap_or_else(|e| panic!("{e}: {t}"));
-    (out, tl)
+    assert_eq!(out.status.code(), Some(want), "appsnap run: {}", text(&out));
+    out
+}
+
+/// The messages of appsnap's JSON log lines.
+pub fn log_messages(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["message"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The tags on a group as the emulator holds them.
+pub fn group_tags(group: &Value) -> Vec<(String, String)> {
+    group["tags"]["Tag"]
+        .as_array()
+        .map(|ts| {
+            ts.iter()
+                .map(|t| {
+                    (
+                        t["Key"].as_str().unwrap_or_default().to_string(),
+                        t["Value"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The value of tag `key` on the group, required to be the same on each of
+/// its snapshots (appsnap tags both); `None` when the group lacks it.
+pub fn recorded_tag(group: &Value, key: &str) -> Option<String> {
+    let on_group = group_tags(group)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v);
+    for t in snapshot_tags(group) {
+        let on_snapshot = t.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        assert_eq!(
+            on_snapshot, on_group,
+            "tag {key}: the group and its snapshot differ: {group:#}"
+        );
+    }
+    on_group
+}
+
+/// The groups the emulator holds that are not in `seen` (by id).
+pub fn new_groups(w: &World, seen: &[String]) -> Vec<Value> {
+    w.groups()
+        .into_iter()
+        .filter(|g| !seen.iter().any(|s| g["id"] == s.as_str()))
+        .collect()
 }
 
 /// The run's one group: not failed (a run ends once its snapshots are
@@ -88,7 +152,12 @@ pub fn run_job(w: &World, env: &[(&str, String)]) -> (Output, Timeline) {
 pub fn app_consistent_group(w: &World) -> String {
     let groups = w.groups();
     assert_eq!(groups.len(), 1, "{groups:?}");
-    let g = &groups[0];
+    assert_app_consistent(&groups[0])
+}
+
+/// `g` is not failed and each of its two snapshots is tagged
+/// application-consistent; returns its id.
+pub fn assert_app_consistent(g: &Value) -> String {
     assert_ne!(g["status"], "failed", "{g}");
     let tags = snapshot_tags(g);
     assert_eq!(tags.len(), 2, "two snapshots, one per disk: {g}");
@@ -103,12 +172,18 @@ pub fn app_consistent_group(w: &World) -> String {
 /// mounts them at fresh places (xfs with `nouuid`: the original is still
 /// mounted). Mounting replays the file systems' own journals.
 pub fn mount_copies(w: &World, group: &str) -> (PathBuf, PathBuf) {
+    mount_copies_as(w, group, "restored")
+}
+
+/// [`mount_copies`] at `<name>-ext` and `<name>-xfs`, so that copies of
+/// several groups can be mounted side by side.
+pub fn mount_copies_as(w: &World, group: &str, name: &str) -> (PathBuf, PathBuf) {
     let dir = w.lab.dir.join("snapshots").join(group);
     let ext = w.lab.attach(&dir.join(format!("{EXT_DISK}.img")));
     let xfs = w.lab.attach(&dir.join(format!("{XFS_DISK}.img")));
     (
-        w.lab.mount_opts(&ext, "restored-ext", "rw"),
-        w.lab.mount_opts(&xfs, "restored-xfs", "nouuid"),
+        w.lab.mount_opts(&ext, &format!("{name}-ext"), "rw"),
+        w.lab.mount_opts(&xfs, &format!("{name}-xfs"), "nouuid"),
     )
 }
 
@@ -121,11 +196,15 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// Waits until the run's group is accomplished (a drill restores only those).
+/// Waits until every group is accomplished (a drill restores only those).
 pub fn wait_accomplished(w: &World) {
     let t = std::time::Instant::now();
-    while w.groups()[0]["status"] != "accomplished" {
-        assert!(t.elapsed() < Duration::from_secs(60), "{:#}", w.groups()[0]);
+    while let Some(g) = w
+        .groups()
+        .into_iter()
+        .find(|g| g["status"] != "accomplished")
+    {
+        assert!(t.elapsed() < Duration::from_secs(60), "{g:#}");
         std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -1,6 +1,7 @@
 //! A private MariaDB server: its own option file (read instead of
 //! /etc/mysql), data directory and InnoDB redo log where the test says, a
-//! unix socket in the test's directory and no networking.
+//! unix socket in the test's directory and no networking. The binary log is
+//! on (in the data directory), so the hooks record a position to check.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -42,7 +43,8 @@ impl MariaDb {
             format!(
                 "[mysqld]\nuser=mysql\ndatadir={d}\ninnodb_log_group_home_dir={r}\n\
                  socket={s}/mysqld.sock\npid-file={s}/mysqld.pid\nlog-error={l}\n\
-                 skip-networking\ninnodb_buffer_pool_size=64M\ninnodb_log_file_size=32M\n",
+                 skip-networking\ninnodb_buffer_pool_size=64M\ninnodb_log_file_size=32M\n\
+                 log_bin=mariadb-bin\nserver_id=1\n",
                 d = datadir.display(),
                 r = redo_dir.display(),
                 s = sock.display(),

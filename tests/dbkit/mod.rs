@@ -4,6 +4,7 @@
 //! directories, ports and sockets are never used.
 #![allow(dead_code)]
 
+pub mod hold;
 pub mod job;
 pub mod mariadb;
 pub mod postgres;

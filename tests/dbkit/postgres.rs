@@ -20,6 +20,7 @@ pub const TOOLS: &[&str] = &[
     "/usr/lib/postgresql/15/bin/initdb",
     "/usr/lib/postgresql/15/bin/psql",
     "/usr/lib/postgresql/15/bin/pg_amcheck",
+    "/usr/lib/postgresql/15/bin/pg_controldata",
     "/usr/bin/psql",
 ];
 
@@ -154,4 +155,25 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `pg_controldata` of a (stopped) data directory: a lookup of its fields
+/// by label, panicking with the whole output when one is missing.
+pub fn control_data(data: &Path) -> impl Fn(&str) -> String {
+    let mut cmd = Command::new(format!("{BIN}/pg_controldata"));
+    as_postgres(&mut cmd).arg("-D").arg(data);
+    let out = must(cmd, "pg_controldata", Duration::from_secs(30));
+    move |label: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(label)?.strip_prefix(':'))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no {label:?} in pg_controldata:\n{out}"))
+    }
+}
+
+/// An LSN (`X/Y`, hex) as a number, for comparing positions.
+pub fn lsn(v: &str) -> u64 {
+    let (hi, lo) = v.split_once('/').unwrap_or_else(|| panic!("LSN {v:?}"));
+    let n = |x: &str| u64::from_str_radix(x, 16).unwrap_or_else(|e| panic!("LSN {v:?}: {e}"));
+    (n(hi) << 32) | n(lo)
 }

@@ -57,13 +57,9 @@ run=""
 # The server's logs, then the message: the message ends the output, which
 # the drill's report keeps the end of.
 fail() {
-  local f
-  if [[ -n $run ]]; then
-    for f in "$run/postgres.log"; do
-      [[ -s $f ]] || continue
-      echo "$me: $(basename "$f") (last 10 lines):" >&2
-      tail -n 10 "$f" >&2 || true
-    done
+  if [[ -n $run && -s $run/postgres.log ]]; then
+    echo "$me: postgres.log (last 10 lines):" >&2
+    tail -n 10 "$run/postgres.log" >&2 || true
   fi
   echo "$me: $*" >&2
   exit 1

@@ -23,6 +23,7 @@ fn ctx() -> ScriptContext {
         mountpoints: vec!["/data".into(), "/mnt/with space".into()],
         freeze_deadline_epoch: 1_900_000_000,
         pass_env: Vec::new(),
+        tags_file: None,
     }
 }
 

@@ -339,6 +339,7 @@ fn prune_deletes_exactly_the_selected_groups_and_no_foreign_one() {
         errors: Vec::new(),
         upload: None,
         forced_thaw: None,
+        script_tags: vec![],
     };
     let run = SuccessfulRun::from_report(&report).unwrap();
     let pruned = rt
@@ -419,6 +420,7 @@ fn a_failed_run_cannot_prune() {
         errors: Vec::new(),
         upload: None,
         forced_thaw: None,
+        script_tags: vec![],
     };
     assert!(SuccessfulRun::from_report(&report).is_err());
     report.exit_code = 0;
@@ -539,6 +541,7 @@ fn only_groups_with_this_installations_owner_tag_are_pruned() {
             errors: Vec::new(),
             upload: None,
             forced_thaw: None,
+            script_tags: vec![],
         })
         .unwrap()
     };

@@ -15,6 +15,7 @@ pub mod plugin_params;
 pub mod report;
 pub mod retention;
 pub mod script_check;
+pub mod script_tags;
 pub mod scripts;
 pub mod spec;
 pub mod upload;

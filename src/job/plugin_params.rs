@@ -347,6 +347,8 @@ impl PluginParams {
             freeze_timeout: self.timeout,
             script_timeout: self.script_timeout,
             thaw_after: crate::policy::types::ThawAfter::Listed,
+            // The vendor's plugin falls back to a file-system-consistent snapshot.
+            on_prescript_failure: crate::policy::types::OnPrescriptFailure::Fs,
         }
     }
 }

@@ -124,6 +124,10 @@ pub struct RunReport {
     /// `forced_thaw` event and counter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forced_thaw: Option<String>,
+    /// The tags the pre-script asked for through `APPSNAP_TAGS_FILE` and the
+    /// run put on the group and its snapshots (e.g. `appsnap:binlog`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub script_tags: Vec<(String, String)>,
 }
 
 impl RunReport {
@@ -143,6 +147,7 @@ impl RunReport {
             errors: Vec::new(),
             upload: None,
             forced_thaw: None,
+            script_tags: Vec::new(),
         }
     }
 

@@ -59,6 +59,9 @@ pub struct ScriptContext {
     /// Names of appsnap's own environment variables passed through (the
     /// policy's `script_env`, validated there).
     pub pass_env: Vec<String>,
+    /// `APPSNAP_TAGS_FILE`, for the pre-script only: where it may write
+    /// `key=value` tags for the snapshot (see `script_tags`).
+    pub tags_file: Option<PathBuf>,
 }
 
 /// `PATH` as scripts see it: root's usual search path, never the daemon's.
@@ -91,6 +94,9 @@ pub fn script_environment(
         ),
     ] {
         env.insert(k.into(), v.into());
+    }
+    if let (Phase::Pre, Some(f)) = (phase, &ctx.tags_file) {
+        env.insert("APPSNAP_TAGS_FILE".into(), f.into());
     }
     env
 }
@@ -641,6 +647,22 @@ mod tests {
         assert_eq!(env.len(), 3 + 1 + 5, "PATH replaced, ORACLE_HOME added");
         let unlisted = script_environment(Phase::Pre, &ScriptContext::default(), daemon);
         assert_eq!(unlisted.get(OsStr::new("PATH")).unwrap(), SCRIPT_PATH);
+    }
+
+    #[test]
+    fn only_the_pre_script_is_told_where_to_write_tags() {
+        let ctx = ScriptContext {
+            tags_file: Some("/run/appsnap/pre-r1/tags".into()),
+            ..ScriptContext::default()
+        };
+        let pre = script_environment(Phase::Pre, &ctx, |_| None);
+        let post = script_environment(Phase::Post, &ctx, |_| None);
+        assert_eq!(
+            pre.get(OsStr::new("APPSNAP_TAGS_FILE"))
+                .and_then(|v| v.to_str()),
+            Some("/run/appsnap/pre-r1/tags")
+        );
+        assert_eq!(post.get(OsStr::new("APPSNAP_TAGS_FILE")), None);
     }
 
     /// Issue 14 item 11: a PGID is signalled only while a member we hold by

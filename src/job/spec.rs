@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::policy::{DiskSelection, Job, JobName, ThawAfter};
+use crate::policy::{DiskSelection, Job, JobName, OnPrescriptFailure, ThawAfter};
 
 /// The settings of one run, as the machine reads them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +33,8 @@ pub struct RunSpec {
     pub script_timeout: Duration,
     /// When the file systems are thawed.
     pub thaw_after: ThawAfter,
+    /// What a failed pre-script (or unusable hooks) leads to.
+    pub on_prescript_failure: OnPrescriptFailure,
 }
 
 impl From<&Job> for RunSpec {
@@ -49,6 +51,7 @@ impl From<&Job> for RunSpec {
             freeze_timeout: job.freeze_timeout,
             script_timeout: job.script_timeout,
             thaw_after: job.thaw_after,
+            on_prescript_failure: job.on_prescript_failure,
         }
     }
 }

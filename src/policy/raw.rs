@@ -71,6 +71,7 @@ pub struct RawDefaults {
     pub catch_up: Option<Spanned<bool>>,
     pub verify_timeout_secs: Option<Spanned<i64>>,
     pub verify_category: Option<Spanned<String>>,
+    pub on_prescript_failure: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,6 +101,7 @@ pub struct RawJob {
     pub verify_script: Option<Spanned<String>>,
     pub verify_timeout_secs: Option<Spanned<i64>>,
     pub verify_category: Option<Spanned<String>>,
+    pub on_prescript_failure: Option<Spanned<String>>,
     pub notify: Option<Spanned<RawNotify>>,
 }
 

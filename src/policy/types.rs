@@ -138,6 +138,8 @@ pub struct JobDefaults {
     /// The disk category restore drills create their disks in; `None`: the
     /// built-in cheapest-first fallback.
     pub verify_category: Option<VerifyCategory>,
+    /// What a failed pre-script (or unusable hooks) leads to.
+    pub on_prescript_failure: OnPrescriptFailure,
 }
 
 /// Default for `verify_timeout_secs`: as long as the hooks' default, enough
@@ -296,6 +298,30 @@ impl ThawAfter {
     }
 }
 
+/// What a run does when the pre-script fails or the hooks cannot be used.
+/// Some operators would rather have no snapshot than one their application
+/// cannot trust ("no snapshot rather than a worse one").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnPrescriptFailure {
+    /// The vendor's behaviour: a file-system-consistent snapshot (exit 9 for
+    /// a failed pre-script; unusable hooks only warn).
+    #[default]
+    Fs,
+    /// No freeze and no snapshot; the post-script still runs after a failed
+    /// pre-script to undo what it did; exit 9.
+    Skip,
+}
+
+impl OnPrescriptFailure {
+    /// As written in the policy.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnPrescriptFailure::Fs => "fs",
+            OnPrescriptFailure::Skip => "skip",
+        }
+    }
+}
+
 /// Vendor default for EnableFsFreeze.
 pub const DEFAULT_FS_FREEZE: bool = true;
 /// Vendor default for TimeoutInSeconds.
@@ -320,6 +346,7 @@ impl Default for JobDefaults {
             catch_up: false,
             verify_timeout: Duration::from_secs(DEFAULT_VERIFY_TIMEOUT_SECS),
             verify_category: None,
+            on_prescript_failure: OnPrescriptFailure::Fs,
         }
     }
 }
@@ -448,6 +475,8 @@ pub struct Job {
     pub jitter: Duration,
     /// When the file systems are thawed.
     pub thaw_after: ThawAfter,
+    /// What a failed pre-script (or unusable hooks) leads to.
+    pub on_prescript_failure: OnPrescriptFailure,
     /// Run once at daemon start when a scheduled time was missed.
     pub catch_up: bool,
     /// A health-check URL (healthchecks.io convention: `/start`, success, `/fail`).

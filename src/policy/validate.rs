@@ -559,6 +559,19 @@ impl Checker<'_, '_> {
                     }
                 },
             },
+            on_prescript_failure: match &raw.on_prescript_failure {
+                None => base.on_prescript_failure,
+                Some(s) => match s.get_ref().as_str() {
+                    "fs" => OnPrescriptFailure::Fs,
+                    "skip" => OnPrescriptFailure::Skip,
+                    other => {
+                        self.push(s.span().start, job, "on_prescript_failure", format!(
+                            "on_prescript_failure {other:?}: must be \"fs\" (default, the vendor's: take a file-system-consistent snapshot) or \"skip\" (no freeze, no snapshot; the post-script still runs)"
+                        ));
+                        base.on_prescript_failure
+                    }
+                },
+            },
             catch_up: raw
                 .catch_up
                 .as_ref()
@@ -715,8 +728,22 @@ impl Checker<'_, '_> {
             catch_up: j.catch_up.clone(),
             verify_timeout_secs: j.verify_timeout_secs.clone(),
             verify_category: j.verify_category.clone(),
+            on_prescript_failure: j.on_prescript_failure.clone(),
         };
         let eff = self.inheritable(&inherited, jn, defaults);
+        // Set on the job itself with no hooks at all, "skip" could only ever
+        // mean "never snapshot": surely a mistake. Inherited from [defaults],
+        // it just does not apply to a job without hooks.
+        if let Some(s) = &j.on_prescript_failure {
+            if s.get_ref() == "skip" && j.prescript.is_none() && j.postscript.is_none() {
+                self.push(
+                    s.span().start,
+                    jn,
+                    "on_prescript_failure",
+                    "on_prescript_failure = \"skip\" needs a prescript and a postscript: this job has neither, so it has no pre-script to fail".into(),
+                );
+            }
+        }
         let ping_url = self.string(&j.ping_url, jn, "ping_url", |s| {
             url_check(s, "ping_url", PlainHttp::LoopbackOnly)
         });
@@ -760,6 +787,7 @@ impl Checker<'_, '_> {
             script_timeout: eff.script_timeout,
             jitter: eff.jitter,
             thaw_after: eff.thaw_after,
+            on_prescript_failure: eff.on_prescript_failure,
             catch_up: eff.catch_up,
             ping_url,
             notify,

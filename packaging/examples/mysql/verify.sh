@@ -30,6 +30,16 @@
 # What to change
 #   LIVE_DATADIR      the live server's datadir; its copy is used
 #   LIVE_REDO_DIR     innodb_log_group_home_dir, if not the datadir
+#   LIVE_LOG_BIN      the live server's log_bin base name (e.g.
+#                     /var/lib/mysql/mariadb-bin); default: the one binary log
+#                     index (*.index) in the live datadir's copy, if any. With
+#                     the binary log on, a copy taken while commits were
+#                     blocked holds transactions prepared but not committed;
+#                     the server on the copy resolves them from the copy of
+#                     the binary log, as the live server would after a crash
+#                     (without it, it refuses to start). The index is
+#                     rewritten in the private directory to name the copies,
+#                     so nothing of the live server's is opened.
 #   EXTRA_ARGS        server options the data needs (innodb_page_size,
 #                     lower_case_table_names, ...), space-separated
 #   QUERY_FILE        SQL run on the copy when the file exists (e.g.
@@ -180,6 +190,35 @@ data=$(copy_of "$LIVE_DATADIR") ||
 [[ -d $(outside "$data")/mysql ]] ||
   fail "$(outside "$data") (the copy of $LIVE_DATADIR) holds no MariaDB data directory"
 redo_arg=()
+binlog_arg=()
+LIVE_LOG_BIN=${LIVE_LOG_BIN:-}
+if [[ -z $LIVE_LOG_BIN ]]; then
+  shopt -s nullglob
+  indexes=("$(outside "$data")"/*.index)
+  shopt -u nullglob
+  if ((${#indexes[@]} == 1)); then
+    LIVE_LOG_BIN=${LIVE_DATADIR%/}/$(basename "${indexes[0]}" .index)
+  fi
+fi
+if [[ -n $LIVE_LOG_BIN ]]; then
+  base=$(copy_of "$LIVE_LOG_BIN") ||
+    fail "the binary log $LIVE_LOG_BIN is on no disk of group ${APPSNAP_VERIFY_GROUP:-?}"
+  [[ -f $(outside "$base").index ]] || fail "no binary log index $(outside "$base").index in the copy"
+  # Each entry as the copy's file: relative ones are in the datadir, absolute
+  # ones (the live server's paths) are mapped to their copies.
+  : >"$run/binlog.index"
+  while IFS= read -r entry || [[ -n $entry ]]; do
+    [[ -n $entry ]] || continue
+    if [[ $entry == /* ]]; then
+      mapped=$(copy_of "$entry") || fail "binary log $entry is on no disk of group ${APPSNAP_VERIFY_GROUP:-?}"
+    else
+      mapped=$data/${entry#./}
+    fi
+    printf '%s\n' "$mapped" >>"$run/binlog.index"
+  done <"$(outside "$base").index"
+  chown "$DB_USER:" "$run/binlog.index"
+  binlog_arg=("--log-bin=$base" "--log-bin-index=$run/binlog.index" --server-id=1)
+fi
 if [[ -n $LIVE_REDO_DIR ]]; then
   redo=$(copy_of "$LIVE_REDO_DIR") ||
     fail "the redo log directory $LIVE_REDO_DIR is on no disk of group ${APPSNAP_VERIFY_GROUP:-?}"
@@ -187,7 +226,7 @@ if [[ -n $LIVE_REDO_DIR ]]; then
 fi
 
 # shellcheck disable=SC2086 # EXTRA_ARGS is a list of options
-in_namespace "$MARIADBD" --no-defaults "--datadir=$data" "${redo_arg[@]}" \
+in_namespace "$MARIADBD" --no-defaults "--datadir=$data" "${redo_arg[@]}" "${binlog_arg[@]}" \
   "--socket=$sock" "--pid-file=$run/mysqld.pid" "--log-error=$run/mysqld.err" \
   "--tmpdir=$run" --skip-networking --skip-slave-start --event-scheduler=DISABLED \
   $EXTRA_ARGS </dev/null >/dev/null 2>"$run/start.err" &

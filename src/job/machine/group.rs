@@ -205,6 +205,14 @@ impl Run<'_> {
         if let Some((k, v)) = vendor_tag(self.consistency) {
             tags.push(Tag::new(k, v));
         }
+        // The pre-script's position tags belong with the snapshots a
+        // restore starts from (group tags do not reach them).
+        tags.extend(
+            self.report
+                .script_tags
+                .iter()
+                .map(|(k, v)| Tag::new(k.as_str(), v.as_str())),
+        );
         let mut failed = None;
         for chunk in ids.chunks(crate::cloud::ecs::MAX_TAG_RESOURCES) {
             if let Err(e) = self

@@ -1,6 +1,7 @@
 //! The pre- and post-script steps, and the lock holders the pre-script leaves.
 
 use super::*;
+use crate::job::script_tags::TagsFile;
 
 /// How long a running pre-script may go on once the daemon is asked to stop;
 /// the run is abandoned before the freeze anyway, so there is little to wait for.
@@ -33,7 +34,19 @@ impl Run<'_> {
         let path = script.path().to_path_buf();
         prep.script_ctx.freeze_deadline_epoch =
             epoch_after(self.job.script_timeout + self.job.freeze_timeout);
-        let run = run_script_until(
+        // Removed when this step ends, whatever the script did.
+        let tags_file = match TagsFile::create(&self.env.run_dir, &self.report.run_id) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                self.warn(format!(
+                    "APPSNAP_TAGS_FILE not offered to the prescript: cannot create it under {}: {e}",
+                    self.env.run_dir.display()
+                ));
+                None
+            }
+        };
+        prep.script_ctx.tags_file = tags_file.as_ref().map(|f| f.path().to_path_buf());
+        let mut run = run_script_until(
             &script,
             Phase::Pre,
             &prep.script_ctx,
@@ -43,7 +56,22 @@ impl Run<'_> {
         )
         .await;
         self.log_script(Phase::Pre, &run);
+        prep.lock_holders = run.leftovers.take();
+        if let Some(g) = &prep.lock_holders {
+            info!(job = %self.job.name, "prescript left process group {} running (lock holders); ended after the postscript", g.id());
+        }
         if !run.status.succeeded() {
+            if self.job.on_prescript_failure == OnPrescriptFailure::Skip {
+                self.fail(
+                    Outcome::PreScriptFailed,
+                    format!(
+                        "prescript {}: {}; on_prescript_failure = \"skip\": nothing frozen, no snapshot taken; the postscript runs to undo what the prescript did",
+                        path.display(),
+                        describe(&run)
+                    ),
+                );
+                return Step::PostScript(prep, Creation::Nothing);
+            }
             self.consistency = weakest(self.consistency, Consistency::Fs);
             self.fail(
                 Outcome::PreScriptFailed,
@@ -53,12 +81,31 @@ impl Run<'_> {
                     describe(&run)
                 ),
             );
-        }
-        prep.lock_holders = run.leftovers;
-        if let Some(g) = &prep.lock_holders {
-            info!(job = %self.job.name, "prescript left process group {} running (lock holders); ended after the postscript", g.id());
+        } else if let Some(f) = &tags_file {
+            self.take_script_tags(&mut prep, f);
         }
         Step::Freeze(prep)
+    }
+
+    /// Adds what a successful pre-script wrote to `APPSNAP_TAGS_FILE` to the
+    /// group's request (not sent yet) and, in the Tag step, to its snapshots.
+    fn take_script_tags(&mut self, prep: &mut Prepared, file: &TagsFile) {
+        let room = crate::cloud::ecs::MAX_TAGS.saturating_sub(prep.request.tags.len());
+        let taken: Vec<&str> = self.job.tags.keys().map(String::as_str).collect();
+        match file.read(room, &taken) {
+            Ok(tags) if tags.is_empty() => {}
+            Ok(tags) => {
+                let shown: Vec<String> = tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                info!(job = %self.job.name, run_id = %self.report.run_id, "prescript tags for the snapshot: {}", shown.join(" "));
+                prep.request
+                    .tags
+                    .extend(tags.iter().map(|(k, v)| Tag::new(k.as_str(), v.as_str())));
+                self.report.script_tags = tags;
+            }
+            Err(e) => self.warn(format!(
+                "prescript tags not used (none of them; fix the file the prescript writes): {e}"
+            )),
+        }
     }
 
     /// Completes `grace` after the daemon is asked to stop; never without a daemon.

@@ -45,7 +45,7 @@ use crate::cloud::ecs::{
 };
 use crate::cloud::{TAG_INSTANCE, TAG_JOB};
 use crate::host::{self, DiskRequest, Frozen, HostPaths, HostView, Plan, ThawCause};
-use crate::policy::types::ThawAfter;
+use crate::policy::types::{OnPrescriptFailure, ThawAfter};
 use crate::policy::DiskId;
 
 /// Tag key with the consistency appsnap achieved (`app`, `fs`, `crash`).

@@ -113,7 +113,28 @@ impl Run<'_> {
         }
 
         // Hooks: both configured and valid, or neither runs (never lock without a way to unlock).
-        let prescript = self.check_hooks();
+        let prescript = match self.check_hooks() {
+            Ok(p) => p,
+            Err(problems) => match job.on_prescript_failure {
+                OnPrescriptFailure::Fs => {
+                    for p in problems {
+                        self.warn(p.fs_fallback());
+                    }
+                    None
+                }
+                OnPrescriptFailure::Skip => {
+                    let why: Vec<String> = problems.iter().map(HookProblem::to_string).collect();
+                    self.fail(
+                        Outcome::PreScriptFailed,
+                        format!(
+                            "{}; on_prescript_failure = \"skip\": nothing frozen, no snapshot taken, neither script run",
+                            why.join("; ")
+                        ),
+                    );
+                    return Step::Done;
+                }
+            },
+        };
         let hooks = prescript.is_some();
         if !hooks {
             self.consistency = Consistency::Fs;
@@ -167,6 +188,7 @@ impl Run<'_> {
             mountpoints: plan.entries.iter().map(|e| e.mount_point.clone()).collect(),
             freeze_deadline_epoch: 0,
             pass_env: job.script_env.clone(),
+            tags_file: None,
         };
 
         if self.opts.dry_run {
@@ -188,40 +210,34 @@ impl Run<'_> {
         Step::PreScript(prepared, prescript)
     }
 
-    /// Opens and checks both hooks; the pre-script's descriptor is returned
-    /// (that file runs) when both are usable, so the hooks are on exactly
-    /// when it is `Some`; the post-script is opened and checked again at its start.
-    fn check_hooks(&mut self) -> Option<OpenedScript> {
+    /// Opens and checks both hooks: `Ok(Some)` (the pre-script's descriptor:
+    /// that file runs) when both are usable, `Ok(None)` when neither is
+    /// configured, else what is wrong. Never one without the other: never
+    /// lock without a way to unlock. The post-script is opened and checked
+    /// again at its start.
+    fn check_hooks(&mut self) -> Result<Option<OpenedScript>, Vec<HookProblem>> {
         let (pre, post) = (self.job.prescript.clone(), self.job.postscript.clone());
-        let mut ok = true;
+        if pre.is_none() && post.is_none() {
+            return Ok(None);
+        }
+        let mut problems = Vec::new();
         let mut prescript = None;
         for (what, path) in [("prescript", &pre), ("postscript", &post)] {
-            match path {
-                None => {
-                    ok = false;
+            if let Some(p) = path {
+                match open_script(p) {
+                    Ok(opened) if what == "prescript" => prescript = Some(opened),
+                    Ok(_) => {}
+                    Err(e) => problems.push(HookProblem::Unusable(what, e.to_string())),
                 }
-                Some(p) => match open_script(p) {
-                    Ok(opened) => {
-                        if what == "prescript" {
-                            prescript = Some(opened);
-                        }
-                    }
-                    Err(e) => {
-                        self.warn(format!(
-                            "{what} not used, snapshot will be file-system-consistent: {e}"
-                        ));
-                        ok = false;
-                    }
-                },
             }
         }
-        if !ok && (pre.is_some() || post.is_some()) && (pre.is_none() || post.is_none()) {
-            self.warn(
-                "application-consistent snapshots need both prescript and postscript; neither runs"
-                    .to_string(),
-            );
+        if pre.is_none() || post.is_none() {
+            problems.push(HookProblem::OnlyOne);
         }
-        prescript.filter(|_| ok)
+        match prescript {
+            Some(p) if problems.is_empty() => Ok(Some(p)),
+            _ => Err(problems),
+        }
     }
 
     fn print_dry_run(
@@ -269,5 +285,40 @@ impl Run<'_> {
             );
         }
         println!("consistency: {}", self.consistency.as_str());
+    }
+}
+
+/// Why the hooks cannot run.
+#[derive(Debug)]
+enum HookProblem {
+    /// This script fails the checks (missing, not root's, writable by others, …).
+    Unusable(&'static str, String),
+    /// Only one of the two is configured.
+    OnlyOne,
+}
+
+impl std::fmt::Display for HookProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HookProblem::Unusable(what, e) => write!(f, "{what} not usable: {e}"),
+            HookProblem::OnlyOne => f.write_str(
+                "application-consistent snapshots need both prescript and postscript; only one is set",
+            ),
+        }
+    }
+}
+
+impl HookProblem {
+    /// The warning when the run goes on file-system-consistent (the vendor's way).
+    fn fs_fallback(&self) -> String {
+        match self {
+            HookProblem::Unusable(what, e) => {
+                format!("{what} not used, snapshot will be file-system-consistent: {e}")
+            }
+            HookProblem::OnlyOne => {
+                "application-consistent snapshots need both prescript and postscript; neither runs"
+                    .to_string()
+            }
+        }
     }
 }

@@ -193,6 +193,11 @@ struct Route {
     sim_extra: &'static str,
     /// The pre-script's last line (its exit status).
     pre_exit: u8,
+    /// Shell lines the pre-script runs before it exits.
+    pre_body: &'static str,
+    /// The post-script is made unusable (writable by others) after the policy
+    /// is read, as an operator's slip would.
+    post_unusable: bool,
     freeze_timeout_secs: u64,
     accomplish_secs: f64,
     await_timeout: Duration,
@@ -207,6 +212,8 @@ impl Default for Route {
             job_extra: "",
             sim_extra: "",
             pre_exit: 0,
+            pre_body: "",
+            post_unusable: false,
             freeze_timeout_secs: 10,
             accomplish_secs: 3600.0,
             await_timeout: Duration::from_secs(20),
@@ -310,9 +317,17 @@ time_to_accomplish_secs = {tta}
     };
     let pre = hook(
         "pre.sh",
-        format!("echo pre >> \"{}\"\nexit {}", log.display(), route.pre_exit),
+        format!(
+            "echo pre >> \"{}\"\n{}\nexit {}",
+            log.display(),
+            route.pre_body,
+            route.pre_exit
+        ),
     );
     let post = hook("post.sh", format!("echo post >> \"{}\"", log.display()));
+    if route.post_unusable {
+        std::fs::set_permissions(&post, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
 
     let policy_path = d.join("appsnap.toml");
     let text = format!(
@@ -763,4 +778,185 @@ fn clear_faults(ecs_url: &str) {
     };
     let r = ecs_sim::testkit::http::send(ecs_url, &req, Duration::from_secs(10)).unwrap();
     assert_eq!(r.status, 200);
+}
+
+/// Strict mode: with `on_prescript_failure = "skip"` a failed pre-script
+/// means no freeze and no CreateSnapshotGroup at all; the post-script still
+/// runs (to undo the pre-script), and the run exits 9 with no consistency.
+#[test]
+fn skip_mode_a_failed_pre_script_freezes_and_creates_nothing_but_runs_the_post_script() {
+    let w = run_route(
+        Route {
+            pre_exit: 3,
+            job_extra: "on_prescript_failure = \"skip\"",
+            ..Route::default()
+        },
+        nothing,
+    );
+    let why = explain(&w);
+    assert_eq!(w.report().exit_code, 9, "{why}");
+    assert_eq!(w.calls(), ["pre", "post"], "{why}");
+    assert!(w.groups().is_empty(), "{why}");
+    assert_eq!(
+        w.state()["counters"]["CreateSnapshotGroup"]
+            .as_u64()
+            .unwrap_or(0),
+        0,
+        "{why}"
+    );
+    assert_eq!(w.report().consistency, Consistency::None, "{why}");
+    assert!(
+        w.report()
+            .errors
+            .iter()
+            .any(|e| e.contains("on_prescript_failure = \"skip\"")),
+        "{why}"
+    );
+}
+
+/// Strict mode with hooks that cannot be used (the post-script is writable by
+/// others): neither script runs (nothing to undo), nothing is frozen or
+/// created, exit 9 naming the script; "fs" mode takes the vendor's
+/// file-system-consistent snapshot instead.
+#[test]
+fn skip_mode_unusable_hooks_run_nothing_and_create_nothing_fs_mode_snapshots() {
+    let w = run_route(
+        Route {
+            post_unusable: true,
+            job_extra: "on_prescript_failure = \"skip\"",
+            ..Route::default()
+        },
+        nothing,
+    );
+    let why = explain(&w);
+    assert_eq!(w.report().exit_code, 9, "{why}");
+    assert!(w.calls().is_empty(), "{why}");
+    assert!(w.groups().is_empty(), "{why}");
+    assert!(
+        w.report()
+            .errors
+            .iter()
+            .any(|e| e.contains("postscript not usable")),
+        "{why}"
+    );
+
+    let w = run_route(
+        Route {
+            post_unusable: true,
+            ..Route::default()
+        },
+        nothing,
+    );
+    let why = explain(&w);
+    assert_eq!(w.report().exit_code, 0, "{why}");
+    assert_eq!(w.calls(), ["freeze", "thaw"], "{why}");
+    assert_eq!(
+        consistency_tags(&w.groups()[0]),
+        ["FsConsistent=True,appsnap:consistency=fs"; 2],
+        "{why}"
+    );
+}
+
+/// The tags a tag's value as the emulator holds it, on the group and on
+/// every snapshot.
+fn tag_values(g: &Value, key: &str) -> (Option<String>, Vec<Option<String>>) {
+    let on_group = g["tags"]["Tag"].as_array().and_then(|ts| {
+        ts.iter()
+            .find(|t| t["Key"] == key)
+            .map(|t| t["Value"].as_str().unwrap_or_default().to_string())
+    });
+    let on_snapshots = snapshot_tags(g)
+        .iter()
+        .map(|tags| tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
+        .collect();
+    (on_group, on_snapshots)
+}
+
+/// What a successful pre-script writes to APPSNAP_TAGS_FILE ends up on the
+/// group (at creation) and on each of its snapshots, and in the report; the
+/// file is gone after the run.
+#[test]
+fn pre_script_tags_reach_the_group_and_its_snapshots() {
+    let w = run_route(
+        Route {
+            pre_body: "printf '# position\\nappsnap:binlog=mariadb-bin.000003:4567\\nappsnap:gtid=0-1-42\\nsite=hz\\n' >> \"$APPSNAP_TAGS_FILE\"\necho \"$APPSNAP_TAGS_FILE\" > \"$(dirname \"$APPSNAP_TAGS_FILE\")/../../tags-file-was\"",
+            ..Route::default()
+        },
+        nothing,
+    );
+    let why = explain(&w);
+    assert_eq!(w.report().exit_code, 0, "{why}");
+    let g = &w.groups()[0];
+    for (k, v) in [
+        ("appsnap:binlog", "mariadb-bin.000003:4567"),
+        ("appsnap:gtid", "0-1-42"),
+        ("site", "hz"),
+    ] {
+        assert_eq!(
+            tag_values(g, k),
+            (Some(v.to_string()), vec![Some(v.to_string()); 2]),
+            "{k}: {why}"
+        );
+    }
+    assert_eq!(w.report().script_tags.len(), 3, "{why}");
+    let file = std::fs::read_to_string(w._dir.path().join("tags-file-was")).unwrap();
+    assert!(
+        file.trim()
+            .starts_with(&w._dir.path().join("run").display().to_string()),
+        "under the run directory: {file}"
+    );
+    assert!(
+        !Path::new(file.trim()).exists(),
+        "removed after the run: {file}"
+    );
+}
+
+/// One bad line and none of the file's tags are used (a half-recorded
+/// position misleads); the run still succeeds and the warning names the
+/// line. A failed pre-script's tags are not trusted at all.
+#[test]
+fn a_bad_tags_file_adds_no_tag_and_a_failed_pre_script_adds_none() {
+    let w = run_route(
+        Route {
+            pre_body: "printf 'appsnap:binlog=mariadb-bin.000003:4567\\nappsnap:job=not-mine\\n' >> \"$APPSNAP_TAGS_FILE\"",
+            ..Route::default()
+        },
+        nothing,
+    );
+    let why = explain(&w);
+    assert_eq!(w.report().exit_code, 0, "{why}");
+    let g = &w.groups()[0];
+    assert_eq!(
+        tag_values(g, "appsnap:binlog"),
+        (None, vec![None; 2]),
+        "{why}"
+    );
+    assert_eq!(
+        tag_values(g, "appsnap:job").0.as_deref(),
+        Some("db"),
+        "appsnap's own tag stands: {why}"
+    );
+    assert!(
+        w.report()
+            .warnings
+            .iter()
+            .any(|m| m.contains("prescript tags not used") && m.contains("tags:2:")),
+        "{why}"
+    );
+
+    let w = run_route(
+        Route {
+            pre_exit: 1,
+            pre_body: "echo site=hz >> \"$APPSNAP_TAGS_FILE\"",
+            ..Route::default()
+        },
+        nothing,
+    );
+    let why = explain(&w);
+    assert_eq!(w.report().exit_code, 9, "{why}");
+    assert_eq!(
+        tag_values(&w.groups()[0], "site"),
+        (None, vec![None; 2]),
+        "{why}"
+    );
 }

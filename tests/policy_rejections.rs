@@ -73,6 +73,9 @@ rejections! {
     script_timeout_too_long: "[defaults]\nscript_timeout_secs = 86401\n", 2, "script_timeout_secs";
     negative_jitter: job("jitter_secs = -5\n"), 5, "jitter_secs";
     unknown_thaw_point: job("thaw_after = \"answered\"\n"), 5, "thaw_after";
+    unknown_prescript_failure_rule: job("on_prescript_failure = \"crash\"\n"), 5, "must be \"fs\"";
+    skip_without_hooks: job("on_prescript_failure = \"skip\"\n"), 5, "needs a prescript and a postscript";
+    unknown_prescript_failure_default: "[defaults]\non_prescript_failure = \"none\"\n", 2, "on_prescript_failure";
     script_env_credentials: job("script_env = [\"PGPASSFILE\",\n  \"ALIBABA_CLOUD_ACCESS_KEY_SECRET\"]\n"), 6, "ALIBABA_CLOUD_ACCESS_KEY_SECRET";
     script_env_own_variables: job("script_env = [\"APPSNAP_JOB\"]\n"), 5, "may not be passed";
     script_env_not_a_name: job("script_env = [\"A-B\"]\n"), 5, "not a variable name";
@@ -226,4 +229,23 @@ fn missing_main_file_is_named() {
             .starts_with("/nonexistent/appsnap.toml: no such file"),
         "{err}"
     );
+}
+
+/// `on_prescript_failure` from `[defaults]` reaches every job; a job without
+/// hooks accepts an inherited "skip" (it has no pre-script to fail), and a
+/// job's own value wins.
+#[test]
+fn on_prescript_failure_is_inherited_and_overridable() {
+    use appsnap::policy::OnPrescriptFailure;
+    let text = format!(
+        "[defaults]\non_prescript_failure = \"skip\"\n\n{}\n{}prescript = \"/etc/appsnap/pre.sh\"\npostscript = \"/etc/appsnap/post.sh\"\non_prescript_failure = \"fs\"\n",
+        job(""),
+        JOB_HEAD.replace("mysql", "pg") + "disks = [\"d-bp1bbbb\"]\n",
+    );
+    let p = parse_str(Path::new("/etc/appsnap.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+    let by = |n: &str| p.jobs.iter().find(|j| j.name.as_str() == n).unwrap();
+    assert_eq!(by("mysql").on_prescript_failure, OnPrescriptFailure::Skip);
+    assert_eq!(by("pg").on_prescript_failure, OnPrescriptFailure::Fs);
+    let plain = parse_str(Path::new("/etc/appsnap.toml"), &job("")).unwrap();
+    assert_eq!(plain.jobs[0].on_prescript_failure, OnPrescriptFailure::Fs);
 }

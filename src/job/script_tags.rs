@@ -11,7 +11,6 @@
 //! All or nothing: one bad line and none of the file's tags are used (a
 //! half-recorded position misleads more than none).
 
-use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -35,26 +34,10 @@ pub const MAX_FILE_BYTES: u64 = 4096;
 /// Why a tags file was not used; `path` is always the file's.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TagsFileError {
-    /// It could not be opened or read (replaced by a link, removed, …).
-    #[error("{path}: {reason}")]
-    Unreadable {
-        /// The file.
-        path: String,
-        /// The system's error.
-        reason: String,
-    },
-    /// Something other than a regular file is there.
-    #[error("{path}: not a regular file")]
-    NotRegular {
-        /// The file.
-        path: String,
-    },
-    /// Longer than [`MAX_FILE_BYTES`].
-    #[error("{path}: larger than {MAX_FILE_BYTES} bytes")]
-    TooLarge {
-        /// The file.
-        path: String,
-    },
+    /// It could not be read: replaced by a link or a FIFO, removed, larger
+    /// than [`MAX_FILE_BYTES`] (the error names the file).
+    #[error("{0}")]
+    Read(String),
     /// Not UTF-8.
     #[error("{path}: not UTF-8 text")]
     NotText {
@@ -91,9 +74,11 @@ pub struct TagsFile {
 }
 
 impl TagsFile {
-    /// A fresh empty file `<run_dir>/pre-<run_id>/tags`: the directory 0700,
-    /// the file 0600, both new (an existing one is an error, never reused).
+    /// A fresh empty file `<run_dir>/pre-<run_id>/tags`: the run directory
+    /// made if missing and trusted, the directory 0700, the file 0600, both
+    /// new (an existing one is an error, never reused).
     pub fn create(run_dir: &Path, run_id: &str) -> std::io::Result<TagsFile> {
+        crate::securefs::ensure_trusted_dir(run_dir).map_err(std::io::Error::other)?;
         let dir = run_dir.join(format!("pre-{run_id}"));
         std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
         let path = dir.join("tags");
@@ -125,26 +110,8 @@ impl TagsFile {
         taken: &[&str],
     ) -> Result<Vec<(String, String)>, TagsFileError> {
         let shown = self.path.display().to_string();
-        let unreadable = |e: std::io::Error| TagsFileError::Unreadable {
-            path: shown.clone(),
-            reason: e.to_string(),
-        };
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&self.path)
-            .map_err(unreadable)?;
-        let meta = file.metadata().map_err(unreadable)?;
-        if !meta.is_file() {
-            return Err(TagsFileError::NotRegular { path: shown });
-        }
-        let mut bytes = Vec::new();
-        file.take(MAX_FILE_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(unreadable)?;
-        if bytes.len() as u64 > MAX_FILE_BYTES {
-            return Err(TagsFileError::TooLarge { path: shown });
-        }
+        let bytes = crate::securefs::read_bounded_regular(&self.path, MAX_FILE_BYTES)
+            .map_err(|e| TagsFileError::Read(e.to_string()))?;
         let text = String::from_utf8(bytes).map_err(|_| TagsFileError::NotText {
             path: shown.clone(),
         })?;
@@ -342,7 +309,7 @@ mod tests {
         std::fs::write(f.path(), "k=v\n".repeat(1100)).unwrap();
         assert!(matches!(
             f.read(10, &[]),
-            Err(TagsFileError::TooLarge { .. })
+            Err(TagsFileError::Read(m)) if m.contains("larger than")
         ));
         // Replaced by a link to a file elsewhere: not followed.
         let elsewhere = tmp.path().join("secret");
@@ -351,7 +318,7 @@ mod tests {
         std::os::unix::fs::symlink(&elsewhere, f.path()).unwrap();
         assert!(matches!(
             f.read(10, &[]),
-            Err(TagsFileError::Unreadable { .. })
+            Err(TagsFileError::Read(m)) if m.contains("symbolic link")
         ));
         // Not text.
         std::fs::remove_file(f.path()).unwrap();

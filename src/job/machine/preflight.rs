@@ -255,6 +255,15 @@ impl Run<'_> {
         print!("{}", plan.render());
         if hooks {
             println!(
+                "if the prescript fails: {} (on_prescript_failure = {:?})",
+                match self.job.on_prescript_failure {
+                    OnPrescriptFailure::Fs => "a file-system-consistent snapshot",
+                    OnPrescriptFailure::Skip =>
+                        "no freeze and no snapshot; the postscript still runs",
+                },
+                self.job.on_prescript_failure.as_str()
+            );
+            println!(
                 "would run prescript {}",
                 self.job
                     .prescript

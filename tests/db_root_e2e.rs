@@ -597,6 +597,50 @@ fn mariadb_long_write_bounds_the_lock_wait_and_the_run_follows_on_prescript_fail
     );
 }
 
+/// `appsnap check` finds the running cluster (data directory on the ext4
+/// disk, pg_wal on the xfs disk): quiet for the job over both disks, a
+/// warning naming pg_wal and its disk for a job over the data disk alone.
+fn check_sees_the_wal_outside_a_one_disk_job(w: &common::world::World, db: &Postgres) {
+    let out = w.appsnap(&["check"]);
+    let all = common::world::text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(
+        !all.contains("PostgreSQL cluster"),
+        "both disks in the job: {all}"
+    );
+    let policy = std::fs::read_to_string(&w.policy).unwrap();
+    let one = w.lab.dir.join("one-disk.toml");
+    let both = format!(
+        "disks = [\"{}\", \"{}\"]",
+        common::world::EXT_DISK,
+        common::world::XFS_DISK
+    );
+    assert!(policy.contains(&both), "{policy}");
+    std::fs::write(
+        &one,
+        policy.replace(&both, &format!("disks = [\"{}\"]", common::world::EXT_DISK)),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(common::appsnap_bin());
+    cmd.arg("-c")
+        .arg(&one)
+        .args(["--config-dir", "/nonexistent", "check"]);
+    let out = common::world::run_bounded(cmd, Duration::from_secs(120));
+    let all = common::world::text(&out);
+    let line = all
+        .lines()
+        .find(|l| l.contains("PostgreSQL cluster"))
+        .unwrap_or_else(|| panic!("no layout warning for a job without the WAL disk: {all}"));
+    assert!(
+        line.contains("its pg_wal")
+            && line.contains(common::world::XFS_DISK)
+            && line.contains(&db.data.display().to_string())
+            && line.contains("would not start"),
+        "{line}"
+    );
+    eprintln!("PostgreSQL: appsnap check for a job over the data disk only: {line}");
+}
+
 #[test]
 #[ignore = "database lane: scripts/test runs it with --ignored (root, PostgreSQL)"]
 fn postgresql_restore_recovers_with_every_commit_before_the_freeze() {
@@ -608,6 +652,7 @@ fn postgresql_restore_recovers_with_every_commit_before_the_freeze() {
     db.start();
     db.sql("CREATE TABLE t (seq bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())");
     install_example_hooks(&w, "postgresql");
+    check_sees_the_wal_outside_a_one_disk_job(&w, &db);
 
     let load = Workload::start(
         db.psql(),

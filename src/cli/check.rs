@@ -1,5 +1,6 @@
 //! `appsnap check`: validate the policy, print what each job will do and when.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -164,6 +165,7 @@ async fn preflight(policy: &Policy) -> Outcome {
             }
         }
     }
+    let mut job_disks: Vec<(&str, BTreeSet<String>)> = Vec::new();
     for job in &policy.jobs {
         let name = job.name.as_str();
         match select_disks(
@@ -185,6 +187,7 @@ async fn preflight(policy: &Policy) -> Outcome {
                     ids.len(),
                     ids.join(", ")
                 );
+                job_disks.push((name, ids.iter().map(|s| s.to_string()).collect()));
             }
             Err(problems) => {
                 for p in &problems {
@@ -198,7 +201,59 @@ async fn preflight(policy: &Policy) -> Outcome {
             }
         }
     }
+    for w in database_layout_warnings(policy, &disks, &job_disks) {
+        println!("{w}");
+    }
     result
+}
+
+/// `check`'s warnings about running PostgreSQL clusters split across a job's
+/// disks and others (see `host::pg_layout`); nothing when none runs.
+fn database_layout_warnings(
+    policy: &Policy,
+    disks: &[appsnap::cloud::ecs::Disk],
+    jobs: &[(&str, BTreeSet<String>)],
+) -> Vec<String> {
+    use appsnap::host::{pg_layout, DiskRequest, HostPaths, HostView};
+    let paths = HostPaths::system(&policy.host.by_id_dir);
+    let clusters = pg_layout::running_clusters(&paths.proc_root);
+    if clusters.is_empty() || jobs.is_empty() {
+        return Vec::new();
+    }
+    // Every disk of the instance, so that each part of a cluster is placed.
+    let requests: Vec<DiskRequest> = disks
+        .iter()
+        .filter_map(|d| {
+            Some(DiskRequest {
+                id: appsnap::policy::DiskId::parse(&d.disk_id).ok()?,
+                serial: (!d.serial_number.is_empty()).then(|| d.serial_number.clone()),
+            })
+        })
+        .collect();
+    let plan = match HostView::read(&paths)
+        .and_then(|view| appsnap::host::build_plan(&view, &requests, &policy.host.run_dir))
+    {
+        Ok(p) => p,
+        Err(e) => {
+            return vec![format!(
+                "note: cannot tell which disks the running PostgreSQL clusters are on: {e}"
+            )]
+        }
+    };
+    let mut out = Vec::new();
+    for c in &clusters {
+        let part_disks: Vec<Vec<String>> = c
+            .parts
+            .iter()
+            .map(|p| pg_layout::disks_of(&plan, &p.path))
+            .collect();
+        for (name, set) in jobs {
+            for w in pg_layout::layout_warnings(c, &part_disks, set) {
+                out.push(format!("job {name:?}: warning: {w}"));
+            }
+        }
+    }
+    out
 }
 
 /// The metadata service is not there (or is not one): the usual cause is a

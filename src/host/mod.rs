@@ -17,6 +17,7 @@ pub mod freeze;
 pub mod guard;
 pub mod handle;
 pub mod mounts;
+pub mod pg_layout;
 pub mod plan;
 pub mod protocol;
 pub mod record;

@@ -366,6 +366,24 @@ fn restore_and_check(w: &common::world::World, run: &HookRun) -> (u64, u64) {
     (rows.len() as u64, rows.last().copied().unwrap_or(0))
 }
 
+/// A world named `tag`, a MariaDB server on its disks (data on ext4, redo
+/// on xfs) with database `w` made by `schema`, the example hooks installed,
+/// and the hooks' state directory (removed when dropped).
+fn mariadb_with_hooks(tag: &str, schema: &str) -> (common::world::World, MariaDb, RemoveOnDrop) {
+    let w = world(tag);
+    let mut db = MariaDb::install(
+        &w.lab.dir,
+        "orig",
+        &w.ext.join("mysql"),
+        &w.xfs.join("redo"),
+    );
+    db.start();
+    db.sql(&format!("CREATE DATABASE w; {schema}"));
+    install_example_hooks(&w, "mysql");
+    let state = RemoveOnDrop(format!("/run/appsnap-db-{}-{tag}", std::process::id()).into());
+    (w, db, state)
+}
+
 const FIGURES_HEADER: &str = "hook           lock wait        held     frozen   commits in hold   longest commit stall  reads in hold  uncommitted DML in hold   position recorded";
 
 #[test]
@@ -373,17 +391,12 @@ const FIGURES_HEADER: &str = "hook           lock wait        held     frozen   
 fn mariadb_backup_stage_and_ftwrl_hooks_side_by_side() {
     root_or_skip!();
     dbkit::require(dbkit::mariadb::TOOLS);
-    let w = world("mariadb");
-    let work = w.lab.dir.clone();
-    let mut db = MariaDb::install(&work, "orig", &w.ext.join("mysql"), &w.xfs.join("redo"));
-    db.start();
-    db.sql(
-        "CREATE DATABASE w; CREATE TABLE w.t (seq BIGINT PRIMARY KEY, \
+    let (w, mut db, state) = mariadb_with_hooks(
+        "mariadb",
+        "CREATE TABLE w.t (seq BIGINT PRIMARY KEY, \
          at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB; \
          CREATE TABLE w.u (seq BIGINT PRIMARY KEY) ENGINE=InnoDB",
     );
-    install_example_hooks(&w, "mysql");
-    let state = RemoveOnDrop(format!("/run/appsnap-db-{}-mysql", std::process::id()).into());
 
     // The same server, one run with each lock, each with fresh clients.
     let ftwrl = run_with_hook(&w, &db, &state.0, "ftwrl");
@@ -477,16 +490,12 @@ fn mariadb_backup_stage_and_ftwrl_hooks_side_by_side() {
 fn mariadb_long_write_bounds_the_lock_wait_and_the_run_follows_on_prescript_failure() {
     root_or_skip!();
     dbkit::require(dbkit::mariadb::TOOLS);
-    let w = world("mariadb-long");
-    let work = w.lab.dir.clone();
-    let mut db = MariaDb::install(&work, "orig", &w.ext.join("mysql"), &w.xfs.join("redo"));
-    db.start();
-    db.sql(
-        "CREATE DATABASE w; CREATE TABLE w.t (seq BIGINT PRIMARY KEY) ENGINE=InnoDB; \
+    let (w, db, state) = mariadb_with_hooks(
+        "mariadb-long",
+        "CREATE TABLE w.t (seq BIGINT PRIMARY KEY) ENGINE=InnoDB; \
          CREATE TABLE w.big (x INT) ENGINE=InnoDB; INSERT INTO w.big VALUES (1)",
     );
-    install_example_hooks(&w, "mysql");
-    let state = RemoveOnDrop(format!("/run/appsnap-db-{}-mysql-long", std::process::id()).into());
+    let work = w.lab.dir.clone();
     const WAIT_SECS: u64 = 2;
     let env = |method: &str| {
         vec![

@@ -286,22 +286,25 @@ pub fn snapshot_tags(group: &Value) -> Vec<Vec<(String, String)>> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| {
-            s["tags"]["Tag"]
-                .as_array()
-                .map(|ts| {
-                    ts.iter()
-                        .map(|t| {
-                            (
-                                t["Key"].as_str().unwrap_or_default().to_string(),
-                                t["Value"].as_str().unwrap_or_default().to_string(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default()
-        })
+        .map(|s| tag_pairs(&s["tags"]))
         .collect()
+}
+
+/// A `{"Tag": [{"Key", "Value"}, …]}` list as the emulator's state holds it.
+pub fn tag_pairs(tags: &Value) -> Vec<(String, String)> {
+    tags["Tag"]
+        .as_array()
+        .map(|ts| {
+            ts.iter()
+                .map(|t| {
+                    (
+                        t["Key"].as_str().unwrap_or_default().to_string(),
+                        t["Value"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub fn has_tag(tags: &[(String, String)], k: &str, v: &str) -> bool {

@@ -105,19 +105,7 @@ pub fn log_messages(out: &Output) -> Vec<String> {
 
 /// The tags on a group as the emulator holds them.
 pub fn group_tags(group: &Value) -> Vec<(String, String)> {
-    group["tags"]["Tag"]
-        .as_array()
-        .map(|ts| {
-            ts.iter()
-                .map(|t| {
-                    (
-                        t["Key"].as_str().unwrap_or_default().to_string(),
-                        t["Value"].as_str().unwrap_or_default().to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    crate::common::world::tag_pairs(&group["tags"])
 }
 
 /// The value of tag `key` on the group, required to be the same on each of

@@ -336,28 +336,52 @@ fn api_hang_past_the_freeze_deadline_thaws_and_exits_6() {
     );
 }
 
+/// Issue 18: ECS throttles CreateSnapshotGroup twice while the file systems
+/// are frozen. appsnap never waits inside the freeze: each throttled answer
+/// is followed by the thaw, then the wait outside the window, then a new
+/// freeze and the same request (same ClientToken). A writer on the ext4 disk
+/// stamps every record it manages to sync: its longest stall is one short
+/// window, not the waits between them.
 #[test]
-fn throttling_bursts_are_retried_within_the_freeze_window() {
+fn a_throttled_create_thaws_before_backing_off_and_freezes_again() {
     root_or_skip!();
     let w = World::new(
         "e2e-throttle",
         Setup {
-            sim_extra: "[faults.actions.CreateSnapshotGroup]\nerror = { code = \"Throttling.User\", status = 400, times = 3 }\n".into(),
+            sim_extra: "[faults.actions.CreateSnapshotGroup]\nerror = { code = \"Throttling.User\", status = 400, times = 2 }\n".into(),
             ..Setup::default()
         },
     );
-    let out = w.appsnap(&["run", "db"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(
-        w.groups().len(),
-        1,
-        "one group despite retries (ClientToken)"
+    let stamps = w.lab.dir.join("writer.stamps");
+    let _writer = KillOnDrop(
+        Command::new("bash")
+            .args([
+                "-c",
+                // The record lives on the frozen file system; the stamp of each
+                // record that made it, on the lab's (never frozen) one.
+                "while [ $SECONDS -lt 120 ]; do echo x >> \"$1/stall.log\" && sync \"$1/stall.log\" && date +%s%N >> \"$2\" || exit 1; sleep 0.005; done",
+                "bash",
+            ])
+            .arg(&w.ext)
+            .arg(&stamps)
+            .spawn()
+            .unwrap(),
     );
+    std::thread::sleep(Duration::from_millis(300));
+    let out = w.appsnap(&["--log-format", "json", "run", "db"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert_eq!(w.groups().len(), 1, "one group (ClientToken): {all}");
     let calls = w.create_calls();
-    assert!(
-        calls.len() >= 4,
-        "3 throttled + 1 accepted: {}",
-        calls.len()
+    let codes: Vec<String> = calls
+        .iter()
+        .map(|c| c["code"].as_str().unwrap_or("accepted").to_string())
+        .collect();
+    assert_eq!(
+        codes,
+        ["Throttling.User", "Throttling.User", "accepted"],
+        "{all}"
     );
     let tokens: std::collections::BTreeSet<String> = calls
         .iter()
@@ -366,7 +390,61 @@ fn throttling_bursts_are_retried_within_the_freeze_window() {
     assert_eq!(
         tokens.len(),
         1,
-        "every retry reuses the ClientToken: {tokens:?}"
+        "every request reuses the ClientToken: {tokens:?}"
+    );
+
+    // The run's own account: three windows on the ext4 disk, and after each
+    // of the first two a wait outside it that is longer than the window.
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let msg = |v: &Value| v["message"].as_str().unwrap_or_default().to_string();
+    let ext = w.ext.display().to_string();
+    let windows: Vec<u64> = events
+        .iter()
+        .filter_map(|v| {
+            msg(v)
+                .strip_prefix(&format!("thawed {ext} after "))?
+                .strip_suffix(" ms")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let waits: Vec<u64> = events
+        .iter()
+        .filter_map(|v| {
+            let m = msg(v);
+            let (_, rest) = m.split_once("freezing again in ")?;
+            rest.split_once(" ms")?.0.parse().ok()
+        })
+        .collect();
+    assert_eq!(windows.len(), 3, "three windows: {all}");
+    assert_eq!(waits.len(), 2, "two waits outside the windows: {all}");
+
+    // The writer: its longest stall, against the waits it did not suffer.
+    let t: Vec<u64> = std::fs::read_to_string(&stamps)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    let longest_ms = t
+        .windows(2)
+        .map(|p| (p[1] - p[0]) / 1_000_000)
+        .max()
+        .unwrap_or(0);
+    let waited: u64 = waits.iter().sum();
+    eprintln!(
+        "throttled twice while frozen: windows {windows:?} ms, waits outside them {waits:?} ms; \
+         the writer's longest stall {longest_ms} ms over {} records",
+        t.len()
+    );
+    assert!(t.len() > 20, "the writer ran: {} records", t.len());
+    // Waiting inside the freeze would have stalled the writer for the sum
+    // of the waits (and more); thawing first leaves it one window.
+    assert!(
+        longest_ms < waited,
+        "the writer stalled {longest_ms} ms, as long as the {waited} ms of waits: windows {windows:?}"
     );
 }
 

@@ -378,6 +378,11 @@ freeze_timeout_secs = {freeze}
         env.freeze_stage = Arc::new(FakeStage(shared.clone()));
         env.await_timeout = route.await_timeout;
         env.poll_interval = Duration::from_millis(200);
+        // Short waits after a throttled answer, so the give-up route is quick.
+        env.throttled_backoff = appsnap::cloud::retry::Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(200),
+        };
         let beside = tokio::spawn(during(
             ecs.clone(),
             shared.clone(),
@@ -959,4 +964,68 @@ fn a_bad_tags_file_adds_no_tag_and_a_failed_pre_script_adds_none() {
         (None, vec![None; 2]),
         "{why}"
     );
+}
+
+/// Issue 18: ECS throttles CreateSnapshotGroup while frozen. The run never
+/// waits inside the window: it thaws at once, waits outside, freezes again
+/// and asks again with the same ClientToken (ECS did not process the
+/// throttled request, so no second group can appear).
+#[test]
+fn throttled_while_frozen_thaws_before_waiting_and_freezes_again() {
+    let w = run_route(
+        Route {
+            sim_extra: "[faults.actions.CreateSnapshotGroup.error]\ncode = \"Throttling.User\"\nstatus = 400\ntimes = 2\n",
+            ..Route::default()
+        },
+        nothing,
+    );
+    let why = explain(&w);
+    assert_eq!(w.report().exit_code, 0, "{why}");
+    assert_eq!(
+        w.calls(),
+        ["pre", "freeze", "thaw", "freeze", "thaw", "freeze", "thaw", "post"],
+        "{why}"
+    );
+    assert_eq!(w.groups().len(), 1, "{why}");
+    assert_eq!(
+        consistency_tags(&w.groups()[0]),
+        ["AppConsistent=True,appsnap:consistency=app"; 2],
+        "{why}"
+    );
+    assert_eq!(
+        w.state()["counters"]["CreateSnapshotGroup"].as_u64(),
+        Some(3),
+        "{why}"
+    );
+    assert_eq!(
+        w.report()
+            .warnings
+            .iter()
+            .filter(|m| m.contains("throttled while frozen") && m.contains("thawed at once"))
+            .count(),
+        2,
+        "{why}"
+    );
+}
+
+/// Throttled every time: the run gives up after its last window (each one
+/// thawed at once), creates nothing, runs the post-script, exits 4.
+#[test]
+fn always_throttled_gives_up_after_the_last_window_with_nothing_frozen() {
+    let w = run_route(
+        Route {
+            sim_extra: "[faults.actions.CreateSnapshotGroup.error]\ncode = \"Throttling.User\"\nstatus = 400\n",
+            ..Route::default()
+        },
+        nothing,
+    );
+    let why = explain(&w);
+    assert_eq!(w.report().exit_code, 4, "{why}");
+    let calls = w.calls();
+    assert_eq!(calls.first().map(String::as_str), Some("pre"), "{why}");
+    assert_eq!(calls.last().map(String::as_str), Some("post"), "{why}");
+    let windows = &calls[1..calls.len() - 1];
+    assert_eq!(windows.len(), 12, "six windows: {why}");
+    assert!(windows.chunks(2).all(|p| p == ["freeze", "thaw"]), "{why}");
+    assert!(w.groups().is_empty(), "{why}");
 }

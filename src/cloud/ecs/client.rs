@@ -195,6 +195,73 @@ impl EcsClient {
             })
     }
 
+    /// CreateSnapshotGroup as a frozen window needs it: failures a quick
+    /// retry can mend (5xx, resets) are retried as usual, but a throttled
+    /// answer returns at once, with the server's `x-acs-retry-after`, so
+    /// that the caller can thaw before it waits: backing off inside the
+    /// freeze would stretch the application's pause by the whole wait. ECS
+    /// did not process a throttled request, so asking again later with the
+    /// same ClientToken cannot make two groups.
+    pub async fn create_snapshot_group_unthrottled(
+        &self,
+        req: &CreateSnapshotGroup,
+        deadline: Instant,
+    ) -> Result<String, Throttled> {
+        let params = req.params(&self.region_id).map_err(Throttled::No)?;
+        let action = "CreateSnapshotGroup";
+        let limits = Limits {
+            max_attempts: self.retry.max_attempts,
+            deadline,
+        };
+        let result = drive(
+            limits,
+            |_| {},
+            |_| async {
+                self.attempt(action, &params, deadline).await.map_err(|f| {
+                    if f.error.is_throttling() {
+                        Failure::Fatal(Throttled::Yes {
+                            error: f.error,
+                            retry_after: f.retry_after,
+                        })
+                    } else {
+                        match self.classify(f) {
+                            Failure::Fatal(e) => Failure::Fatal(Throttled::No(e)),
+                            Failure::Retry {
+                                error,
+                                backoff,
+                                after,
+                            } => Failure::Retry {
+                                error: Throttled::No(error),
+                                backoff,
+                                after,
+                            },
+                        }
+                    }
+                })
+            },
+        )
+        .await;
+        let v = result.map_err(|gave_up| match gave_up {
+            GaveUp::Failed(e) => e,
+            GaveUp::Deadline { attempts, last } => Throttled::No(EcsError::DeadlineExceeded {
+                action: action.into(),
+                attempts,
+                last: last.map(|t| Box::new(t.into_error())),
+            }),
+        })?;
+        v.get("SnapshotGroupId")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                Throttled::No(EcsError::Decode {
+                    action: action.into(),
+                    http_status: 200,
+                    reason: "no SnapshotGroupId in the answer".into(),
+                })
+            })
+    }
+
     /// DescribeSnapshotGroups, all pages.
     pub async fn describe_snapshot_groups(
         &self,
@@ -467,6 +534,30 @@ impl EcsClient {
             error: f.error,
             backoff,
             after: f.retry_after,
+        }
+    }
+}
+
+/// How [`EcsClient::create_snapshot_group_unthrottled`] failed.
+#[derive(Debug)]
+pub enum Throttled {
+    /// ECS throttled the request (it was not processed); ask again after
+    /// `retry_after` at the earliest, when the server said.
+    Yes {
+        /// The `Throttling*` answer.
+        error: EcsError,
+        /// The server's `x-acs-retry-after`.
+        retry_after: Option<Duration>,
+    },
+    /// Any other failure, as `create_snapshot_group` reports it.
+    No(EcsError),
+}
+
+impl Throttled {
+    /// The ECS error either way.
+    pub fn into_error(self) -> EcsError {
+        match self {
+            Throttled::Yes { error, .. } | Throttled::No(error) => error,
         }
     }
 }

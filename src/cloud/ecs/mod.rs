@@ -19,7 +19,7 @@ mod error;
 mod types;
 mod wire;
 
-pub use client::{default_endpoint, is_loopback_host, EcsClient};
+pub use client::{default_endpoint, is_loopback_host, EcsClient, Throttled};
 pub use disk_types::{
     default_drill_categories, is_category_unsupported, CreateDisk, DiskDeleted, DrillCategory,
     CATEGORY_UNSUPPORTED_CODES, DISK_NOT_FOUND_CODES, NOT_ATTACHED_CODES,

@@ -45,7 +45,7 @@ impl Run<'_> {
 
     pub(super) async fn await_group(&mut self, prep: Prepared, creation: Creation) -> Step {
         let (id, accepted_at) = match creation {
-            Creation::Nothing => return Step::Done,
+            Creation::Nothing | Creation::Throttled { .. } => return Step::Done,
             // Seen usable (or failed) while frozen: nothing more to wait for.
             Creation::Accepted { seen: Some(g), .. } => {
                 let failed = g.status == "failed";

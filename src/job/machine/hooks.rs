@@ -183,7 +183,7 @@ impl Run<'_> {
             }
         }
         match creation {
-            Creation::Nothing => Step::Done,
+            Creation::Nothing | Creation::Throttled { .. } => Step::Done,
             c @ (Creation::TimedOut | Creation::Accepted { .. }) => Step::AwaitGroup(prep, c),
         }
     }

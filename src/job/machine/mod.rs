@@ -73,12 +73,21 @@ pub struct RunEnv {
     /// The longest pause between two questions meanwhile (polling starts
     /// faster and backs off to this).
     pub poll_interval: Duration,
+    /// The wait outside the window after ECS throttled CreateSnapshotGroup
+    /// while frozen ([`THROTTLED_BACKOFF`] but in tests).
+    pub throttled_backoff: crate::cloud::retry::Backoff,
     /// This installation's owner ID, tagged on every group it creates so that
     /// retention deletes only its own (`None`: it could not be read or
     /// created; groups go untagged and retention deletes nothing).
     pub owner: Option<crate::owner::OwnerId>,
 }
 
+/// The wait outside the window after the first throttled answer while frozen;
+/// it doubles (with jitter, so a fleet does not come back in step) up to the cap.
+pub const THROTTLED_BACKOFF: crate::cloud::retry::Backoff = crate::cloud::retry::Backoff {
+    initial: Duration::from_secs(1),
+    max: Duration::from_secs(30),
+};
 /// How long a run waits for its snapshots to be usable, by default.
 pub const DEFAULT_AWAIT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// The longest pause between two questions meanwhile, by default.
@@ -114,6 +123,7 @@ impl RunEnv {
             max_disks_per_group: policy.cloud.max_disks_per_group,
             await_timeout: DEFAULT_AWAIT_TIMEOUT,
             poll_interval: DEFAULT_POLL_INTERVAL,
+            throttled_backoff: THROTTLED_BACKOFF,
         }
     }
 }
@@ -266,6 +276,14 @@ enum Creation {
     Nothing,
     /// Ran out of time: the group may exist anyway.
     TimedOut,
+    /// ECS throttled it while frozen: the run thaws at once, waits outside
+    /// the window, and freezes again (the request was not processed).
+    Throttled {
+        /// The server's `x-acs-retry-after`, a floor under the wait.
+        retry_after: Option<Duration>,
+        /// The answer, for the log.
+        error: String,
+    },
     /// Accepted.
     Accepted {
         id: String,
@@ -320,6 +338,8 @@ struct Run<'a> {
     frozen_errors: Vec<(Outcome, String)>,
     /// The group as last seen, for the report's upload.
     last_seen: Option<SnapshotGroup>,
+    /// Windows given up because ECS throttled CreateSnapshotGroup.
+    throttled_windows: u32,
 }
 
 impl<'a> Run<'a> {
@@ -340,6 +360,7 @@ impl<'a> Run<'a> {
             critical: None,
             frozen_errors: Vec::new(),
             last_seen: None,
+            throttled_windows: 0,
         }
     }
 

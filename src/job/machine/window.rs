@@ -4,6 +4,11 @@
 
 use super::group::{usability, Usability};
 use super::*;
+use crate::cloud::ecs::Throttled;
+
+/// How many windows a run gives up because ECS throttled CreateSnapshotGroup
+/// before it stops trying (each wait outside the window is longer).
+const MAX_THROTTLED_WINDOWS: u32 = 6;
 
 /// Between two questions while frozen: every round trip here lengthens the
 /// application's pause by at most this much.
@@ -112,12 +117,30 @@ impl Run<'_> {
             Some(w) => Instant::from_std(w.frozen.thaw_by) - api_margin(self.job.freeze_timeout),
             None => Instant::now() + self.job.freeze_timeout,
         };
-        let id = match self
-            .env
-            .ecs
-            .create_snapshot_group(&prep.request, deadline)
-            .await
-        {
+        let created = if window.is_some() {
+            // Never back off inside the freeze: a throttled answer thaws first.
+            match self
+                .env
+                .ecs
+                .create_snapshot_group_unthrottled(&prep.request, deadline)
+                .await
+            {
+                Err(Throttled::Yes { error, retry_after }) => {
+                    let creation = Creation::Throttled {
+                        retry_after,
+                        error: error.to_string(),
+                    };
+                    return Step::Thaw(prep, window, creation);
+                }
+                other => other.map_err(Throttled::into_error),
+            }
+        } else {
+            self.env
+                .ecs
+                .create_snapshot_group(&prep.request, deadline)
+                .await
+        };
+        let id = match created {
             Ok(id) => id,
             Err(e) => {
                 let outcome = create_outcome(&e);
@@ -284,7 +307,9 @@ impl Run<'_> {
         }
         match joined {
             Ok(Ok(report)) => {
-                self.report.frozen_ms = Some(report.window_us / 1000);
+                // The longest window, when throttling made the run freeze again.
+                let ms = report.window_us / 1000;
+                self.report.frozen_ms = Some(self.report.frozen_ms.map_or(ms, |m| m.max(ms)));
                 for fs in &report.filesystems {
                     info!(job = %self.job.name, "thawed {} after {} ms", fs.mount_point.display(), fs.suspended_us / 1000);
                 }
@@ -306,7 +331,44 @@ impl Run<'_> {
             Ok(Err(e)) => self.fail(Outcome::ThawFailed, format!("cannot resume I/O: {e}")),
             Err(e) => self.fail(Outcome::ThawFailed, format!("thaw task failed: {e}")),
         }
+        if let Creation::Throttled { retry_after, error } = creation {
+            return self.after_throttled(prep, retry_after, error).await;
+        }
         Step::PostScript(prep, creation)
+    }
+
+    /// ECS throttled CreateSnapshotGroup while frozen and the run has thawed:
+    /// wait outside the window (at least what the server asked), then freeze
+    /// again with the same request and ClientToken. The pre-script's lock
+    /// holders keep their lock meanwhile. After [`MAX_THROTTLED_WINDOWS`], or
+    /// if anything else went wrong around the window, the run gives up.
+    async fn after_throttled(
+        &mut self,
+        prep: Prepared,
+        retry_after: Option<Duration>,
+        error: String,
+    ) -> Step {
+        self.throttled_windows += 1;
+        let n = self.throttled_windows;
+        if self.failure.is_some() || n >= MAX_THROTTLED_WINDOWS {
+            self.fail(
+                Outcome::GroupCreateFailed,
+                format!("CreateSnapshotGroup throttled while frozen ({n} time(s)): {error}; thawed at once each time, no group created"),
+            );
+            return Step::PostScript(prep, Creation::Nothing);
+        }
+        let wait = self
+            .env
+            .throttled_backoff
+            .delay(n - 1)
+            .max(retry_after.unwrap_or_default());
+        self.warn(format!(
+            "CreateSnapshotGroup throttled while frozen ({error}): thawed at once, freezing again in {} ms (window {} of at most {MAX_THROTTLED_WINDOWS})",
+            wait.as_millis(),
+            n + 1
+        ));
+        tokio::time::sleep(wait).await;
+        Step::Freeze(prep)
     }
 
     /// Logs what happened inside the window, now that logging is safe.

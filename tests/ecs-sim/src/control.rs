@@ -103,6 +103,7 @@ pub async fn state(State(sim): State<Arc<Sim>>) -> Response<Body> {
         "imds_tokens": inner.imds_tokens.len(),
         "faults": inner.faults.plan(),
         "counters": inner.counters,
+        "throttled": inner.faults.throttled(),
     });
     reply(StatusCode::OK, v)
 }

@@ -242,6 +242,20 @@ impl Faults {
         &self.throttled
     }
 
+    /// ECS's flow-control answer to `action`, counted.
+    fn throttle(&mut self, action: &str) -> Decision {
+        *self.throttled.entry(action.to_string()).or_default() += 1;
+        Decision {
+            error: Some(ApiError::new(
+                400,
+                "Throttling.User",
+                "Request was denied due to user flow control.",
+            )),
+            retry_after_ms: self.plan.retry_after_ms,
+            ..Decision::default()
+        }
+    }
+
     /// The rate-limit key that governs `action`, if any.
     fn limit_key(&self, action: &str) -> Option<String> {
         if self.plan.rate_limits.contains_key(action) {
@@ -292,26 +306,12 @@ impl Faults {
                 w.pop_front();
             }
             if w.len() as u64 >= u64::from(limit) {
-                *self.throttled.entry(action.to_string()).or_default() += 1;
-                d.error = Some(ApiError::new(
-                    400,
-                    "Throttling.User",
-                    "Request was denied due to user flow control.",
-                ));
-                d.retry_after_ms = self.plan.retry_after_ms;
-                return d;
+                return self.throttle(action);
             }
             w.push_back(now);
         }
         if !self.take_token(action, Instant::now()) {
-            *self.throttled.entry(action.to_string()).or_default() += 1;
-            d.error = Some(ApiError::new(
-                400,
-                "Throttling.User",
-                "Request was denied due to user flow control.",
-            ));
-            d.retry_after_ms = self.plan.retry_after_ms;
-            return d;
+            return self.throttle(action);
         }
         for key in [action, "*"] {
             let Some(f) = self.plan.actions.get_mut(key) else {

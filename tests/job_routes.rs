@@ -1029,3 +1029,49 @@ fn always_throttled_gives_up_after_the_last_window_with_nothing_frozen() {
     assert!(windows.chunks(2).all(|p| p == ["freeze", "thaw"]), "{why}");
     assert!(w.groups().is_empty(), "{why}");
 }
+
+/// A failed pre-script ("fs" mode: a file-system-consistent snapshot is
+/// still owed) does not make a throttled window the last one: only trouble
+/// around the window itself (a lost freeze, a failed thaw) does.
+#[test]
+fn a_failed_pre_script_does_not_stop_the_run_freezing_again_after_throttling() {
+    let w = run_route(
+        Route {
+            pre_exit: 3,
+            sim_extra: "[faults.actions.CreateSnapshotGroup.error]\ncode = \"Throttling.User\"\nstatus = 400\ntimes = 1\n",
+            ..Route::default()
+        },
+        nothing,
+    );
+    let why = explain(&w);
+    assert_eq!(w.report().exit_code, 9, "{why}");
+    assert_eq!(
+        w.calls(),
+        ["pre", "freeze", "thaw", "freeze", "thaw", "post"],
+        "{why}"
+    );
+    assert_eq!(
+        consistency_tags(&w.groups()[0]),
+        ["FsConsistent=True,appsnap:consistency=fs"; 2],
+        "{why}"
+    );
+}
+
+/// A throttled window whose freeze was lost (someone thawed behind the
+/// guard's back) is the last one: the run cannot prove its freezes hold, so
+/// it does not freeze again; exit 11, no group.
+#[test]
+fn a_throttled_window_with_a_lost_freeze_is_the_last() {
+    let w = run_route(
+        Route {
+            fake: Fake::LosesFreeze,
+            sim_extra: "[faults.actions.CreateSnapshotGroup.error]\ncode = \"Throttling.User\"\nstatus = 400\ntimes = 1\n",
+            ..Route::default()
+        },
+        nothing,
+    );
+    let why = explain(&w);
+    assert_eq!(w.report().exit_code, 11, "{why}");
+    assert_eq!(w.calls(), ["pre", "freeze", "thaw", "post"], "{why}");
+    assert!(w.groups().is_empty(), "{why}");
+}

@@ -251,6 +251,9 @@ impl Run<'_> {
             self.after_window(&creation);
             return Step::PostScript(prep, creation);
         };
+        // What this thaw adds to the report tells whether the window itself
+        // went wrong (earlier failures, a failed pre-script say, do not count).
+        let reported = (self.report.errors.len(), self.report.warnings.len());
         // First ask whether someone thawed a file system behind the guard's
         // back (`fsfreeze -u`, another tool): then the point in time may be
         // on an unfrozen file system. The check costs one FIFREEZE per file
@@ -332,7 +335,8 @@ impl Run<'_> {
             Err(e) => self.fail(Outcome::ThawFailed, format!("thaw task failed: {e}")),
         }
         if let Creation::Throttled { retry_after, error } = creation {
-            return self.after_throttled(prep, retry_after, error).await;
+            let clean = reported == (self.report.errors.len(), self.report.warnings.len());
+            return self.after_throttled(prep, retry_after, error, clean).await;
         }
         Step::PostScript(prep, creation)
     }
@@ -341,16 +345,18 @@ impl Run<'_> {
     /// wait outside the window (at least what the server asked), then freeze
     /// again with the same request and ClientToken. The pre-script's lock
     /// holders keep their lock meanwhile. After [`MAX_THROTTLED_WINDOWS`], or
-    /// if anything else went wrong around the window, the run gives up.
+    /// when the thaw of this window was not `clean` (a lost freeze, a failed
+    /// thaw, the deadline), the run gives up.
     async fn after_throttled(
         &mut self,
         prep: Prepared,
         retry_after: Option<Duration>,
         error: String,
+        clean: bool,
     ) -> Step {
         self.throttled_windows += 1;
         let n = self.throttled_windows;
-        if self.failure.is_some() || n >= MAX_THROTTLED_WINDOWS {
+        if !clean || n >= MAX_THROTTLED_WINDOWS {
             self.fail(
                 Outcome::GroupCreateFailed,
                 format!("CreateSnapshotGroup throttled while frozen ({n} time(s)): {error}; thawed at once each time, no group created"),

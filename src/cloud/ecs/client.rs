@@ -182,17 +182,9 @@ impl EcsClient {
         req: &CreateSnapshotGroup,
         deadline: Instant,
     ) -> Result<String, EcsError> {
-        let params = req.params(&self.region_id)?;
-        let v = self.call("CreateSnapshotGroup", &params, deadline).await?;
-        v.get("SnapshotGroupId")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .ok_or_else(|| EcsError::Decode {
-                action: "CreateSnapshotGroup".into(),
-                http_status: 200,
-                reason: "no SnapshotGroupId in the answer".into(),
-            })
+        self.create_group(req, deadline, false)
+            .await
+            .map_err(Throttled::into_error)
     }
 
     /// CreateSnapshotGroup as a frozen window needs it: failures a quick
@@ -207,55 +199,26 @@ impl EcsClient {
         req: &CreateSnapshotGroup,
         deadline: Instant,
     ) -> Result<String, Throttled> {
+        self.create_group(req, deadline, true).await
+    }
+
+    async fn create_group(
+        &self,
+        req: &CreateSnapshotGroup,
+        deadline: Instant,
+        return_throttled: bool,
+    ) -> Result<String, Throttled> {
         let params = req.params(&self.region_id).map_err(Throttled::No)?;
-        let action = "CreateSnapshotGroup";
-        let limits = Limits {
-            max_attempts: self.retry.max_attempts,
-            deadline,
-        };
-        let result = drive(
-            limits,
-            |_| {},
-            |_| async {
-                self.attempt(action, &params, deadline).await.map_err(|f| {
-                    if f.error.is_throttling() {
-                        Failure::Fatal(Throttled::Yes {
-                            error: f.error,
-                            retry_after: f.retry_after,
-                        })
-                    } else {
-                        match self.classify(f) {
-                            Failure::Fatal(e) => Failure::Fatal(Throttled::No(e)),
-                            Failure::Retry {
-                                error,
-                                backoff,
-                                after,
-                            } => Failure::Retry {
-                                error: Throttled::No(error),
-                                backoff,
-                                after,
-                            },
-                        }
-                    }
-                })
-            },
-        )
-        .await;
-        let v = result.map_err(|gave_up| match gave_up {
-            GaveUp::Failed(e) => e,
-            GaveUp::Deadline { attempts, last } => Throttled::No(EcsError::DeadlineExceeded {
-                action: action.into(),
-                attempts,
-                last: last.map(|t| Box::new(t.into_error())),
-            }),
-        })?;
+        let v = self
+            .call_with("CreateSnapshotGroup", &params, deadline, return_throttled)
+            .await?;
         v.get("SnapshotGroupId")
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .ok_or_else(|| {
                 Throttled::No(EcsError::Decode {
-                    action: action.into(),
+                    action: "CreateSnapshotGroup".into(),
                     http_status: 200,
                     reason: "no SnapshotGroupId in the answer".into(),
                 })
@@ -479,11 +442,25 @@ impl EcsClient {
         params: &[(String, String)],
         deadline: Instant,
     ) -> Result<Value, EcsError> {
+        self.call_with(action, params, deadline, false)
+            .await
+            .map_err(Throttled::into_error)
+    }
+
+    /// [`call`](Self::call); with `return_throttled`, a throttled answer
+    /// ends the call at once (with the server's wait) instead of being retried.
+    async fn call_with(
+        &self,
+        action: &str,
+        params: &[(String, String)],
+        deadline: Instant,
+        return_throttled: bool,
+    ) -> Result<Value, Throttled> {
         let limits = Limits {
             max_attempts: self.retry.max_attempts,
             deadline,
         };
-        let observe = |next: Next<'_, EcsError>| match next {
+        let observe = |next: Next<'_, Throttled>| match next {
             Next::Retrying {
                 attempts,
                 error,
@@ -503,18 +480,35 @@ impl EcsClient {
             }
         };
         let result = drive(limits, observe, |_| async {
-            self.attempt(action, params, deadline)
-                .await
-                .map_err(|f| self.classify(f))
+            self.attempt(action, params, deadline).await.map_err(|f| {
+                if return_throttled && f.error.is_throttling() {
+                    return Failure::Fatal(Throttled::Yes {
+                        error: f.error,
+                        retry_after: f.retry_after,
+                    });
+                }
+                match self.classify(f) {
+                    Failure::Fatal(e) => Failure::Fatal(Throttled::No(e)),
+                    Failure::Retry {
+                        error,
+                        backoff,
+                        after,
+                    } => Failure::Retry {
+                        error: Throttled::No(error),
+                        backoff,
+                        after,
+                    },
+                }
+            })
         })
         .await;
         result.map_err(|gave_up| match gave_up {
-            GaveUp::Failed(e) => e,
-            GaveUp::Deadline { attempts, last } => EcsError::DeadlineExceeded {
+            GaveUp::Failed(t) => t,
+            GaveUp::Deadline { attempts, last } => Throttled::No(EcsError::DeadlineExceeded {
                 action: action.into(),
                 attempts,
-                last: last.map(Box::new),
-            },
+                last: last.map(|t| Box::new(t.into_error())),
+            }),
         })
     }
 
@@ -549,8 +543,16 @@ pub enum Throttled {
         /// The server's `x-acs-retry-after`.
         retry_after: Option<Duration>,
     },
-    /// Any other failure, as `create_snapshot_group` reports it.
+    /// Any other failure, as [`EcsClient::call`] reports it.
     No(EcsError),
+}
+
+impl std::fmt::Display for Throttled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Throttled::Yes { error, .. } | Throttled::No(error) => error.fmt(f),
+        }
+    }
 }
 
 impl Throttled {

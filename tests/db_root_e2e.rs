@@ -30,8 +30,8 @@ use dbkit::hold;
 use dbkit::job::RemoveOnDrop;
 use dbkit::job::{app_consistent_group, install_example_hooks, mount_copies, run_job, world};
 use dbkit::job::{
-    assert_app_consistent, group_tags, log_messages, mount_copies_as, new_groups, recorded_tag,
-    run_job_with,
+    assert_app_consistent, group_ids, group_tags, log_messages, mount_copies_as, new_groups,
+    recorded_tag, run_job_with,
 };
 use dbkit::job::{
     assert_drill_left_nothing, install_example_verify, query_lines, set_verify_query, verify,
@@ -198,11 +198,7 @@ fn run_with_hook(
     state: &std::path::Path,
     method: &'static str,
 ) -> HookRun {
-    let seen: Vec<String> = w
-        .groups()
-        .iter()
-        .map(|g| g["id"].as_str().unwrap().to_string())
-        .collect();
+    let seen = group_ids(w);
     // Sequence numbers restart with each run's clients: an empty table.
     db.sql("TRUNCATE TABLE w.t");
     let clients = hold::Clients::start(db, &w.lab.dir, method);
@@ -511,11 +507,7 @@ fn mariadb_long_write_bounds_the_lock_wait_and_the_run_follows_on_prescript_fail
         ("ftwrl", "fs", 9),
         ("backup-stage", "skip", 0),
     ] {
-        let seen: Vec<String> = w
-            .groups()
-            .iter()
-            .map(|g| g["id"].as_str().unwrap().to_string())
-            .collect();
+        let seen = group_ids(&w);
         // Sequence numbers restart with each workload: an empty table.
         db.sql("TRUNCATE TABLE w.t");
         let commits = Workload::start(

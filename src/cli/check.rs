@@ -224,10 +224,8 @@ fn database_layout_warnings(
     let requests: Vec<DiskRequest> = disks
         .iter()
         .filter_map(|d| {
-            Some(DiskRequest {
-                id: appsnap::policy::DiskId::parse(&d.disk_id).ok()?,
-                serial: (!d.serial_number.is_empty()).then(|| d.serial_number.clone()),
-            })
+            let id = appsnap::policy::DiskId::parse(&d.disk_id).ok()?;
+            Some(DiskRequest::listed(id, &d.serial_number))
         })
         .collect();
     let plan = match HostView::read(&paths)

@@ -66,9 +66,10 @@ async fn disks_from_ecs(policy: &Policy, job: &Job) -> Result<Vec<DiskRequest>, 
         .disks
         .into_iter()
         .filter_map(|d| {
-            let id = DiskId::parse(&d.disk_id).ok()?;
-            let serial = (!d.serial_number.is_empty()).then_some(d.serial_number);
-            Some(DiskRequest { id, serial })
+            Some(DiskRequest::listed(
+                DiskId::parse(&d.disk_id).ok()?,
+                &d.serial_number,
+            ))
         })
         .collect())
 }

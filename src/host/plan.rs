@@ -120,6 +120,15 @@ impl DiskRequest {
         DiskRequest { id, serial: None }
     }
 
+    /// A request for a disk DescribeDisks listed with `serial_number`
+    /// (empty when ECS gave none: then the ID without `d-`).
+    pub fn listed(id: DiskId, serial_number: &str) -> DiskRequest {
+        DiskRequest {
+            id,
+            serial: (!serial_number.is_empty()).then(|| serial_number.to_string()),
+        }
+    }
+
     /// The serial to look for.
     pub fn serial(&self) -> &str {
         self.serial.as_deref().unwrap_or(self.id.default_serial())

@@ -115,7 +115,7 @@ impl TagsFile {
         let text = String::from_utf8(bytes).map_err(|_| TagsFileError::NotText {
             path: shown.clone(),
         })?;
-        parse(&text, room, taken).map_err(|e| e.at(&shown))
+        parse(&text, room, taken, &shown)
     }
 }
 
@@ -129,38 +129,19 @@ impl Drop for TagsFile {
     }
 }
 
-/// A [`TagsFileError`] before the file's name is known.
-#[derive(Debug)]
-pub struct ParseError(TagsFileError);
-
-impl ParseError {
-    fn at(self, path: &str) -> TagsFileError {
-        match self.0 {
-            TagsFileError::Line { line, reason, .. } => TagsFileError::Line {
-                path: path.to_string(),
-                line,
-                reason,
-            },
-            TagsFileError::TooMany { count, room, .. } => TagsFileError::TooMany {
-                path: path.to_string(),
-                count,
-                room,
-            },
-            other => other,
-        }
-    }
-}
-
 /// The tags in `text`, all checked: ECS's tag rules, the reserved keys
 /// (bar [`POSITION_KEYS`]), no key twice or already in `taken`, at most
-/// `room` (and [`MAX_SCRIPT_TAGS`]).
-pub fn parse(text: &str, room: usize, taken: &[&str]) -> Result<Vec<(String, String)>, ParseError> {
-    let line_err = |line: usize, reason: String| {
-        ParseError(TagsFileError::Line {
-            path: String::new(),
-            line,
-            reason,
-        })
+/// `room` (and [`MAX_SCRIPT_TAGS`]); errors name `path`.
+pub fn parse(
+    text: &str,
+    room: usize,
+    taken: &[&str],
+    path: &str,
+) -> Result<Vec<(String, String)>, TagsFileError> {
+    let line_err = |line: usize, reason: String| TagsFileError::Line {
+        path: path.to_string(),
+        line,
+        reason,
     };
     let mut tags: Vec<(String, String)> = Vec::new();
     for (i, raw) in text.lines().enumerate() {
@@ -188,11 +169,11 @@ pub fn parse(text: &str, room: usize, taken: &[&str]) -> Result<Vec<(String, Str
     }
     let room = room.min(MAX_SCRIPT_TAGS);
     if tags.len() > room {
-        return Err(ParseError(TagsFileError::TooMany {
-            path: String::new(),
+        return Err(TagsFileError::TooMany {
+            path: path.to_string(),
             count: tags.len(),
             room,
-        }));
+        });
     }
     Ok(tags)
 }
@@ -223,11 +204,11 @@ mod tests {
     use super::*;
 
     fn reason(text: &str) -> String {
-        match parse(text, 10, &["team"]) {
-            Err(ParseError(TagsFileError::Line { line, reason, .. })) => {
+        match parse(text, 10, &["team"], "f") {
+            Err(TagsFileError::Line { line, reason, .. }) => {
                 format!("{line}: {reason}")
             }
-            Err(ParseError(e)) => e.to_string(),
+            Err(e) => e.to_string(),
             Ok(t) => panic!("accepted {text:?}: {t:?}"),
         }
     }
@@ -238,6 +219,7 @@ mod tests {
             "# written by the MariaDB hook\n\nappsnap:binlog=mariadb-bin.000003:4567\nappsnap:gtid=0-1-42,1-2-7\nsite=hz=a\nempty=\n",
             10,
             &[],
+            "f",
         )
         .unwrap();
         assert_eq!(
@@ -277,15 +259,15 @@ mod tests {
     #[test]
     fn the_count_is_bounded_by_the_room_left_and_by_ten() {
         let lines = |n: usize| (0..n).map(|i| format!("k{i}=v\n")).collect::<String>();
-        assert_eq!(parse(&lines(3), 3, &[]).unwrap().len(), 3);
-        match parse(&lines(4), 3, &[]) {
-            Err(ParseError(TagsFileError::TooMany {
+        assert_eq!(parse(&lines(3), 3, &[], "f").unwrap().len(), 3);
+        match parse(&lines(4), 3, &[], "f") {
+            Err(TagsFileError::TooMany {
                 count: 4, room: 3, ..
-            })) => {}
+            }) => {}
             other => panic!("{other:?}"),
         }
-        assert_eq!(parse(&lines(10), 17, &[]).unwrap().len(), 10);
-        assert!(parse(&lines(11), 17, &[]).is_err());
+        assert_eq!(parse(&lines(10), 17, &[], "f").unwrap().len(), 10);
+        assert!(parse(&lines(11), 17, &[], "f").is_err());
     }
 
     #[test]

@@ -125,6 +125,14 @@ pub fn recorded_tag(group: &Value, key: &str) -> Option<String> {
     on_group
 }
 
+/// The ids of the groups the emulator holds now.
+pub fn group_ids(w: &World) -> Vec<String> {
+    w.groups()
+        .iter()
+        .filter_map(|g| g["id"].as_str().map(str::to_string))
+        .collect()
+}
+
 /// The groups the emulator holds that are not in `seen` (by id).
 pub fn new_groups(w: &World, seen: &[String]) -> Vec<Value> {
     w.groups()

@@ -91,10 +91,7 @@ impl Run<'_> {
         // The freeze plan (refusals: code 1).
         let requests: Vec<DiskRequest> = selected
             .iter()
-            .map(|(id, d)| DiskRequest {
-                id: id.clone(),
-                serial: (!d.serial_number.is_empty()).then(|| d.serial_number.clone()),
-            })
+            .map(|(id, d)| DiskRequest::listed(id.clone(), &d.serial_number))
             .collect();
         let plan = match HostView::read(&self.env.host_paths)
             .and_then(|view| host::build_plan(&view, &requests, &self.env.run_dir))
@@ -215,7 +212,7 @@ impl Run<'_> {
     /// configured, else what is wrong. Never one without the other: never
     /// lock without a way to unlock. The post-script is opened and checked
     /// again at its start.
-    fn check_hooks(&mut self) -> Result<Option<OpenedScript>, Vec<HookProblem>> {
+    fn check_hooks(&self) -> Result<Option<OpenedScript>, Vec<HookProblem>> {
         let (pre, post) = (self.job.prescript.clone(), self.job.postscript.clone());
         if pre.is_none() && post.is_none() {
             return Ok(None);

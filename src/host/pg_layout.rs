@@ -70,15 +70,22 @@ pub fn running_clusters(proc_root: &Path) -> Vec<Cluster> {
     out
 }
 
-/// A process's short name, bounded (`comm` is at most 16 bytes).
+/// A small `/proc/<pid>/<file>`, read with a bound like every read appsnap makes.
+fn proc_file(proc_root: &Path, pid: u32, file: &str) -> Option<String> {
+    let bytes =
+        crate::securefs::read_bounded_regular(&proc_root.join(pid.to_string()).join(file), 4096)
+            .ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// A process's short name (`comm`, at most 16 bytes).
 fn comm(proc_root: &Path, pid: u32) -> Option<String> {
-    let s = std::fs::read_to_string(proc_root.join(pid.to_string()).join("comm")).ok()?;
-    Some(s.trim_end().chars().take(16).collect())
+    Some(proc_file(proc_root, pid, "comm")?.trim_end().to_string())
 }
 
 /// A process's parent pid, from `stat` (after the last `)`: the name may hold any byte).
 fn parent(proc_root: &Path, pid: u32) -> Option<u32> {
-    let s = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
+    let s = proc_file(proc_root, pid, "stat")?;
     let rest = &s[s.rfind(')')? + 1..];
     rest.split_whitespace().nth(1)?.parse().ok()
 }

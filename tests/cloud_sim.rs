@@ -66,6 +66,7 @@ fn start(dir: &std::path::Path) -> SimHandle {
         available_delay_ms: 0,
         faults: Default::default(),
         restore: Default::default(),
+        instances: vec![],
         disks: vec![
             disk(dir, SYS, DiskType::System, "cloud_essd"),
             disk(dir, DATA1, DiskType::Data, "cloud_essd"),

@@ -1,5 +1,6 @@
-//! The emulator's configuration file (`sim.toml`): one instance, its disks and
-//! their backing bytes, plus the knobs tests need (timings, quota, faults).
+//! The emulator's configuration file (`sim.toml`): one instance (or a fleet of
+//! them in one account), the disks and their backing bytes, plus the knobs
+//! tests need (timings, quota, faults).
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -130,6 +131,12 @@ pub struct SimConfig {
     /// The disks.
     #[serde(default, rename = "disk")]
     pub disks: Vec<DiskConfig>,
+    /// `[[instance]]`: more instances of the same account and region, each
+    /// with its own metadata service (address), identity, role credentials
+    /// and disks (`[[disk]] instance_id`), for fleet benchmarks: flow
+    /// control is account-wide, so they share every `rate_limits` bucket.
+    #[serde(default, rename = "instance")]
+    pub instances: Vec<InstanceConfig>,
     /// `[restore]`: disks made by CreateDisk and attached by AttachDisk.
     #[serde(default)]
     pub restore: RestoreConfig,
@@ -204,6 +211,25 @@ fn default_transition_ms() -> u64 {
 
 fn default_command_timeout_ms() -> u64 {
     60_000
+}
+
+/// One more instance of the account (`[[instance]]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceConfig {
+    /// `i-...`.
+    pub id: String,
+    /// The loopback address its metadata service listens on, at the same
+    /// port as the first instance's (`imds_port`): on ECS every instance
+    /// reaches its own service at 100.100.100.200, so each daemon's
+    /// `metadata_endpoint` names its own address here.
+    pub imds_listen: String,
+    /// Zone; default: the first instance's.
+    #[serde(default)]
+    pub zone_id: Option<String>,
+    /// RAM role; default: the first instance's (`None` there = no role).
+    #[serde(default)]
+    pub ram_role: Option<String>,
 }
 
 /// A long-lived (non-STS) access key pair.
@@ -377,6 +403,35 @@ impl SimConfig {
             return Err(ConfigError::Invalid(
                 "time_to_accomplish_secs must be >= 0".into(),
             ));
+        }
+        let mut instances: HashSet<&str> = HashSet::from([self.instance_id.as_str()]);
+        let mut addresses: HashSet<IpAddr> = HashSet::from([self.listen_ip()?]);
+        for i in &self.instances {
+            if !i.id.starts_with("i-") {
+                return Err(ConfigError::Invalid(format!(
+                    "instance id {:?} must start with i-",
+                    i.id
+                )));
+            }
+            if !instances.insert(i.id.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "duplicate instance id {}",
+                    i.id
+                )));
+            }
+            let ip: IpAddr = i
+                .imds_listen
+                .parse()
+                .map_err(|_| ConfigError::BadListen(i.imds_listen.clone()))?;
+            if !ip.is_loopback() {
+                return Err(ConfigError::NotLoopback(i.imds_listen.clone()));
+            }
+            if !addresses.insert(ip) {
+                return Err(ConfigError::Invalid(format!(
+                    "instance {}: imds_listen {} is already used by another instance (each metadata service needs its own address)",
+                    i.id, i.imds_listen
+                )));
+            }
         }
         let mut ids = HashSet::new();
         for d in &self.disks {

@@ -58,7 +58,7 @@ pub async fn state(State(sim): State<Arc<Sim>>) -> Response<Body> {
     let creds: Vec<Value> = inner
         .creds
         .iter()
-        .map(|c| json!({"access_key_id": c.access_key_id, "issued": fmt_time(c.issued), "expires": fmt_time(c.expires)}))
+        .map(|c| json!({"instance": c.instance, "access_key_id": c.access_key_id, "issued": fmt_time(c.issued), "expires": fmt_time(c.expires)}))
         .collect();
     let disks: Vec<Value> = inner
         .disks
@@ -97,6 +97,7 @@ pub async fn state(State(sim): State<Arc<Sim>>) -> Response<Body> {
         "clock_offset_secs": inner.clock_offset.num_seconds(),
         "region_id": sim.cfg.region_id,
         "instance_id": sim.cfg.instance_id,
+        "instances": sim.instances.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
         "groups": groups,
         "disks": disks,
         "credentials": creds,

@@ -43,6 +43,14 @@ pub async fn handle(
         body: body.to_vec(),
     };
     let (meta, auth) = authenticate(&sim, &incoming);
+    // Whose role credentials signed it (none for a long-lived key).
+    let caller = meta.access_key_id.as_deref().and_then(|ak| {
+        sim.lock()
+            .creds
+            .iter()
+            .find(|c| c.access_key_id == ak)
+            .map(|c| c.instance.clone())
+    });
     let json_wanted = crate::xml::wants_json(&meta.params, &incoming.headers);
     let mut verdict = "accepted";
     let mut accept = None;
@@ -103,6 +111,7 @@ pub async fn handle(
         "method": method.as_str(),
         "action": meta.action,
         "access_key_id": meta.access_key_id,
+        "instance": caller,
         "signature_version": meta.version.map(|v| v.as_str()),
         "params": redact_params(&meta.params),
         "verdict": verdict,

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::config::HttpTokens;
 use crate::reqlog::redact_answer;
-use crate::state::Sim;
+use crate::state::{Instance, Sim};
 use crate::util::{fmt_time, rand_hex};
 
 /// Header carrying the token on GETs.
@@ -24,15 +24,26 @@ fn text(status: StatusCode, body: impl Into<String>) -> (StatusCode, String) {
     (status, body.into())
 }
 
+/// One instance's metadata service: the world and whose service it is.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// The shared world.
+    pub sim: Arc<Sim>,
+    /// The instance this service belongs to (it sees only its own identity,
+    /// disks, role and tokens).
+    pub instance: Instance,
+}
+
 /// Serves every metadata path (also proxy-form requests: only the path counts).
 pub async fn handle(
-    State(sim): State<Arc<Sim>>,
+    State(svc): State<Service>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response<Body> {
+    let Service { sim, instance } = svc;
     let path = uri.path().to_string();
-    let (status, body, is_creds) = answer(&sim, &method, &path, &headers);
+    let (status, body, is_creds) = answer(&sim, &instance, &method, &path, &headers);
     {
         let mut inner = sim.lock();
         *inner.counters.entry(format!("imds {path}")).or_default() += 1;
@@ -49,6 +60,7 @@ pub async fn handle(
     sim.log.write(&json!({
         "time": crate::util::log_time(sim.now()),
         "service": "imds",
+        "instance": instance.id,
         "method": method.as_str(),
         "path": path,
         "token_sent": headers.contains_key(TOKEN_HEADER),
@@ -70,6 +82,7 @@ pub async fn handle(
 
 fn answer(
     sim: &Sim,
+    inst: &Instance,
     method: &Method,
     path: &str,
     headers: &HeaderMap,
@@ -83,7 +96,7 @@ fn answer(
         );
     }
     if path == "/latest/api/token" {
-        let (s, b) = put_token(sim, method, headers);
+        let (s, b) = put_token(sim, inst, method, headers);
         return (s, b, false);
     }
     if method != Method::GET {
@@ -99,7 +112,7 @@ fn answer(
             let ok = inner
                 .imds_tokens
                 .get(tok)
-                .is_some_and(|exp| *exp > inner.now());
+                .is_some_and(|(owner, exp)| *owner == inst.id && *exp > inner.now());
             if !ok {
                 return (StatusCode::UNAUTHORIZED, "Unauthorized".into(), false);
             }
@@ -109,17 +122,21 @@ fn answer(
         }
         None => {}
     }
-    let (s, b) = get_item(sim, path);
+    let (s, b) = get_item(sim, inst, path);
     let is_creds = s == StatusCode::OK
-        && sim
-            .cfg
+        && inst
             .ram_role
             .as_ref()
             .is_some_and(|r| path == format!("/latest/meta-data/ram/security-credentials/{r}"));
     (s, b, is_creds)
 }
 
-fn put_token(sim: &Sim, method: &Method, headers: &HeaderMap) -> (StatusCode, String) {
+fn put_token(
+    sim: &Sim,
+    inst: &Instance,
+    method: &Method,
+    headers: &HeaderMap,
+) -> (StatusCode, String) {
     if method != Method::PUT {
         return text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
     }
@@ -137,13 +154,21 @@ fn put_token(sim: &Sim, method: &Method, headers: &HeaderMap) -> (StatusCode, St
     let mut inner = sim.lock();
     let exp = inner.now() + Duration::seconds(ttl);
     let now = inner.now();
-    inner.imds_tokens.retain(|_, e| *e > now);
-    inner.imds_tokens.insert(token.clone(), exp);
+    inner.imds_tokens.retain(|_, (_, e)| *e > now);
+    inner
+        .imds_tokens
+        .insert(token.clone(), (inst.id.clone(), exp));
     text(StatusCode::OK, token)
 }
 
-fn get_item(sim: &Sim, path: &str) -> (StatusCode, String) {
+fn get_item(sim: &Sim, inst: &Instance, path: &str) -> (StatusCode, String) {
     let c = &sim.cfg;
+    // Only the disks attached to this instance are its own.
+    let disks: Vec<_> = c
+        .disks
+        .iter()
+        .filter(|d| sim.disk_instance(d) == inst.id)
+        .collect();
     let not_found = || text(StatusCode::NOT_FOUND, "Not Found");
     let Some(rest) = path.strip_prefix("/latest/") else {
         return not_found();
@@ -153,17 +178,17 @@ fn get_item(sim: &Sim, path: &str) -> (StatusCode, String) {
             StatusCode::OK,
             "disks/\ninstance-id\nowner-account-id\nram/\nregion-id\nzone-id",
         ),
-        "meta-data/instance-id" => text(StatusCode::OK, c.instance_id.clone()),
+        "meta-data/instance-id" => text(StatusCode::OK, inst.id.clone()),
         "meta-data/region-id" => text(StatusCode::OK, c.region_id.clone()),
-        "meta-data/zone-id" => text(StatusCode::OK, c.zone_id.clone()),
+        "meta-data/zone-id" => text(StatusCode::OK, inst.zone_id.clone()),
         "meta-data/owner-account-id" => text(StatusCode::OK, c.owner_account_id.clone()),
         "meta-data/ram/" => text(StatusCode::OK, "security-credentials/"),
         "dynamic/instance-identity/document" => text(
             StatusCode::OK,
             json!({
-                "instance-id": c.instance_id,
+                "instance-id": inst.id,
                 "region-id": c.region_id,
-                "zone-id": c.zone_id,
+                "zone-id": inst.zone_id,
                 "owner-account-id": c.owner_account_id,
                 "instance-type": c.instance_type,
                 "image-id": "debian_12_x64_20G_alibase_20250101.vhd",
@@ -175,19 +200,21 @@ fn get_item(sim: &Sim, path: &str) -> (StatusCode, String) {
             .to_string(),
         ),
         "meta-data/ram/security-credentials/" | "meta-data/ram/security-credentials" => {
-            match &c.ram_role {
+            match &inst.ram_role {
                 Some(r) => text(StatusCode::OK, r.clone()),
                 None => not_found(),
             }
         }
         "meta-data/disks/" | "meta-data/disks" => {
-            let list: Vec<String> = c.disks.iter().map(|d| format!("{}/", d.serial())).collect();
+            let list: Vec<String> = disks.iter().map(|d| format!("{}/", d.serial())).collect();
             text(StatusCode::OK, list.join("\n"))
         }
         _ => {
             if let Some(role) = rest.strip_prefix("meta-data/ram/security-credentials/") {
-                if c.ram_role.as_deref() == Some(role) {
-                    let cred = sim.lock().current_creds(c.credential_lifetime_secs);
+                if inst.ram_role.as_deref() == Some(role) {
+                    let cred = sim
+                        .lock()
+                        .current_creds(&inst.id, c.credential_lifetime_secs);
                     // Written by hand to keep the reference's field order.
                     let body = format!(
                         "{{\"AccessKeyId\":{},\"AccessKeySecret\":{},\"Expiration\":{},\"SecurityToken\":{},\"LastUpdated\":{},\"Code\":\"Success\"}}",
@@ -203,7 +230,7 @@ fn get_item(sim: &Sim, path: &str) -> (StatusCode, String) {
             }
             if let Some(d) = rest.strip_prefix("meta-data/disks/") {
                 let (serial, item) = d.split_once('/').unwrap_or((d, ""));
-                if let Some(disk) = c.disks.iter().find(|x| x.serial() == serial) {
+                if let Some(disk) = disks.iter().find(|x| x.serial() == serial) {
                     return match item {
                         "" => text(StatusCode::OK, "id\nname"),
                         "id" => text(StatusCode::OK, disk.id.clone()),

@@ -91,9 +91,44 @@ pub async fn start(cfg: SimConfig) -> Result<Started, StartError> {
         format!("http://{a}")
     };
     let (imds_url, ecs_url) = (url(&imds_l), url(&ecs_l));
+    // Every other instance's metadata service: its own address, same port.
+    let imds_port = imds_l
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or(cfg.imds_port);
+    let mut more_imds = Vec::with_capacity(cfg.instances.len());
+    for i in &cfg.instances {
+        let ip = i
+            .imds_listen
+            .parse()
+            .map_err(|_| ConfigError::BadListen(i.imds_listen.clone()))?;
+        let addr = SocketAddr::new(ip, imds_port);
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        more_imds.push(l);
+    }
     let sim = Arc::new(Sim::new(cfg, log));
 
-    let imds_router = Router::new().fallback(imds::handle).with_state(sim.clone());
+    let service = |n: usize| imds::Service {
+        sim: sim.clone(),
+        instance: sim
+            .instances
+            .get(n)
+            .cloned()
+            .expect("one instance per listener"),
+    };
+    for (n, l) in more_imds.into_iter().enumerate() {
+        let router = Router::new()
+            .fallback(imds::handle)
+            .with_state(service(n + 1));
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(l, router).await {
+                tracing::error!("metadata server stopped: {e}");
+            }
+        });
+    }
+    let imds_router = Router::new().fallback(imds::handle).with_state(service(0));
     let ecs_router = Router::new()
         .route("/", any(ecs::handle))
         .route("/_sim/state", get(control::state))

@@ -14,11 +14,24 @@ use crate::faults::Faults;
 use crate::reqlog::RequestLog;
 use crate::util::{new_id, rand_hex};
 
+/// One emulated instance: the first (`instance_id`) or an `[[instance]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    /// `i-...`.
+    pub id: String,
+    /// Its zone.
+    pub zone_id: String,
+    /// Its RAM role, if any.
+    pub ram_role: Option<String>,
+}
+
 /// Shared by every request handler.
 #[derive(Debug)]
 pub struct Sim {
     /// The configuration the emulator started with.
     pub cfg: SimConfig,
+    /// Every emulated instance, the first instance first.
+    pub instances: Vec<Instance>,
     /// The request log.
     pub log: RequestLog,
     inner: Mutex<Inner>,
@@ -27,6 +40,8 @@ pub struct Sim {
 /// STS credentials handed out by the metadata service.
 #[derive(Debug, Clone)]
 pub struct IssuedCred {
+    /// The instance whose metadata service handed them out.
+    pub instance: String,
     /// `STS.` + random.
     pub access_key_id: String,
     /// The secret.
@@ -237,8 +252,9 @@ pub struct TokenUse {
 pub struct Inner {
     /// Seconds added to the wall clock (tests move time with `/_sim/clock`).
     pub clock_offset: Duration,
-    /// IMDS token -> expiry.
-    pub imds_tokens: HashMap<String, DateTime<Utc>>,
+    /// IMDS token -> (the instance whose service issued it, expiry): a
+    /// token is good only at the service that issued it.
+    pub imds_tokens: HashMap<String, (String, DateTime<Utc>)>,
     /// All STS credentials ever issued, newest last.
     pub creds: Vec<IssuedCred>,
     /// (AccessKeyId, nonce) -> when seen.
@@ -275,8 +291,20 @@ impl Sim {
             created: Vec::new(),
             disk_tokens: HashMap::new(),
         };
+        let first = Instance {
+            id: cfg.instance_id.clone(),
+            zone_id: cfg.zone_id.clone(),
+            ram_role: cfg.ram_role.clone(),
+        };
+        let more = cfg.instances.iter().map(|i| Instance {
+            id: i.id.clone(),
+            zone_id: i.zone_id.clone().unwrap_or_else(|| cfg.zone_id.clone()),
+            ram_role: i.ram_role.clone().or_else(|| cfg.ram_role.clone()),
+        });
+        let instances = std::iter::once(first).chain(more).collect();
         Sim {
             cfg,
+            instances,
             log,
             inner: Mutex::new(inner),
         }
@@ -301,6 +329,20 @@ impl Sim {
         }
     }
 
+    /// The emulated instance `id`, if it is one.
+    pub fn instance(&self, id: &str) -> Option<&Instance> {
+        self.instances.iter().find(|i| i.id == id)
+    }
+
+    /// A configured disk's zone: its own, else its instance's, else the
+    /// first instance's.
+    pub fn disk_zone(&self, d: &DiskConfig) -> String {
+        d.zone_id.clone().unwrap_or_else(|| {
+            self.instance(&self.disk_instance(d))
+                .map_or_else(|| self.cfg.zone_id.clone(), |i| i.zone_id.clone())
+        })
+    }
+
     /// Instance id of a disk as configured (`""` = unattached).
     pub fn disk_instance(&self, d: &DiskConfig) -> String {
         d.instance_id
@@ -315,26 +357,29 @@ impl Inner {
         Utc::now() + self.clock_offset
     }
 
-    /// The credentials IMDS hands out now, issuing fresh ones when none exist
-    /// or the current ones are in the last third of their life (so a client
-    /// refreshing ahead of expiry gets new keys while the old stay valid).
-    pub fn current_creds(&mut self, lifetime_secs: u64) -> IssuedCred {
+    /// The credentials `instance`'s metadata service hands out now, issuing
+    /// fresh ones when none exist or the current ones are in the last third
+    /// of their life (so a client refreshing ahead of expiry gets new keys
+    /// while the old stay valid).
+    pub fn current_creds(&mut self, instance: &str, lifetime_secs: u64) -> IssuedCred {
         let now = self.now();
         let life = Duration::seconds(lifetime_secs as i64);
-        let fresh_enough = self
-            .creds
-            .last()
-            .is_some_and(|c| c.expires - now > life / 3);
-        if !fresh_enough {
-            self.creds.push(IssuedCred {
-                access_key_id: format!("STS.N{}", rand_hex(10)),
-                secret: rand_hex(16),
-                token: format!("CAIS{}", rand_hex(48)),
-                issued: now,
-                expires: now + life,
-            });
+        let current = self.creds.iter().rev().find(|c| c.instance == instance);
+        match current {
+            Some(c) if c.expires - now > life / 3 => c.clone(),
+            _ => {
+                let c = IssuedCred {
+                    instance: instance.to_string(),
+                    access_key_id: format!("STS.N{}", rand_hex(10)),
+                    secret: rand_hex(16),
+                    token: format!("CAIS{}", rand_hex(48)),
+                    issued: now,
+                    expires: now + life,
+                };
+                self.creds.push(c.clone());
+                c
+            }
         }
-        self.creds.last().expect("just ensured").clone()
     }
 
     /// Group progress in percent at `now`, given the configured duration.

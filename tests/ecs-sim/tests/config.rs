@@ -77,6 +77,28 @@ fn defaults_and_rules() {
 }
 
 #[test]
+fn fleet_instances_need_their_own_loopback_address() {
+    let inst =
+        |id: &str, ip: &str| format!("[[instance]]\nid = \"{id}\"\nimds_listen = \"{ip}\"\n");
+    let two = format!("{}{}", inst("i-2", "127.0.1.2"), inst("i-3", "127.0.1.3"));
+    let c = minimal(&two).unwrap();
+    assert_eq!(c.instances.len(), 2);
+    let e = minimal(&inst("i-2", "10.0.0.2")).unwrap_err();
+    assert!(e.contains("not a loopback"), "{e}");
+    let e = minimal(&inst("i-2", "127.0.0.1")).unwrap_err();
+    assert!(e.contains("already used") && e.contains("i-2"), "{e}");
+    let e = minimal(&format!(
+        "{}{}",
+        inst("i-2", "127.0.1.2"),
+        inst("i-2", "127.0.1.3")
+    ))
+    .unwrap_err();
+    assert!(e.contains("duplicate instance id i-2"), "{e}");
+    let e = minimal(&inst("x-2", "127.0.1.2")).unwrap_err();
+    assert!(e.contains("must start with i-"), "{e}");
+}
+
+#[test]
 fn load_reports_missing_file() {
     let e = SimConfig::load(std::path::Path::new("/nonexistent/sim.toml")).unwrap_err();
     assert!(matches!(e, ConfigError::Read { .. }));

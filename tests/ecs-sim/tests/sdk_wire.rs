@@ -37,6 +37,7 @@ fn replay(
     if let Some(tok) = input["security_token"].as_str() {
         let mut inner = h.started.sim.lock();
         inner.creds.push(IssuedCred {
+            instance: INSTANCE.into(),
             access_key_id: input["access_key_id"].as_str().unwrap().into(),
             secret: input["access_key_secret"].as_str().unwrap().into(),
             token: tok.into(),

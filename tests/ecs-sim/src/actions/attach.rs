@@ -48,7 +48,7 @@ fn incorrect_status() -> ApiError {
 
 fn check_instance(sim: &Sim, p: &Params) -> Result<String, ApiError> {
     let instance = p.required("InstanceId")?.to_string();
-    if instance != sim.cfg.instance_id {
+    if sim.instance(&instance).is_none() {
         return Err(ApiError::new(
             404,
             "InvalidInstanceId.NotFound",

@@ -407,7 +407,7 @@ fn select_disks(
     excluded: &[String],
 ) -> Result<Vec<DiskConfig>, ApiError> {
     if let Some(i) = instance {
-        if i != sim.cfg.instance_id {
+        if sim.instance(i).is_none() {
             return Err(ApiError::new(
                 404,
                 "InvalidInstanceId.NotFound",
@@ -438,10 +438,8 @@ fn select_disks(
             }
             chosen.push(d);
         }
-        let zones: std::collections::BTreeSet<String> = chosen
-            .iter()
-            .map(|d| d.zone_id.clone().unwrap_or_else(|| sim.cfg.zone_id.clone()))
-            .collect();
+        let zones: std::collections::BTreeSet<String> =
+            chosen.iter().map(|d| sim.disk_zone(d)).collect();
         if zones.len() > 1 {
             return Err(ApiError::invalid(
                 "The specified disks are not in the same zone.",

@@ -130,7 +130,7 @@ fn configured_row(sim: &Sim, d: &DiskConfig) -> (Value, Vec<(String, String)>) {
         "Device": "",
         "MultiAttach": if d.multi_attach { "Enabled" } else { "Disabled" },
         "Attachments": {"Attachment": attachments},
-        "ZoneId": d.zone_id.clone().unwrap_or_else(|| sim.cfg.zone_id.clone()),
+        "ZoneId": sim.disk_zone(d),
         "RegionId": sim.cfg.region_id,
         "Encrypted": false,
         "Portable": d.disk_type.as_str() == "data",

@@ -122,6 +122,7 @@ pub fn world() -> World {
         faults: Default::default(),
         disks,
         restore: Default::default(),
+        instances: vec![],
     };
     World { dir, cfg }
 }

@@ -1008,6 +1008,54 @@ fn throttled_while_frozen_thaws_before_waiting_and_freezes_again() {
     );
 }
 
+/// The listing poll that proves the point in time is inside the window is
+/// throttled three times while frozen: the window asks again at its own
+/// short cadence instead of backing off (0.25 s, 0.5 s, 1 s at least with
+/// the SDK's schedule), so the pause is not stretched by waits; the run
+/// still sees the group listed while frozen and claims app consistency.
+#[test]
+fn a_throttled_listing_poll_while_frozen_is_asked_again_without_backing_off() {
+    let w = run_route(
+        Route {
+            sim_extra: "[faults.actions.DescribeSnapshotGroups.error]\ncode = \"Throttling.User\"\nstatus = 400\ntimes = 3\n",
+            ..Route::default()
+        },
+        nothing,
+    );
+    let why = explain(&w);
+    assert_eq!(w.report().exit_code, 0, "{why}");
+    assert_eq!(w.calls(), ["pre", "freeze", "thaw", "post"], "{why}");
+    assert_eq!(
+        consistency_tags(&w.groups()[0]),
+        ["AppConsistent=True,appsnap:consistency=app"; 2],
+        "{why}"
+    );
+    assert_eq!(
+        w.state()["counters"]["DescribeSnapshotGroups"].as_u64(),
+        Some(4),
+        "three throttled polls, then the listing: {why}"
+    );
+    let told: Vec<&String> = w
+        .report()
+        .warnings
+        .iter()
+        .filter(|m| m.contains("DescribeSnapshotGroups throttled 3 time(s) while frozen"))
+        .collect();
+    assert_eq!(told.len(), 1, "{why}");
+    // The SDK's backoff alone would have kept the window open 1.75 s at least.
+    let snapshot_ms = w
+        .report()
+        .stages
+        .iter()
+        .find(|(s, _)| s.as_str() == "snapshot")
+        .map(|(_, ms)| *ms)
+        .unwrap();
+    assert!(
+        snapshot_ms < 1000,
+        "window stretched to {snapshot_ms} ms: {why}"
+    );
+}
+
 /// Throttled every time: the run gives up after its last window (each one
 /// thawed at once), creates nothing, runs the post-script, exits 4.
 #[test]

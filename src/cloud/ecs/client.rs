@@ -231,6 +231,29 @@ impl EcsClient {
         filter: &SnapshotGroupFilter,
         deadline: Instant,
     ) -> Result<Vec<SnapshotGroup>, EcsError> {
+        self.snapshot_groups(filter, deadline, false)
+            .await
+            .map_err(Throttled::into_error)
+    }
+
+    /// DescribeSnapshotGroups as a frozen window needs it: a throttled answer
+    /// returns at once instead of being retried after a backoff, so that the
+    /// window decides (it asks again at its own short cadence: a backoff
+    /// while frozen would stretch the application's pause by the whole wait).
+    pub async fn describe_snapshot_groups_unthrottled(
+        &self,
+        filter: &SnapshotGroupFilter,
+        deadline: Instant,
+    ) -> Result<Vec<SnapshotGroup>, Throttled> {
+        self.snapshot_groups(filter, deadline, true).await
+    }
+
+    async fn snapshot_groups(
+        &self,
+        filter: &SnapshotGroupFilter,
+        deadline: Instant,
+        return_throttled: bool,
+    ) -> Result<Vec<SnapshotGroup>, Throttled> {
         let mut p = vec![("RegionId".to_string(), self.region_id.clone())];
         if let Some(i) = &filter.instance_id {
             p.push(("InstanceId".into(), i.clone()));
@@ -246,12 +269,13 @@ impl EcsClient {
         }
         push_tags(&mut p, &filter.tags);
         p.push(("MaxResults".into(), "100".into()));
-        self.paged(
+        self.paged_with(
             "DescribeSnapshotGroups",
             p,
             "SnapshotGroups",
             "SnapshotGroup",
             deadline,
+            return_throttled,
         )
         .await
     }
@@ -398,6 +422,22 @@ impl EcsClient {
         inner: &str,
         deadline: Instant,
     ) -> Result<Vec<T>, EcsError> {
+        self.paged_with(action, base, outer, inner, deadline, false)
+            .await
+            .map_err(Throttled::into_error)
+    }
+
+    /// [`paged`](Self::paged); with `return_throttled`, a throttled page
+    /// ends the call at once (see [`call_with`](Self::call_with)).
+    async fn paged_with<T: DeserializeOwned>(
+        &self,
+        action: &str,
+        base: Vec<(String, String)>,
+        outer: &str,
+        inner: &str,
+        deadline: Instant,
+        return_throttled: bool,
+    ) -> Result<Vec<T>, Throttled> {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         for _ in 0..MAX_PAGES {
@@ -405,16 +445,20 @@ impl EcsClient {
             if let Some(t) = &token {
                 p.push(("NextToken".into(), t.clone()));
             }
-            let v = self.call(action, &p, deadline).await?;
+            let v = self
+                .call_with(action, &p, deadline, return_throttled)
+                .await?;
             let items = v
                 .get(outer)
                 .and_then(|o| o.get(inner))
                 .cloned()
                 .unwrap_or(Value::Array(Vec::new()));
-            let page: Vec<T> = serde_json::from_value(items).map_err(|e| EcsError::Decode {
-                action: action.into(),
-                http_status: 200,
-                reason: format!("{outer}.{inner}: {e}"),
+            let page: Vec<T> = serde_json::from_value(items).map_err(|e| {
+                Throttled::No(EcsError::Decode {
+                    action: action.into(),
+                    http_status: 200,
+                    reason: format!("{outer}.{inner}: {e}"),
+                })
             })?;
             out.extend(page);
             let next = v
@@ -427,11 +471,11 @@ impl EcsClient {
             }
             token = next;
         }
-        Err(EcsError::Decode {
+        Err(Throttled::No(EcsError::Decode {
             action: action.into(),
             http_status: 200,
             reason: format!("more than {MAX_PAGES} pages"),
-        })
+        }))
     }
 
     /// Calls `action` with operation `params`, retrying retryable errors with
@@ -532,7 +576,9 @@ impl EcsClient {
     }
 }
 
-/// How [`EcsClient::create_snapshot_group_unthrottled`] failed.
+/// How a call that returns throttled answers at once
+/// ([`EcsClient::create_snapshot_group_unthrottled`],
+/// [`EcsClient::describe_snapshot_groups_unthrottled`]) failed.
 #[derive(Debug)]
 pub enum Throttled {
     /// ECS throttled the request (it was not processed); ask again after

@@ -340,6 +340,9 @@ struct Run<'a> {
     last_seen: Option<SnapshotGroup>,
     /// Windows given up because ECS throttled CreateSnapshotGroup.
     throttled_windows: u32,
+    /// DescribeSnapshotGroups answers throttled while frozen (asked again
+    /// at the window's cadence, never after a backoff); told after the thaw.
+    throttled_polls: u32,
 }
 
 impl<'a> Run<'a> {
@@ -361,6 +364,7 @@ impl<'a> Run<'a> {
             frozen_errors: Vec::new(),
             last_seen: None,
             throttled_windows: 0,
+            throttled_polls: 0,
         }
     }
 

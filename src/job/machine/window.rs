@@ -184,9 +184,13 @@ impl Run<'_> {
             match self
                 .env
                 .ecs
-                .describe_snapshot_groups(&filter, deadline)
+                .describe_snapshot_groups_unthrottled(&filter, deadline)
                 .await
             {
+                // Never back off inside the freeze: ask again at the poll's
+                // cadence (a token frees up within 1/rate s; the server's
+                // retry-after would stretch the pause by the whole wait).
+                Err(Throttled::Yes { .. }) => self.throttled_polls += 1,
                 Ok(groups) => {
                     if let Some(g) = groups.into_iter().find(|g| g.snapshot_group_id == id) {
                         match usability(&g, prep.wanted()) {
@@ -205,7 +209,7 @@ impl Run<'_> {
                         }
                     }
                 }
-                Err(e) => {
+                Err(Throttled::No(e)) => {
                     self.consistency = Consistency::Crash;
                     let outcome = ecs_outcome(&e, Outcome::GroupCreateTimeout);
                     self.frozen_errors.push((
@@ -379,6 +383,13 @@ impl Run<'_> {
 
     /// Logs what happened inside the window, now that logging is safe.
     fn after_window(&mut self, creation: &Creation) {
+        let polls = std::mem::take(&mut self.throttled_polls);
+        if polls > 0 {
+            self.warn(format!(
+                "DescribeSnapshotGroups throttled {polls} time(s) while frozen: asked again every {} ms, never backing off inside the freeze",
+                FROZEN_POLL.as_millis()
+            ));
+        }
         for (outcome, msg) in std::mem::take(&mut self.frozen_errors) {
             if outcome == Outcome::GroupCreateTimeout {
                 self.consistency = Consistency::Crash;

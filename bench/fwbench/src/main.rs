@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! fwbench now
-//! fwbench writer --out FILE --rate-mib R --dirty-mib D --block-kib B DIR...
+//! fwbench writer --out FILE --rate-mib R --dirty-mib D --block-kib B [--per-dir] DIR...
 //! fwbench floor --hold-ms L [--parallel] [--watchdog-ms W] MOUNT...
 //! fwbench report --runs FILE --records FILE [--polls FILE] [--stamps FILE] [--vendor-stamps FILE]
 //! ```
@@ -87,8 +87,9 @@ fn main() -> ExitCode {
 }
 
 fn cmd_writer(args: &[String]) -> Result<(), String> {
-    let o = Opts::parse(args, &[]);
+    let o = Opts::parse(args, &["--per-dir"]);
     let a = writer::WriterArgs {
+        per_dir: o.flags.iter().any(|f| f == "--per-dir"),
         out: o.path("out")?,
         rate_mib: o.num("rate-mib", 256)?,
         dirty_mib: o.num("dirty-mib", 512)?,

@@ -33,6 +33,10 @@ pub struct WriterArgs {
     pub block_kib: u64,
     /// Mount points, one writer thread each.
     pub dirs: Vec<PathBuf>,
+    /// Instead of every record in `out`, one line per file system there:
+    /// `index longest_write_ns writes` (bench/fleet: a thousand file systems
+    /// for minutes would be millions of records).
+    pub per_dir: bool,
 }
 
 /// One write: when it started and how long it took, nanoseconds.
@@ -64,9 +68,12 @@ pub fn run(a: &WriterArgs) -> io::Result<()> {
             .create(true)
             .truncate(true)
             .open(&path)?;
+        let a_per_dir = a.per_dir;
         threads.push(std::thread::spawn(move || {
             let buf: Vec<u8> = (0..block).map(|i| (i % 251) as u8 + 1).collect();
-            let mut recs: Vec<Record> = Vec::with_capacity(1 << 18);
+            let per_dir = a_per_dir;
+            let mut recs: Vec<Record> = Vec::with_capacity(if per_dir { 1 } else { 1 << 18 });
+            let (mut longest, mut writes) = (0u64, 0u64);
             let mut tick = now_ns();
             let mut i = 0u64;
             while !STOP.load(Ordering::SeqCst) {
@@ -79,12 +86,20 @@ pub fn run(a: &WriterArgs) -> io::Result<()> {
                     eprintln!("fwbench writer: {}: {e}", path.display());
                     break;
                 }
-                recs.push((t0, t1 - t0));
+                if per_dir {
+                    longest = longest.max(t1 - t0);
+                    writes += 1;
+                } else {
+                    recs.push((t0, t1 - t0));
+                }
                 i += 1;
                 tick += interval_ns;
                 if tick < t1 {
                     tick = t1; // skip what a stall missed; no catch-up burst
                 }
+            }
+            if per_dir {
+                recs.push((longest, writes));
             }
             recs
         }));
@@ -92,6 +107,20 @@ pub fn run(a: &WriterArgs) -> io::Result<()> {
     let mut all: Vec<Record> = Vec::new();
     for t in threads {
         all.extend(t.join().unwrap_or_default());
+    }
+    if a.per_dir {
+        let tmp = a.out.with_extension("tmp");
+        let mut w = io::BufWriter::new(std::fs::File::create(&tmp)?);
+        for (k, (longest, writes)) in all.iter().enumerate() {
+            writeln!(w, "{k} {longest} {writes}")?;
+        }
+        w.flush()?;
+        drop(w);
+        std::fs::rename(&tmp, &a.out)?;
+        for dir in &a.dirs {
+            let _ = std::fs::remove_file(dir.join("fwbench-writer.dat"));
+        }
+        return Ok(());
     }
     all.sort_unstable();
     let tmp = a.out.with_extension("tmp");

@@ -320,14 +320,18 @@ async fn serve(files: PolicyFiles) -> u8 {
         drill_cancel: tokio::sync::watch::channel(false).0,
         drills_running: Arc::new(tokio::sync::RwLock::new(())),
     });
-    match daemon.cloud(&policy.cloud).await {
+    let connected_instance = match daemon.cloud(&policy.cloud).await {
         Ok(c) => {
             daemon.notifier.set_instance_id(&c.instance_id);
             daemon.resume_following(&c, &policy);
             finish_drills(&c, &policy);
+            Some(c.instance_id.clone())
         }
-        Err(e) => warn!("cloud not reachable yet ({e}); each run will try again"),
-    }
+        Err(e) => {
+            warn!("cloud not reachable yet ({e}); each run will try again");
+            None
+        }
+    };
     // Scheduled times missed while the daemon was down: told, and with
     // `catch_up = true` run once now; the metrics textfile is written.
     let catch_up = alerts::at_start(&daemon.notifier, &policy);
@@ -344,9 +348,23 @@ async fn serve(files: PolicyFiles) -> u8 {
         },
     );
     let (scheduler, handle) = Scheduler::new(&policy, runner, Arc::new(SystemClock));
+    let key = spread_key(&policy, connected_instance);
     let scheduler = scheduler
+        .with_spread_key(&key)
         .with_on_skipped(on_skipped)
         .with_catch_up(&catch_up);
+    for status in handle.status() {
+        let (Some(job), Some(next)) = (policy.job(status.name.as_str()), status.next_scheduled)
+        else {
+            continue;
+        };
+        info!(
+            job = %job.name,
+            "spread offset {:.3} s after each scheduled time (spread_secs = {})",
+            scheduler.spread_of(job, next).as_secs_f64(),
+            job.spread.as_secs()
+        );
+    }
     let _ = daemon.handle.set(handle.clone());
     let scheduler_task = tokio::spawn(scheduler.run());
     daemon.start_drills(&policy);
@@ -477,4 +495,23 @@ fn recover(run_dir: &Path) {
         }
         Err(e) => error!("recovery: {e}"),
     }
+}
+
+/// What the fleet spread hashes: the instance ID (from the metadata service,
+/// else `[cloud] instance_id`); when neither is known at start, the machine
+/// ID, then the host name, so the daemon still spreads, told in the log.
+fn spread_key(policy: &Policy, connected: Option<String>) -> String {
+    if let Some(id) = connected.or_else(|| policy.cloud.instance_id.clone()) {
+        return id;
+    }
+    let machine_id = crate::securefs::read_bounded_regular(Path::new("/etc/machine-id"), 256)
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .filter(|s| !s.is_empty());
+    let (what, key) = match machine_id {
+        Some(m) => ("/etc/machine-id", m),
+        None => ("the host name", HostIdentity::local(None).hostname),
+    };
+    warn!("instance ID unknown at start: the spread offsets come from {what} until the daemon starts with the metadata service reachable");
+    key
 }

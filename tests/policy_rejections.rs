@@ -72,6 +72,8 @@ rejections! {
     freeze_timeout_601: job("freeze_timeout_secs = 601\n"), 5, "freeze_timeout_secs";
     script_timeout_too_long: "[defaults]\nscript_timeout_secs = 86401\n", 2, "script_timeout_secs";
     negative_jitter: job("jitter_secs = -5\n"), 5, "jitter_secs";
+    spread_over_an_hour: job("spread_secs = 3601\n"), 5, "spread_secs";
+    negative_spread_default: "[defaults]\nspread_secs = -1\n", 2, "spread_secs";
     unknown_thaw_point: job("thaw_after = \"answered\"\n"), 5, "thaw_after";
     unknown_prescript_failure_rule: job("on_prescript_failure = \"crash\"\n"), 5, "must be \"fs\"";
     skip_without_hooks: job("on_prescript_failure = \"skip\"\n"), 5, "needs a prescript and a postscript";

@@ -30,6 +30,11 @@ fn defaults_are_the_vendor_plugins() {
         "ScriptTimeoutInSeconds"
     );
     assert_eq!(j.jitter, Duration::ZERO);
+    assert_eq!(
+        j.spread,
+        Duration::from_secs(60),
+        "a fleet fans out over a minute by default"
+    );
     assert_eq!(j.thaw_after, ThawAfter::Listed, "the vendor's thaw point");
     assert_eq!(j.zone, JobZone::Local);
     assert_eq!(j.disks, DiskSelection::All { exclude: vec![] });
@@ -109,7 +114,7 @@ prop_compose! {
         fs_freeze in proptest::option::of(any::<bool>()),
         freeze in opt_int(1, 600),
         script in opt_int(1, 86_400),
-        jitter in opt_int(0, 3600),
+        timing in (opt_int(0, 3600), opt_int(0, 3600)),
         thaw_after in proptest::option::of(proptest::sample::select(&["listed", "accepted"][..])),
         verify in (
             proptest::option::of(cron()),
@@ -118,6 +123,7 @@ prop_compose! {
             proptest::option::of(proptest::sample::select(VERIFY_CATEGORIES)),
         ),
     ) -> Table {
+        let (jitter, spread) = timing;
         let mut t = Table::new();
         t.insert("name".into(), Value::String(name.clone()));
         t.insert("schedule".into(), Value::String(schedule));
@@ -144,7 +150,8 @@ prop_compose! {
             t.insert("tags".into(), Value::Table(tags.into_iter().map(|(k, v)| (k, Value::String(v))).collect()));
         }
         for (k, v) in [("keep_last", keep_last), ("max_age_days", max_age),
-                       ("freeze_timeout_secs", freeze), ("script_timeout_secs", script), ("jitter_secs", jitter)] {
+                       ("freeze_timeout_secs", freeze), ("script_timeout_secs", script), ("jitter_secs", jitter),
+                       ("spread_secs", spread)] {
             if let Some(v) = v { t.insert(k.into(), Value::Integer(v)); }
         }
         if let Some(b) = fs_freeze { t.insert("fs_freeze".into(), Value::Boolean(b)); }

@@ -81,6 +81,7 @@ fn defaults(d: &JobDefaults) -> Table {
     t.insert("freeze_timeout_secs".into(), secs(d.freeze_timeout));
     t.insert("script_timeout_secs".into(), secs(d.script_timeout));
     t.insert("jitter_secs".into(), secs(d.jitter));
+    t.insert("spread_secs".into(), secs(d.spread));
     t.insert(
         "thaw_after".into(),
         Value::String(d.thaw_after.as_str().into()),
@@ -153,6 +154,7 @@ fn job(j: &Job) -> Table {
     t.insert("freeze_timeout_secs".into(), secs(j.freeze_timeout));
     t.insert("script_timeout_secs".into(), secs(j.script_timeout));
     t.insert("jitter_secs".into(), secs(j.jitter));
+    t.insert("spread_secs".into(), secs(j.spread));
     t.insert(
         "thaw_after".into(),
         Value::String(j.thaw_after.as_str().into()),

@@ -128,6 +128,10 @@ pub struct JobDefaults {
     pub script_timeout: Duration,
     /// Random delay before a scheduled run, to spread a fleet.
     pub jitter: Duration,
+    /// The window within which a scheduled run starts at a fixed offset
+    /// (hash of the instance and the job): a fleet on one policy fans out
+    /// without randomness, and each instance keeps a stable time.
+    pub spread: Duration,
     /// When the file systems are thawed.
     pub thaw_after: ThawAfter,
     /// Run once at daemon start when a scheduled time passed with no run
@@ -334,6 +338,12 @@ pub const FREEZE_TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 1..=600;
 pub const SCRIPT_TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 1..=86_400;
 /// Accepted range for jitter, seconds (up to a day).
 pub const JITTER_RANGE: std::ops::RangeInclusive<u64> = 0..=86_400;
+/// Accepted range for the spread, seconds (up to an hour: a wider window
+/// belongs in the cron schedule itself).
+pub const SPREAD_RANGE: std::ops::RangeInclusive<u64> = 0..=3_600;
+/// The default spread: a fleet on one account's API limits fans out over a
+/// minute; one instance alone waits at most that long past its cron time.
+pub const DEFAULT_SPREAD_SECS: u64 = 60;
 
 impl Default for JobDefaults {
     fn default() -> Self {
@@ -342,6 +352,7 @@ impl Default for JobDefaults {
             freeze_timeout: Duration::from_secs(DEFAULT_FREEZE_TIMEOUT_SECS),
             script_timeout: Duration::from_secs(DEFAULT_SCRIPT_TIMEOUT_SECS),
             jitter: Duration::ZERO,
+            spread: Duration::from_secs(DEFAULT_SPREAD_SECS),
             thaw_after: ThawAfter::Listed,
             catch_up: false,
             verify_timeout: Duration::from_secs(DEFAULT_VERIFY_TIMEOUT_SECS),
@@ -473,6 +484,8 @@ pub struct Job {
     pub script_timeout: Duration,
     /// Random delay before a scheduled run.
     pub jitter: Duration,
+    /// Window of the deterministic start offset (see [`JobDefaults::spread`]).
+    pub spread: Duration,
     /// When the file systems are thawed.
     pub thaw_after: ThawAfter,
     /// What a failed pre-script (or unusable hooks) leads to.

@@ -546,6 +546,9 @@ impl Checker<'_, '_> {
             jitter: self
                 .int(&raw.jitter_secs, job, "jitter_secs", JITTER_RANGE)
                 .map_or(base.jitter, Duration::from_secs),
+            spread: self
+                .int(&raw.spread_secs, job, "spread_secs", SPREAD_RANGE)
+                .map_or(base.spread, Duration::from_secs),
             thaw_after: match &raw.thaw_after {
                 None => base.thaw_after,
                 Some(s) => match s.get_ref().as_str() {
@@ -724,6 +727,7 @@ impl Checker<'_, '_> {
             freeze_timeout_secs: j.freeze_timeout_secs.clone(),
             script_timeout_secs: j.script_timeout_secs.clone(),
             jitter_secs: j.jitter_secs.clone(),
+            spread_secs: j.spread_secs.clone(),
             thaw_after: j.thaw_after.clone(),
             catch_up: j.catch_up.clone(),
             verify_timeout_secs: j.verify_timeout_secs.clone(),
@@ -786,6 +790,7 @@ impl Checker<'_, '_> {
             freeze_timeout: eff.freeze_timeout,
             script_timeout: eff.script_timeout,
             jitter: eff.jitter,
+            spread: eff.spread,
             thaw_after: eff.thaw_after,
             on_prescript_failure: eff.on_prescript_failure,
             catch_up: eff.catch_up,

@@ -19,7 +19,9 @@
 //!   ([`DiskLocks`]); any two freezes on the instance are serialized by the
 //!   [`FreezeGate`](crate::job::freeze_gate::FreezeGate) (the job's) the runner
 //!   takes around its freeze window.
-//! * **Jitter** is drawn uniformly from `[0, job.jitter]` per run.
+//! * **Spread**: a scheduled run starts [`spread_offset`] after its cron
+//!   time, fixed per instance and job within `job.spread`; **jitter**, drawn
+//!   uniformly from `[0, job.jitter]` per run, is added on top.
 //! * **Reload** ([`SchedulerHandle::reload`]) swaps the policy without
 //!   touching in-flight runs.
 //!
@@ -54,7 +56,8 @@
 //! # }
 //! ```
 //!
-//! One concern per file: `cron` the next scheduled time and jitter, `clock`
+//! One concern per file: `cron` the next scheduled time and jitter, `spread`
+//! the fleet's fixed offsets, `clock`
 //! where time is read from, `disks` the per-disk run serialization,
 //! `scheduler` the loop and its handle; tests in `schedule/tests.rs`.
 
@@ -67,6 +70,7 @@ mod cron;
 mod disks;
 mod drills;
 mod scheduler;
+mod spread;
 #[cfg(test)]
 mod tests;
 
@@ -77,6 +81,7 @@ pub use drills::{DrillRunner, Drills};
 pub use scheduler::{
     JobStatus, OnSkipped, RunRequest, Runner, Scheduler, SchedulerHandle, MAX_SLEEP_CHUNK,
 };
+pub use spread::spread_offset;
 
 /// A boxed, sendable future: the shape of the injectable runner and clock.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use super::clock::Clock;
 use super::cron::{jitter_delay, next_fire, os_random_u64};
 use super::disks::DiskLocks;
+use super::spread::spread_offset;
 use super::{lock, BoxFuture};
 use crate::job::freeze_gate::FreezeGate;
 use crate::policy::{Job, JobName, Policy};
@@ -144,6 +145,8 @@ pub struct Scheduler {
     freeze_gate: FreezeGate,
     disk_locks: DiskLocks,
     on_skipped: Option<OnSkipped>,
+    /// What the fleet spread hashes with the job name: the instance ID.
+    spread_key: String,
 }
 
 impl Scheduler {
@@ -168,10 +171,29 @@ impl Scheduler {
             freeze_gate,
             disk_locks: DiskLocks::new(),
             on_skipped: None,
+            spread_key: String::new(),
         };
         s.apply_policy(policy);
         let handle = SchedulerHandle { tx, shared };
         (s, handle)
+    }
+
+    /// Sets what each job's spread offset is derived from (the instance ID;
+    /// see [`spread_offset`]) and reschedules every job with it.
+    pub fn with_spread_key(mut self, key: &str) -> Scheduler {
+        self.spread_key = key.to_string();
+        let now = self.clock.now();
+        let names: Vec<JobName> = self.entries.keys().cloned().collect();
+        for name in names {
+            self.reschedule_from(&name, now);
+        }
+        self.publish_status();
+        self
+    }
+
+    /// This instance's spread offset for `job`'s run at `scheduled`.
+    pub fn spread_of(&self, job: &Job, scheduled: DateTime<Utc>) -> Duration {
+        spread_offset(&self.spread_key, &job.name, spread_window(job, scheduled))
     }
 
     /// Calls `f` with the scheduled times each job skips while the loop runs.
@@ -292,9 +314,9 @@ impl Scheduler {
         let entry = self.entries.get_mut(name).expect("caller checked");
         let mut next = next_fire(&entry.job, scheduled);
         let mut skipped = 0usize;
-        // Times a jitter could still have reached are not missed.
-        let reach =
-            chrono::Duration::from_std(entry.job.jitter).unwrap_or(chrono::Duration::zero());
+        // Times the spread and a jitter could still have reached are not missed.
+        let reach = chrono::Duration::from_std(entry.job.jitter + entry.job.spread)
+            .unwrap_or(chrono::Duration::zero());
         let mut missed: Vec<DateTime<Utc>> = Vec::new();
         let mut missed_count = 0u64;
         while let Some(t) = next {
@@ -325,16 +347,18 @@ impl Scheduler {
         if let (Some(f), true) = (&self.on_skipped, missed_count > 0) {
             f(&entry.job, &missed, missed_count);
         }
-        let due = next.map(|t| t + jitter(&entry.job, &mut self.random));
+        let jitter = jitter(&entry.job, &mut self.random);
+        entry.due = next.map(|t| t + spread(&self.spread_key, &entry.job, t) + jitter);
         entry.next = next;
-        entry.due = due;
     }
 
     /// Sets a job's next run to the first cron time after `now`.
     fn reschedule_from(&mut self, name: &JobName, now: DateTime<Utc>) {
         let entry = self.entries.get_mut(name).expect("caller checked");
         entry.next = next_fire(&entry.job, now);
-        entry.due = entry.next.map(|t| t + jitter(&entry.job, &mut self.random));
+        let jitter = jitter(&entry.job, &mut self.random);
+        let key = &self.spread_key;
+        entry.due = entry.next.map(|t| t + spread(key, &entry.job, t) + jitter);
     }
 
     /// Installs `policy`'s jobs, keeping the timing of unchanged ones and
@@ -350,6 +374,7 @@ impl Scheduler {
                 e.job.schedule == job.schedule
                     && e.job.zone == job.zone
                     && e.job.jitter == job.jitter
+                    && e.job.spread == job.spread
             });
             match kept {
                 Some(e) if same_timing => {
@@ -412,6 +437,22 @@ fn log_join(done: Result<(), tokio::task::JoinError>) {
             tracing::error!("a job run panicked; the scheduler carries on: {e}");
         }
     }
+}
+
+/// The spread window for `job`'s run at `scheduled`: `job.spread`, but at
+/// most half the time to the run after it, so a frequent schedule is never
+/// spread past its own next run (`*/10 * * * * *` gets 5 s, a daily job 60 s).
+fn spread_window(job: &Job, scheduled: DateTime<Utc>) -> Duration {
+    let gap = next_fire(job, scheduled)
+        .and_then(|n| (n - scheduled).to_std().ok())
+        .unwrap_or(Duration::MAX);
+    job.spread.min(gap / 2)
+}
+
+/// This instance's fixed offset for `job`'s run at `scheduled`, as a chrono duration.
+fn spread(key: &str, job: &Job, scheduled: DateTime<Utc>) -> chrono::Duration {
+    chrono::Duration::from_std(spread_offset(key, &job.name, spread_window(job, scheduled)))
+        .unwrap_or(chrono::Duration::zero())
 }
 
 /// This run's jitter as a chrono duration.

@@ -11,7 +11,17 @@ use chrono::{DateTime, Datelike, Utc};
 use super::*;
 use crate::policy::{parse_str, Job, Policy};
 
+/// A test policy with the fleet spread off (the loop's other rules are
+/// tested at exact cron times); [`spread_policy`] keeps it.
 fn policy(text: &str) -> Policy {
+    let mut p = spread_policy(text);
+    for j in &mut p.jobs {
+        j.spread = Duration::ZERO;
+    }
+    p
+}
+
+fn spread_policy(text: &str) -> Policy {
     parse_str(Path::new("/test/appsnap.toml"), text).expect("test policy is valid")
 }
 
@@ -829,4 +839,136 @@ disks = [\"d-a\"]
     );
     handle.shutdown();
     task.await.unwrap();
+}
+
+fn job_named(name: &str) -> crate::policy::JobName {
+    spread_policy(&format!(
+        "[[job]]\nname = \"{name}\"\nschedule = \"0 3 * * *\"\ndisks = [\"d-a\"]\n"
+    ))
+    .jobs
+    .remove(0)
+    .name
+}
+
+#[test]
+fn spread_offsets_are_stable_bounded_and_fan_a_fleet_out() {
+    let db = job_named("db");
+    let minute = Duration::from_secs(60);
+    let a = spread_offset("i-bp1aaaa", &db, minute);
+    assert_eq!(a, spread_offset("i-bp1aaaa", &db, minute), "stable");
+    assert_eq!(
+        spread_offset("i-bp1aaaa", &db, Duration::ZERO),
+        Duration::ZERO
+    );
+    // Another job on the same instance gets its own time.
+    let other = spread_offset("i-bp1aaaa", &job_named("logs"), minute);
+    assert_ne!(a, other);
+    // A thousand instances: within the window, spread over it evenly.
+    let mut buckets = [0u32; 10];
+    for i in 0..1000 {
+        let d = spread_offset(&format!("i-bp1fleet{i:010}"), &db, minute);
+        assert!(d < minute, "{d:?}");
+        buckets[(d.as_millis() / 6000) as usize] += 1;
+    }
+    for (k, n) in buckets.iter().enumerate() {
+        assert!(
+            (50..=150).contains(n),
+            "bucket {k} holds {n} of 1000: {buckets:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spread_job_starts_at_its_fixed_offset_every_time() {
+    let p = spread_policy(
+        "[[job]]\nname = \"db\"\nschedule = \"0 * * * *\"\ntimezone = \"UTC\"\ndisks = [\"d-a\"]\nspread_secs = 600\n",
+    );
+    let offset = spread_offset("i-bp1spread", &p.jobs[0].name, Duration::from_secs(600));
+    assert!(offset > Duration::ZERO);
+    let clock = ManualClock::new(t("2026-05-01T00:00:00Z"));
+    let log = Log::default();
+    let (s, handle) = Scheduler::new(
+        &p,
+        runner(clock.clone(), log.clone(), Duration::from_secs(1), false),
+        Arc::new(clock.clone()),
+    );
+    let s = s.with_spread_key("i-bp1spread");
+    assert_eq!(s.spread_of(&p.jobs[0], t("2026-05-01T01:00:00Z")), offset);
+    let status = handle.status();
+    assert_eq!(
+        status[0].next_due.unwrap() - status[0].next_scheduled.unwrap(),
+        chrono::Duration::from_std(offset).unwrap(),
+        "status shows the offset"
+    );
+    let task = tokio::spawn(s.run());
+    sleep(3 * 3600 + 700).await;
+    handle.shutdown();
+    task.await.unwrap();
+    let off = chrono::Duration::from_std(offset).unwrap();
+    let starts = log.starts("db");
+    assert_eq!(
+        starts,
+        (1..=3)
+            .map(|h| t("2026-05-01T00:00:00Z") + chrono::Duration::hours(h) + off)
+            .collect::<Vec<_>>()
+    );
+    // The run is still for the cron time (its record and run ID say so).
+    assert!(log.all().iter().all(|r| r.started - r.scheduled == off));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_that_changes_the_spread_reschedules_the_job() {
+    let text = |spread: u64| {
+        format!("[[job]]\nname = \"db\"\nschedule = \"0 * * * *\"\ntimezone = \"UTC\"\ndisks = [\"d-a\"]\nspread_secs = {spread}\n")
+    };
+    let clock = ManualClock::new(t("2026-05-01T00:00:00Z"));
+    let log = Log::default();
+    let (s, handle) = Scheduler::new(
+        &spread_policy(&text(600)),
+        runner(clock.clone(), log.clone(), Duration::from_secs(1), false),
+        Arc::new(clock.clone()),
+    );
+    let s = s.with_spread_key("i-bp1spread");
+    let before = handle.status()[0].next_due.unwrap();
+    let task = tokio::spawn(s.run());
+    handle.reload(spread_policy(&text(0)));
+    sleep(1).await;
+    let after = handle.status()[0].next_due.unwrap();
+    assert_ne!(before, after);
+    assert_eq!(
+        after,
+        t("2026-05-01T01:00:00Z"),
+        "spread 0: at the cron time"
+    );
+    handle.shutdown();
+    task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_frequent_schedule_is_never_spread_past_its_next_run() {
+    // Every 10 s with the default 60 s spread: each run within 5 s of its
+    // time, no scheduled time skipped.
+    let p = spread_policy(ONE_JOB_EVERY_10S);
+    assert_eq!(p.jobs[0].spread, Duration::from_secs(60));
+    let clock = ManualClock::new(t("2026-05-01T00:00:00Z"));
+    let log = Log::default();
+    let (s, handle) = Scheduler::new(
+        &p,
+        runner(clock.clone(), log.clone(), Duration::from_secs(1), false),
+        Arc::new(clock.clone()),
+    );
+    let s = s.with_spread_key("i-bp1spread");
+    let task = tokio::spawn(s.run());
+    sleep(65).await;
+    handle.shutdown();
+    task.await.unwrap();
+    let all = log.all();
+    assert_eq!(all.len(), 6, "one run per 10 s");
+    for r in &all {
+        let late = r.started - r.scheduled;
+        assert!(
+            late >= chrono::Duration::zero() && late < chrono::Duration::seconds(5),
+            "{late:?}"
+        );
+    }
 }

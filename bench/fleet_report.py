@@ -147,7 +147,16 @@ def cmd_row(a):
     ecs = [l for l in lines if l.get("service") == "ecs"]
     imds = [l for l in lines if l.get("service") == "imds"]
     throttled = [l for l in ecs if str(l.get("code") or "").startswith("Throttling")]
+    # Throttled while frozen: CreateSnapshotGroup (only ever called frozen),
+    # or the listing poll inside the window, as each daemon's log tells.
     in_freeze = {l.get("instance") for l in throttled if l.get("action") == "CreateSnapshotGroup"}
+    for i in range(a.n):
+        try:
+            with open(f"{a.work}/inst{i}/daemon.log", errors="replace") as f:
+                if any("throttled" in l and "while frozen" in l for l in f):
+                    in_freeze.add(f"i-bp1fleet{i:010d}")
+        except OSError:
+            pass
     # An unsigned HEAD before the freeze warms the connection (no action).
     by_action = collections.Counter(l.get("action") or "(warm-up HEAD)" for l in ecs)
     # Per 10 s after the minute, per API: accepted / throttled.
@@ -209,7 +218,7 @@ def cmd_table(a):
     with open(a.rows) as f:
         rows = [json.loads(l) for l in f if l.strip()]
     print(
-        f"Account flow control: CreateSnapshotGroup {a.create_rate}/s, Describe* {a.describe_rate}/s, "
+        f"Account flow control, per API: CreateSnapshotGroup {a.create_rate}/s, each Describe* API {a.describe_rate}/s, "
         f"TagResources {a.tag_rate}/s; CreateSnapshotGroup answers after {a.latency_ms} ms.\n"
     )
     if single:

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use crate::actions::{dispatch, Outcome};
 use crate::auth::{authenticate, Incoming};
+use crate::error::ApiError;
 use crate::params::Params;
 use crate::pct::form_decode;
 use crate::reqlog::{redact_answer, redact_params};
@@ -74,9 +75,24 @@ pub async fn handle(
                 retry_after_ms = decision.retry_after_ms;
                 (e.status, e.body(&rid, &host_id))
             } else {
-                let r = match dispatch(sim.clone(), &a.action, &a.api_version, Params(a.params))
-                    .await
-                {
+                // Processed on its own task: a client that hangs up does not
+                // cancel a request ECS has accepted (real ECS finishes it; a
+                // dropped future would leave a half-made group behind).
+                let task = {
+                    let (sim, action, version) =
+                        (sim.clone(), a.action.clone(), a.api_version.clone());
+                    tokio::spawn(
+                        async move { dispatch(sim, &action, &version, Params(a.params)).await },
+                    )
+                };
+                let done = task.await.unwrap_or_else(|e| {
+                    Err(ApiError::new(
+                        500,
+                        "InternalError",
+                        format!("The request processing has failed due to some unknown error: {e}"),
+                    ))
+                });
+                let r = match done {
                     Ok(Outcome { body, accept: acc }) => {
                         accept = acc;
                         (200, body)

@@ -311,3 +311,40 @@ fn retry_while_the_first_request_is_still_accepting() {
     let again = ok(&c.call("CreateSnapshotGroup", &p).unwrap());
     assert_eq!(again["SnapshotGroupId"], id.as_str());
 }
+
+/// A client that gives up while its CreateSnapshotGroup is being accepted
+/// (here during `accept_delay_ms`) does not stop ECS: the accepted request
+/// is processed to the end, and the group gets its snapshots. An emulator
+/// that dropped the work with the connection left a group `progressing`
+/// with no snapshots forever, which real ECS never does.
+#[test]
+fn a_client_hanging_up_mid_accept_still_gets_a_finished_group() {
+    let w = world();
+    let h = start(&w);
+    control(&h, "POST", "/_sim/faults", r#"{"accept_delay_ms":600}"#);
+    let mut c = client(&h, Scheme::V3);
+    c.timeout = Duration::from_millis(150);
+    let r = c.call(
+        "CreateSnapshotGroup",
+        &[
+            ("RegionId", REGION),
+            ("InstanceId", INSTANCE),
+            ("DiskId.1", DATA1),
+        ],
+    );
+    assert!(r.is_err(), "the client timed out: {r:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = control(&h, "GET", "/_sim/state", "").json();
+        let g = &st["groups"][0];
+        if g["copying"] == false && g["pit_at"].is_string() {
+            assert_eq!(g["snapshots"].as_array().map(Vec::len), Some(1), "{g}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group stayed half-made after the client hung up: {g}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -22,7 +22,7 @@ use appsnap::cloud::ecs::{ClientToken, CreateSnapshotGroup, EcsClient, GroupDisk
 use appsnap::cloud::{Cloud, TAG_INSTANCE};
 use appsnap::host::{FreezeError, Frozen, FsThaw, HostPaths, ThawCause, ThawError, ThawReport};
 use appsnap::job::freeze_stage::{FreezeStage, GuardSpawn, StageGuard};
-use appsnap::job::machine::{run, RunEnv, RunOptions};
+use appsnap::job::machine::{run, RunEnv, RunOptions, Shutdown};
 use appsnap::job::report::{Consistency, RunReport};
 use appsnap::policy::{self, DiskId};
 use common::world::snapshot_tags;
@@ -54,6 +54,9 @@ struct Shared {
     log: PathBuf,
     mounts: Mutex<Vec<PathBuf>>,
     thawed_at: Mutex<Option<SystemTime>>,
+    /// With `stop_after_post`: whether no run was left in its critical
+    /// section within a second of the stop (`None`: never asked).
+    stop_released: Mutex<Option<bool>>,
 }
 
 impl Shared {
@@ -193,7 +196,7 @@ struct Route {
     sim_extra: &'static str,
     /// The pre-script's last line (its exit status).
     pre_exit: u8,
-    /// Shell lines the pre-script runs before it exits.
+    /// Shell lines the pre-script runs before it exits (`{LOG}`: the calls log).
     pre_body: &'static str,
     /// The post-script is made unusable (writable by others) after the policy
     /// is read, as an operator's slip would.
@@ -203,6 +206,9 @@ struct Route {
     await_timeout: Duration,
     /// The run ID the caller chose (the daemon does).
     run_id: Option<&'static str>,
+    /// Run under a daemon's stop signal, asked for once the post-script has
+    /// run: whether the daemon may then exit is recorded in `Shared`.
+    stop_after_post: bool,
 }
 
 impl Default for Route {
@@ -218,6 +224,7 @@ impl Default for Route {
             accomplish_secs: 3600.0,
             await_timeout: Duration::from_secs(20),
             run_id: None,
+            stop_after_post: false,
         }
     }
 }
@@ -320,7 +327,7 @@ time_to_accomplish_secs = {tta}
         format!(
             "echo pre >> \"{}\"\n{}\nexit {}",
             log.display(),
-            route.pre_body,
+            route.pre_body.replace("{LOG}", &log.display().to_string()),
             route.pre_exit
         ),
     );
@@ -364,6 +371,7 @@ freeze_timeout_secs = {freeze}
         log: log.clone(),
         mounts: Mutex::new(Vec::new()),
         thawed_at: Mutex::new(None),
+        stop_released: Mutex::new(None),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -389,9 +397,29 @@ freeze_timeout_secs = {freeze}
             GROUP.to_string(),
             sim.started.ecs_url.clone(),
         ));
+        let shutdown = route.stop_after_post.then(Shutdown::new);
+        let stopper = shutdown.clone().map(|sd| {
+            let (shared, log) = (shared.clone(), log.clone());
+            tokio::spawn(async move {
+                while !std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .lines()
+                    .any(|l| l == "post")
+                {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                sd.request();
+                let done =
+                    tokio::time::timeout(Duration::from_secs(1), sd.critical_sections_done())
+                        .await
+                        .is_ok();
+                *shared.stop_released.lock().unwrap() = Some(done);
+            })
+        });
         let opts = RunOptions {
             group_name: Some(GROUP.into()),
             run_id: route.run_id.map(str::to_string),
+            shutdown,
             ..RunOptions::default()
         };
         let report = tokio::time::timeout(
@@ -401,6 +429,9 @@ freeze_timeout_secs = {freeze}
         .await
         .expect("the run ends");
         beside.abort();
+        if let Some(s) = stopper {
+            let _ = s.await;
+        }
         report
     });
     drop(rt);
@@ -974,6 +1005,7 @@ fn a_bad_tags_file_adds_no_tag_and_a_failed_pre_script_adds_none() {
 fn throttled_while_frozen_thaws_before_waiting_and_freezes_again() {
     let w = run_route(
         Route {
+            job_extra: "hooks_while_throttled = \"hold\"\n",
             sim_extra: "[faults.actions.CreateSnapshotGroup.error]\ncode = \"Throttling.User\"\nstatus = 400\ntimes = 2\n",
             ..Route::default()
         },
@@ -1072,10 +1104,101 @@ fn always_throttled_gives_up_after_the_last_window_with_nothing_frozen() {
     let calls = w.calls();
     assert_eq!(calls.first().map(String::as_str), Some("pre"), "{why}");
     assert_eq!(calls.last().map(String::as_str), Some("post"), "{why}");
-    let windows = &calls[1..calls.len() - 1];
-    assert_eq!(windows.len(), 12, "six windows: {why}");
-    assert!(windows.chunks(2).all(|p| p == ["freeze", "thaw"]), "{why}");
+    // Released around every wait: pre, freeze, thaw, post six times over.
+    assert_eq!(calls.len(), 24, "six windows: {why}");
+    assert!(
+        calls
+            .chunks(4)
+            .all(|p| p == ["pre", "freeze", "thaw", "post"]),
+        "{why}"
+    );
     assert!(w.groups().is_empty(), "{why}");
+}
+
+/// `hooks_while_throttled = "release"` (the default): the post-script
+/// releases the application before each wait and the pre-script quiesces it
+/// again; the group carries the tags of the pre-script run that held the
+/// lock at its point in time, not the first one's.
+#[test]
+fn released_while_throttled_reruns_the_hooks_and_tags_from_the_last_prescript() {
+    let w = run_route(
+        Route {
+            // Each pre-script run writes its own position.
+            pre_body: "n=$(grep -c '^pre$' {LOG}); printf 'appsnap:binlog=mysql-bin.00000%s:4\\n' \"$n\" > \"$APPSNAP_TAGS_FILE\"",
+            sim_extra: "[faults.actions.CreateSnapshotGroup.error]\ncode = \"Throttling.User\"\nstatus = 400\ntimes = 2\n",
+            ..Route::default()
+        },
+        nothing,
+    );
+    let why = explain(&w);
+    assert_eq!(w.report().exit_code, 0, "{why}");
+    assert_eq!(
+        w.calls(),
+        [
+            "pre", "freeze", "thaw", "post", "pre", "freeze", "thaw", "post", "pre", "freeze",
+            "thaw", "post"
+        ],
+        "{why}"
+    );
+    let groups = w.groups();
+    assert_eq!(groups.len(), 1, "{why}");
+    assert_eq!(
+        consistency_tags(&groups[0]),
+        ["AppConsistent=True,appsnap:consistency=app"; 2],
+        "{why}"
+    );
+    let (group_tag, snapshot_tags) = tag_values(&groups[0], "appsnap:binlog");
+    assert_eq!(group_tag.as_deref(), Some("mysql-bin.000003:4"), "{why}");
+    assert!(
+        snapshot_tags
+            .iter()
+            .all(|t| t.as_deref() == Some("mysql-bin.000003:4")),
+        "{why}"
+    );
+    assert_eq!(
+        w.report().script_tags,
+        [(
+            "appsnap:binlog".to_string(),
+            "mysql-bin.000003:4".to_string()
+        )],
+        "{why}"
+    );
+}
+
+/// The pre-script cannot be run again after a release (made unusable
+/// meanwhile): the snapshot is file-system-consistent, exit 9; the
+/// post-script is not run a second time for a pre-script that never ran.
+#[test]
+fn a_prescript_that_cannot_run_again_after_a_release_gives_an_fs_snapshot() {
+    let w = run_route(
+        Route {
+            sim_extra: "[faults.actions.CreateSnapshotGroup.error]\ncode = \"Throttling.User\"\nstatus = 400\ntimes = 1\n",
+            ..Route::default()
+        },
+        |_, shared, _, _| async move {
+            // Once the first window thawed, the pre-script becomes writable by others.
+            loop {
+                if shared.thawed_at.lock().unwrap().is_some() {
+                    let pre = shared.log.with_file_name("pre.sh");
+                    std::fs::set_permissions(&pre, std::fs::Permissions::from_mode(0o777)).unwrap();
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        },
+    );
+    let why = explain(&w);
+    assert_eq!(w.report().exit_code, 9, "{why}");
+    assert_eq!(
+        w.calls(),
+        ["pre", "freeze", "thaw", "post", "freeze", "thaw"],
+        "{why}"
+    );
+    assert_eq!(
+        consistency_tags(&w.groups()[0]),
+        ["FsConsistent=True,appsnap:consistency=fs"; 2],
+        "{why}"
+    );
 }
 
 /// A failed pre-script ("fs" mode: a file-system-consistent snapshot is
@@ -1122,4 +1245,27 @@ fn a_throttled_window_with_a_lost_freeze_is_the_last() {
     assert_eq!(w.report().exit_code, 11, "{why}");
     assert_eq!(w.calls(), ["pre", "freeze", "thaw", "post"], "{why}");
     assert!(w.groups().is_empty(), "{why}");
+}
+
+/// A daemon asked to stop waits for runs between their pre-script and the
+/// end of their post-script (so nothing stays locked or frozen), not for a
+/// run that is only waiting for ECS to finish its snapshots afterwards.
+#[test]
+fn a_stop_waits_for_the_post_script_not_for_the_snapshots_to_be_usable() {
+    let w = run_route(
+        Route {
+            job_extra: "thaw_after = \"accepted\"\n",
+            sim_extra: "[faults]\navailable_delay_ms = 3000\n",
+            stop_after_post: true,
+            ..Route::default()
+        },
+        nothing,
+    );
+    let why = explain(&w);
+    assert_eq!(w.calls(), ["pre", "freeze", "thaw", "post"], "{why}");
+    assert_eq!(
+        *w.shared.stop_released.lock().unwrap(),
+        Some(true),
+        "the stop still waited for the run after its post-script: {why}"
+    );
 }

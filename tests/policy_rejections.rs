@@ -78,6 +78,7 @@ rejections! {
     unknown_prescript_failure_rule: job("on_prescript_failure = \"crash\"\n"), 5, "must be \"fs\"";
     skip_without_hooks: job("on_prescript_failure = \"skip\"\n"), 5, "needs a prescript and a postscript";
     unknown_prescript_failure_default: "[defaults]\non_prescript_failure = \"none\"\n", 2, "on_prescript_failure";
+    unknown_hooks_while_throttled: job("hooks_while_throttled = \"keep\"\n"), 5, "must be \"release\"";
     script_env_credentials: job("script_env = [\"PGPASSFILE\",\n  \"ALIBABA_CLOUD_ACCESS_KEY_SECRET\"]\n"), 6, "ALIBABA_CLOUD_ACCESS_KEY_SECRET";
     script_env_own_variables: job("script_env = [\"APPSNAP_JOB\"]\n"), 5, "may not be passed";
     script_env_not_a_name: job("script_env = [\"A-B\"]\n"), 5, "not a variable name";

@@ -349,6 +349,7 @@ impl PluginParams {
             thaw_after: crate::policy::types::ThawAfter::Listed,
             // The vendor's plugin falls back to a file-system-consistent snapshot.
             on_prescript_failure: crate::policy::types::OnPrescriptFailure::Fs,
+            hooks_while_throttled: crate::policy::types::HooksWhileThrottled::Release,
         }
     }
 }

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::policy::{DiskSelection, Job, JobName, OnPrescriptFailure, ThawAfter};
+use crate::policy::{
+    DiskSelection, HooksWhileThrottled, Job, JobName, OnPrescriptFailure, ThawAfter,
+};
 
 /// The settings of one run, as the machine reads them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +37,8 @@ pub struct RunSpec {
     pub thaw_after: ThawAfter,
     /// What a failed pre-script (or unusable hooks) leads to.
     pub on_prescript_failure: OnPrescriptFailure,
+    /// The pre-script's lock while a throttled run waits outside the window.
+    pub hooks_while_throttled: HooksWhileThrottled,
 }
 
 impl From<&Job> for RunSpec {
@@ -52,6 +56,7 @@ impl From<&Job> for RunSpec {
             script_timeout: job.script_timeout,
             thaw_after: job.thaw_after,
             on_prescript_failure: job.on_prescript_failure,
+            hooks_while_throttled: job.hooks_while_throttled,
         }
     }
 }

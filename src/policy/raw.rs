@@ -73,6 +73,7 @@ pub struct RawDefaults {
     pub verify_timeout_secs: Option<Spanned<i64>>,
     pub verify_category: Option<Spanned<String>>,
     pub on_prescript_failure: Option<Spanned<String>>,
+    pub hooks_while_throttled: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +105,7 @@ pub struct RawJob {
     pub verify_timeout_secs: Option<Spanned<i64>>,
     pub verify_category: Option<Spanned<String>>,
     pub on_prescript_failure: Option<Spanned<String>>,
+    pub hooks_while_throttled: Option<Spanned<String>>,
     pub notify: Option<Spanned<RawNotify>>,
 }
 

@@ -90,6 +90,10 @@ fn defaults(d: &JobDefaults) -> Table {
         "on_prescript_failure".into(),
         Value::String(d.on_prescript_failure.as_str().into()),
     );
+    t.insert(
+        "hooks_while_throttled".into(),
+        Value::String(d.hooks_while_throttled.as_str().into()),
+    );
     t.insert("catch_up".into(), Value::Boolean(d.catch_up));
     t.insert("verify_timeout_secs".into(), secs(d.verify_timeout));
     let category = d.verify_category.as_ref().map(ToString::to_string);
@@ -162,6 +166,10 @@ fn job(j: &Job) -> Table {
     t.insert(
         "on_prescript_failure".into(),
         Value::String(j.on_prescript_failure.as_str().into()),
+    );
+    t.insert(
+        "hooks_while_throttled".into(),
+        Value::String(j.hooks_while_throttled.as_str().into()),
     );
     t.insert("catch_up".into(), Value::Boolean(j.catch_up));
     put_opt(&mut t, "ping_url", &j.ping_url);

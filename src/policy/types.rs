@@ -144,6 +144,8 @@ pub struct JobDefaults {
     pub verify_category: Option<VerifyCategory>,
     /// What a failed pre-script (or unusable hooks) leads to.
     pub on_prescript_failure: OnPrescriptFailure,
+    /// The pre-script's lock while a throttled run waits outside the window.
+    pub hooks_while_throttled: HooksWhileThrottled,
 }
 
 /// Default for `verify_timeout_secs`: as long as the hooks' default, enough
@@ -326,6 +328,32 @@ impl OnPrescriptFailure {
     }
 }
 
+/// What the pre-script's lock does while a run waits outside the window
+/// after ECS throttled CreateSnapshotGroup (the run thaws at once, waits,
+/// then freezes again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HooksWhileThrottled {
+    /// The post-script releases the lock before the wait and the pre-script
+    /// takes it again after it: the application is held only around each
+    /// window, and the snapshot's tags come from the pre-script run that
+    /// held the lock at its point in time.
+    #[default]
+    Release,
+    /// The lock stays held across every wait: one pre-script and one
+    /// post-script per run, however long ECS throttles.
+    Hold,
+}
+
+impl HooksWhileThrottled {
+    /// As written in the policy.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HooksWhileThrottled::Release => "release",
+            HooksWhileThrottled::Hold => "hold",
+        }
+    }
+}
+
 /// Vendor default for EnableFsFreeze.
 pub const DEFAULT_FS_FREEZE: bool = true;
 /// Vendor default for TimeoutInSeconds.
@@ -358,6 +386,7 @@ impl Default for JobDefaults {
             verify_timeout: Duration::from_secs(DEFAULT_VERIFY_TIMEOUT_SECS),
             verify_category: None,
             on_prescript_failure: OnPrescriptFailure::Fs,
+            hooks_while_throttled: HooksWhileThrottled::Release,
         }
     }
 }
@@ -490,6 +519,8 @@ pub struct Job {
     pub thaw_after: ThawAfter,
     /// What a failed pre-script (or unusable hooks) leads to.
     pub on_prescript_failure: OnPrescriptFailure,
+    /// The pre-script's lock while a throttled run waits outside the window.
+    pub hooks_while_throttled: HooksWhileThrottled,
     /// Run once at daemon start when a scheduled time was missed.
     pub catch_up: bool,
     /// A health-check URL (healthchecks.io convention: `/start`, success, `/fail`).

@@ -575,6 +575,19 @@ impl Checker<'_, '_> {
                     }
                 },
             },
+            hooks_while_throttled: match &raw.hooks_while_throttled {
+                None => base.hooks_while_throttled,
+                Some(s) => match s.get_ref().as_str() {
+                    "release" => HooksWhileThrottled::Release,
+                    "hold" => HooksWhileThrottled::Hold,
+                    other => {
+                        self.push(s.span().start, job, "hooks_while_throttled", format!(
+                            "hooks_while_throttled {other:?}: must be \"release\" (default: the post-script releases the lock while a throttled run waits, the pre-script takes it again before the next freeze) or \"hold\" (the lock stays held across the waits)"
+                        ));
+                        base.hooks_while_throttled
+                    }
+                },
+            },
             catch_up: raw
                 .catch_up
                 .as_ref()
@@ -733,6 +746,7 @@ impl Checker<'_, '_> {
             verify_timeout_secs: j.verify_timeout_secs.clone(),
             verify_category: j.verify_category.clone(),
             on_prescript_failure: j.on_prescript_failure.clone(),
+            hooks_while_throttled: j.hooks_while_throttled.clone(),
         };
         let eff = self.inheritable(&inherited, jn, defaults);
         // Set on the job itself with no hooks at all, "skip" could only ever
@@ -793,6 +807,7 @@ impl Checker<'_, '_> {
             spread: eff.spread,
             thaw_after: eff.thaw_after,
             on_prescript_failure: eff.on_prescript_failure,
+            hooks_while_throttled: eff.hooks_while_throttled,
             catch_up: eff.catch_up,
             ping_url,
             notify,

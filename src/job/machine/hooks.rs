@@ -81,10 +81,55 @@ impl Run<'_> {
                     describe(&run)
                 ),
             );
-        } else if let Some(f) = &tags_file {
-            self.take_script_tags(&mut prep, f);
+        } else {
+            prep.locked = true;
+            if let Some(f) = &tags_file {
+                self.take_script_tags(&mut prep, f);
+            }
         }
         Step::Freeze(prep)
+    }
+
+    // ---- Release: throttled while frozen, the lock is not held across the wait.
+
+    /// The post-script releases the application, the run waits outside the
+    /// window, and the pre-script quiesces it again before the next freeze.
+    /// The tags the first pre-script wrote are dropped: a position read
+    /// under a lock that was released is not the snapshot's. The request
+    /// keeps its ClientToken: ECS did not process the throttled request, so
+    /// the token has never been seen with other parameters.
+    pub(super) async fn release(&mut self, mut prep: Prepared, wait: Duration) -> Step {
+        self.end_hooks(&mut prep).await;
+        let stale: Vec<String> = std::mem::take(&mut self.report.script_tags)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        prep.request.tags.retain(|t| !stale.contains(&t.key));
+        tokio::time::sleep(wait).await;
+        let Some(path) = self.job.prescript.as_deref() else {
+            return Step::Freeze(prep);
+        };
+        match open_script(path) {
+            Ok(script) => Step::PreScript(prep, Some(script)),
+            Err(e) => {
+                // Like hooks unusable at preflight: neither runs again.
+                prep.hooks = false;
+                let what = format!("prescript not run again after the throttled window: {e}");
+                if self.job.on_prescript_failure == OnPrescriptFailure::Skip {
+                    self.fail(
+                        Outcome::PreScriptFailed,
+                        format!("{what}; on_prescript_failure = \"skip\": no snapshot taken"),
+                    );
+                    return Step::Done;
+                }
+                self.consistency = weakest(self.consistency, Consistency::Fs);
+                self.fail(
+                    Outcome::PreScriptFailed,
+                    format!("{what}; snapshot will be file-system-consistent"),
+                );
+                Step::Freeze(prep)
+            }
+        }
     }
 
     /// Adds what a successful pre-script wrote to `APPSNAP_TAGS_FILE` to the
@@ -133,6 +178,23 @@ impl Run<'_> {
     // ---- PostScript, then the lock holders end.
 
     pub(super) async fn post_script(&mut self, mut prep: Prepared, creation: Creation) -> Step {
+        self.end_hooks(&mut prep).await;
+        match creation {
+            Creation::Nothing | Creation::Throttled { .. } => Step::Done,
+            c @ (Creation::TimedOut | Creation::Accepted { .. }) => Step::AwaitGroup(prep, c),
+        }
+    }
+
+    /// Runs the post-script and ends the pre-script's lock holders; then the
+    /// run is out of its critical section (a stopping daemon need not wait
+    /// for the rest: nothing is locked or frozen any more).
+    async fn end_hooks(&mut self, prep: &mut Prepared) {
+        self.end_hooks_inner(prep).await;
+        self.critical = None;
+    }
+
+    async fn end_hooks_inner(&mut self, prep: &mut Prepared) {
+        prep.locked = false;
         // Opened and checked again now: the path may lead elsewhere than at the start.
         let script = match self.job.postscript.as_deref().filter(|_| prep.hooks) {
             None => None,
@@ -181,10 +243,6 @@ impl Run<'_> {
                     "lock holders (process group {id}) ignored SIGTERM and were killed"
                 ));
             }
-        }
-        match creation {
-            Creation::Nothing | Creation::Throttled { .. } => Step::Done,
-            c @ (Creation::TimedOut | Creation::Accepted { .. }) => Step::AwaitGroup(prep, c),
         }
     }
 }

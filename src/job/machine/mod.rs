@@ -45,7 +45,7 @@ use crate::cloud::ecs::{
 };
 use crate::cloud::{TAG_INSTANCE, TAG_JOB};
 use crate::host::{self, DiskRequest, Frozen, HostPaths, HostView, Plan, ThawCause};
-use crate::policy::types::{OnPrescriptFailure, ThawAfter};
+use crate::policy::types::{HooksWhileThrottled, OnPrescriptFailure, ThawAfter};
 use crate::policy::DiskId;
 
 /// Tag key with the consistency appsnap achieved (`app`, `fs`, `crash`).
@@ -215,6 +215,9 @@ enum Step {
     Snapshot(Prepared, Option<Window>),
     Thaw(Prepared, Option<Window>, Creation),
     PostScript(Prepared, Creation),
+    /// Throttled while frozen with the lock held (`hooks_while_throttled =
+    /// "release"`): the post-script runs, the wait, then the pre-script again.
+    Release(Prepared, Duration),
     AwaitGroup(Prepared, Creation),
     Tag(SnapshotGroup),
     Done,
@@ -229,7 +232,7 @@ impl Step {
             Step::Freeze(..) => Stage::Freeze,
             Step::Snapshot(..) => Stage::Snapshot,
             Step::Thaw(..) => Stage::Thaw,
-            Step::PostScript(..) => Stage::PostScript,
+            Step::PostScript(..) | Step::Release(..) => Stage::PostScript,
             Step::AwaitGroup(..) => Stage::AwaitGroup,
             Step::Tag(..) => Stage::Tag,
             Step::Done => return None,
@@ -247,6 +250,9 @@ struct Prepared {
     hooks: bool,
     /// What the pre-script left running (lock holders), ended after the post-script.
     lock_holders: Option<ProcessGroup>,
+    /// The pre-script succeeded and the post-script has not run since: the
+    /// application is quiesced (its lock held).
+    locked: bool,
 }
 
 impl Prepared {
@@ -313,6 +319,7 @@ pub async fn run(env: &RunEnv, job: &RunSpec, opts: RunOptions) -> RunReport {
             Step::Snapshot(p, w) => r.snapshot(p, w).await,
             Step::Thaw(p, w, c) => r.thaw(p, w, c).await,
             Step::PostScript(p, c) => r.post_script(p, c).await,
+            Step::Release(p, wait) => r.release(p, wait).await,
             Step::AwaitGroup(p, c) => r.await_group(p, c).await,
             Step::Tag(g) => r.tag(g).await,
             Step::Done => Step::Done,
@@ -332,7 +339,7 @@ struct Run<'a> {
     failure: Option<Outcome>,
     /// What the snapshot can still claim; lowered as steps fall short.
     consistency: Consistency,
-    /// Present from the pre-script to the end of the run.
+    /// Present from the pre-script to the end of the post-script.
     critical: Option<CriticalSection>,
     /// Errors seen while frozen, logged after the thaw.
     frozen_errors: Vec<(Outcome, String)>,

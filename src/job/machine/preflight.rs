@@ -203,6 +203,7 @@ impl Run<'_> {
             script_ctx,
             hooks,
             lock_holders: None,
+            locked: false,
         };
         Step::PreScript(prepared, prescript)
     }

@@ -347,7 +347,9 @@ impl Run<'_> {
 
     /// ECS throttled CreateSnapshotGroup while frozen and the run has thawed:
     /// wait outside the window (at least what the server asked), then freeze
-    /// again with the same request and ClientToken. The pre-script's lock
+    /// again with the same request and ClientToken. With the lock held and
+    /// `hooks_while_throttled = "release"`, the post-script releases the
+    /// application for the wait ([`Step::Release`]); with `"hold"` the lock
     /// holders keep their lock meanwhile. After [`MAX_THROTTLED_WINDOWS`], or
     /// when the thaw of this window was not `clean` (a lost freeze, a failed
     /// thaw, the deadline), the run gives up.
@@ -372,11 +374,20 @@ impl Run<'_> {
             .throttled_backoff
             .delay(n - 1)
             .max(retry_after.unwrap_or_default());
+        let release = prep.locked && self.job.hooks_while_throttled == HooksWhileThrottled::Release;
         self.warn(format!(
-            "CreateSnapshotGroup throttled while frozen ({error}): thawed at once, freezing again in {} ms (window {} of at most {MAX_THROTTLED_WINDOWS})",
+            "CreateSnapshotGroup throttled while frozen ({error}): thawed at once, freezing again in {} ms (window {} of at most {MAX_THROTTLED_WINDOWS}){}",
             wait.as_millis(),
-            n + 1
+            n + 1,
+            if release {
+                "; the postscript releases the application meanwhile and the prescript quiesces it again"
+            } else {
+                ""
+            }
         ));
+        if release {
+            return Step::Release(prep, wait);
+        }
         tokio::time::sleep(wait).await;
         Step::Freeze(prep)
     }

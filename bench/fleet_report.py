@@ -188,6 +188,7 @@ def cmd_row(a):
         "last_s": round(last, 1),
         "frozen": [pct(frozen, 50), pct(frozen, 99), max(frozen, default=0)],
         "writer": [round(pct(writer, 50)), round(pct(writer, 99)), round(max(writer, default=0))],
+        "writers": len(writer),
         "runs_throttled_in_freeze": len(in_freeze),
         "throttled": len(throttled),
         "ecs_per_run": round(len(ecs) / n, 1),
@@ -228,13 +229,13 @@ def cmd_table(a):
         )
     print(
         "| N | mode | jobs ok | last job done (s after the minute) | freeze window median / p99 / max (ms) "
-        "| writers' longest blocked write median / p99 / max (ms) | runs throttled inside a freeze "
+        "| writers' longest blocked write median / p99 / max (ms; writers) | runs throttled inside a freeze "
         "| throttled answers | ECS calls per run | IMDS calls per run | memory: idle daemons / peak (MiB) | CPU (s) |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         f = " / ".join(str(x) for x in r["frozen"])
-        w = " / ".join(str(x) for x in r["writer"])
+        w = " / ".join(str(x) for x in r["writer"]) + f" ({r.get('writers', '?')})"
         print(
             f"| {r['n']} | {r['mode']} | {r['ok']}/{r['n']} | {r['last_s']} | {f} | {w} | "
             f"{r['runs_throttled_in_freeze']} | {r['throttled']} | {r['ecs_per_run']} | {r['imds_per_run']} | "

@@ -182,12 +182,7 @@ impl Scheduler {
     /// see [`spread_offset`]) and reschedules every job with it.
     pub fn with_spread_key(mut self, key: &str) -> Scheduler {
         self.spread_key = key.to_string();
-        let now = self.clock.now();
-        let names: Vec<JobName> = self.entries.keys().cloned().collect();
-        for name in names {
-            self.reschedule_from(&name, now);
-        }
-        self.publish_status();
+        self.reschedule_all();
         self
     }
 
@@ -221,13 +216,18 @@ impl Scheduler {
     /// Replaces the random source used for jitter and run IDs (tests pin it).
     pub fn with_random(mut self, random: impl FnMut() -> u64 + Send + 'static) -> Scheduler {
         self.random = Box::new(random);
+        self.reschedule_all();
+        self
+    }
+
+    /// Every job's next run from now again (after what a due time depends on changed).
+    fn reschedule_all(&mut self) {
         let now = self.clock.now();
         let names: Vec<JobName> = self.entries.keys().cloned().collect();
         for name in names {
             self.reschedule_from(&name, now);
         }
         self.publish_status();
-        self
     }
 
     /// Runs until [`SchedulerHandle::shutdown`] (or every handle is dropped),

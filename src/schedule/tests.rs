@@ -878,6 +878,19 @@ fn spread_offsets_are_stable_bounded_and_fan_a_fleet_out() {
     }
 }
 
+/// A scheduler on `p` at 2026-05-01T00:00Z for instance `i-bp1spread`,
+/// whose runs take 1 s and are logged.
+fn spread_scheduler(p: &Policy) -> (Scheduler, SchedulerHandle, Log) {
+    let clock = ManualClock::new(t("2026-05-01T00:00:00Z"));
+    let log = Log::default();
+    let (s, handle) = Scheduler::new(
+        p,
+        runner(clock.clone(), log.clone(), Duration::from_secs(1), false),
+        Arc::new(clock.clone()),
+    );
+    (s.with_spread_key("i-bp1spread"), handle, log)
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_spread_job_starts_at_its_fixed_offset_every_time() {
     let p = spread_policy(
@@ -885,14 +898,7 @@ async fn a_spread_job_starts_at_its_fixed_offset_every_time() {
     );
     let offset = spread_offset("i-bp1spread", &p.jobs[0].name, Duration::from_secs(600));
     assert!(offset > Duration::ZERO);
-    let clock = ManualClock::new(t("2026-05-01T00:00:00Z"));
-    let log = Log::default();
-    let (s, handle) = Scheduler::new(
-        &p,
-        runner(clock.clone(), log.clone(), Duration::from_secs(1), false),
-        Arc::new(clock.clone()),
-    );
-    let s = s.with_spread_key("i-bp1spread");
+    let (s, handle, log) = spread_scheduler(&p);
     assert_eq!(s.spread_of(&p.jobs[0], t("2026-05-01T01:00:00Z")), offset);
     let status = handle.status();
     assert_eq!(
@@ -921,14 +927,7 @@ async fn a_reload_that_changes_the_spread_reschedules_the_job() {
     let text = |spread: u64| {
         format!("[[job]]\nname = \"db\"\nschedule = \"0 * * * *\"\ntimezone = \"UTC\"\ndisks = [\"d-a\"]\nspread_secs = {spread}\n")
     };
-    let clock = ManualClock::new(t("2026-05-01T00:00:00Z"));
-    let log = Log::default();
-    let (s, handle) = Scheduler::new(
-        &spread_policy(&text(600)),
-        runner(clock.clone(), log.clone(), Duration::from_secs(1), false),
-        Arc::new(clock.clone()),
-    );
-    let s = s.with_spread_key("i-bp1spread");
+    let (s, handle, _) = spread_scheduler(&spread_policy(&text(600)));
     let before = handle.status()[0].next_due.unwrap();
     let task = tokio::spawn(s.run());
     handle.reload(spread_policy(&text(0)));
@@ -950,14 +949,7 @@ async fn a_frequent_schedule_is_never_spread_past_its_next_run() {
     // time, no scheduled time skipped.
     let p = spread_policy(ONE_JOB_EVERY_10S);
     assert_eq!(p.jobs[0].spread, Duration::from_secs(60));
-    let clock = ManualClock::new(t("2026-05-01T00:00:00Z"));
-    let log = Log::default();
-    let (s, handle) = Scheduler::new(
-        &p,
-        runner(clock.clone(), log.clone(), Duration::from_secs(1), false),
-        Arc::new(clock.clone()),
-    );
-    let s = s.with_spread_key("i-bp1spread");
+    let (s, handle, log) = spread_scheduler(&p);
     let task = tokio::spawn(s.run());
     sleep(65).await;
     handle.shutdown();

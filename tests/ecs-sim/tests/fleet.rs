@@ -4,10 +4,7 @@
 
 mod support;
 
-use std::time::Duration;
-
 use ecs_sim::config::InstanceConfig;
-use ecs_sim::testkit::http::{send, HttpResponse, RawRequest};
 use ecs_sim::testkit::{Creds, EcsClient, Scheme};
 use ecs_sim::SimHandle;
 use support::*;
@@ -41,28 +38,15 @@ fn b_url(h: &SimHandle, ip: &str) -> String {
     format!("http://{ip}:{port}")
 }
 
-fn get(url: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
-    let req = RawRequest {
-        method: method.into(),
-        target: path.into(),
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        body: vec![],
-    };
-    send(url, &req, Duration::from_secs(10)).expect("metadata request")
-}
-
 fn token(url: &str) -> String {
-    let r = get(url, "PUT", "/latest/api/token", &[(TTL, "300")]);
+    let r = imds_at(url, "PUT", "/latest/api/token", &[(TTL, "300")]);
     assert_eq!(r.status, 200);
     r.text()
 }
 
 fn role_creds(url: &str) -> Creds {
     let t = token(url);
-    let r = get(
+    let r = imds_at(
         url,
         "GET",
         &format!("/latest/meta-data/ram/security-credentials/{ROLE}"),
@@ -87,7 +71,7 @@ fn each_instance_sees_its_own_identity_disks_tokens_and_credentials() {
     let b = b_url(&h, ip);
     let item = |url: &str, path: &str| {
         let t = token(url);
-        let r = get(url, "GET", path, &[(TOK, &t)]);
+        let r = imds_at(url, "GET", path, &[(TOK, &t)]);
         assert_eq!(r.status, 200, "{path}: {}", r.text());
         r.text()
     };
@@ -113,7 +97,7 @@ fn each_instance_sees_its_own_identity_disks_tokens_and_credentials() {
     );
     // A token is good only at the service that issued it.
     let ta = token(&a);
-    let r = get(&b, "GET", "/latest/meta-data/instance-id", &[(TOK, &ta)]);
+    let r = imds_at(&b, "GET", "/latest/meta-data/instance-id", &[(TOK, &ta)]);
     assert_eq!(r.status, 401, "{}", r.text());
     // Both inherit the first instance's role, with credentials of their own.
     let (ca, cb) = (role_creds(&a), role_creds(&b));

@@ -147,8 +147,13 @@ pub fn client(h: &SimHandle, scheme: Scheme) -> EcsClient {
 
 /// One request to the metadata service.
 pub fn imds(h: &SimHandle, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    imds_at(&h.started.imds_url, method, path, headers)
+}
+
+/// One request to the metadata service at `url` (a fleet instance's own).
+pub fn imds_at(url: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
     send(
-        &h.started.imds_url,
+        url,
         &RawRequest {
             method: method.into(),
             target: path.into(),

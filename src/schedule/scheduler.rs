@@ -188,7 +188,7 @@ impl Scheduler {
 
     /// This instance's spread offset for `job`'s run at `scheduled`.
     pub fn spread_of(&self, job: &Job, scheduled: DateTime<Utc>) -> Duration {
-        spread_offset(&self.spread_key, &job.name, spread_window(job, scheduled))
+        offset_at(&self.spread_key, job, scheduled)
     }
 
     /// Calls `f` with the scheduled times each job skips while the loop runs.
@@ -449,10 +449,14 @@ fn spread_window(job: &Job, scheduled: DateTime<Utc>) -> Duration {
     job.spread.min(gap / 2)
 }
 
-/// This instance's fixed offset for `job`'s run at `scheduled`, as a chrono duration.
+/// The fixed offset of the instance `key` for `job`'s run at `scheduled`.
+fn offset_at(key: &str, job: &Job, scheduled: DateTime<Utc>) -> Duration {
+    spread_offset(key, &job.name, spread_window(job, scheduled))
+}
+
+/// [`offset_at`] as a chrono duration.
 fn spread(key: &str, job: &Job, scheduled: DateTime<Utc>) -> chrono::Duration {
-    chrono::Duration::from_std(spread_offset(key, &job.name, spread_window(job, scheduled)))
-        .unwrap_or(chrono::Duration::zero())
+    chrono::Duration::from_std(offset_at(key, job, scheduled)).unwrap_or(chrono::Duration::zero())
 }
 
 /// This run's jitter as a chrono duration.

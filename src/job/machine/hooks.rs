@@ -189,11 +189,6 @@ impl Run<'_> {
     /// run is out of its critical section (a stopping daemon need not wait
     /// for the rest: nothing is locked or frozen any more).
     async fn end_hooks(&mut self, prep: &mut Prepared) {
-        self.end_hooks_inner(prep).await;
-        self.critical = None;
-    }
-
-    async fn end_hooks_inner(&mut self, prep: &mut Prepared) {
         prep.locked = false;
         // Opened and checked again now: the path may lead elsewhere than at the start.
         let script = match self.job.postscript.as_deref().filter(|_| prep.hooks) {
@@ -244,6 +239,7 @@ impl Run<'_> {
                 ));
             }
         }
+        self.critical = None;
     }
 }
 
